@@ -1,0 +1,93 @@
+"""The wrap primitive: AES-256-GCM with a random 96-bit nonce, for DEKs and TKVs.
+
+Layout of a sealed value::
+
+    nonce (12 bytes, random) ‖ ciphertext (len(plaintext) bytes) ‖ tag (16 bytes)
+
+The associated data is not stored: the caller passes it to both ``seal`` and ``open`` and it must
+bind what the wrapped key belongs to (tenant, blob, key version), so a wrapped DEK copied onto
+another row does not open. Random 96-bit nonces are safe far beyond Kodori's volumes under one
+wrapping key (NIST SP 800-38D's 2^32 invocation bound); they come from ``os.urandom``, which has
+no user-space state a ``fork`` could duplicate.
+
+Every authentication failure, whatever its cause (wrong key, wrong associated data, a flipped bit,
+a truncated value), raises :class:`~encryption.errors.NotAuthentic` with one fixed message. A key
+that is not 32 bytes, or an explicit nonce that is not 12 bytes, is a ``ValueError``: pyca's
+AESGCM accepts other nonce lengths, which Kodori never wants.
+"""
+
+from __future__ import annotations
+
+import os
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from encryption.errors import NotAuthentic
+
+__all__ = [
+    "KEY_SIZE",
+    "NONCE_SIZE",
+    "OVERHEAD",
+    "TAG_SIZE",
+    "open",
+    "open_with_nonce",
+    "seal",
+    "seal_with_nonce",
+]
+
+KEY_SIZE = 32
+NONCE_SIZE = 12
+TAG_SIZE = 16
+OVERHEAD = NONCE_SIZE + TAG_SIZE
+
+
+def _aead(key: bytes) -> AESGCM:
+    if len(key) != KEY_SIZE:
+        raise ValueError(f"key must be {KEY_SIZE} bytes, got {len(key)}")
+    return AESGCM(bytes(key))
+
+
+def _check_nonce(nonce: bytes) -> None:
+    if len(nonce) != NONCE_SIZE:
+        raise ValueError(f"nonce must be {NONCE_SIZE} bytes, got {len(nonce)}")
+
+
+def seal_with_nonce(key: bytes, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:
+    """AES-256-GCM with a caller-chosen 12-byte nonce; returns ciphertext ‖ tag.
+
+    For test vectors and for formats that derive their nonces; everything else uses ``seal``.
+    """
+    aead = _aead(key)
+    _check_nonce(nonce)
+    return aead.encrypt(nonce, plaintext, aad)
+
+
+def open_with_nonce(key: bytes, nonce: bytes, ciphertext: bytes, aad: bytes) -> bytes:
+    """Inverse of :func:`seal_with_nonce`; NotAuthentic unless the tag verifies."""
+    aead = _aead(key)
+    _check_nonce(nonce)
+    if len(ciphertext) < TAG_SIZE:
+        raise NotAuthentic()
+    try:
+        return aead.decrypt(nonce, ciphertext, aad)
+    except InvalidTag:
+        raise NotAuthentic() from None
+
+
+def seal(key: bytes, plaintext: bytes, aad: bytes) -> bytes:
+    """Encrypt under a fresh random nonce; returns nonce ‖ ciphertext ‖ tag."""
+    aead = _aead(key)
+    nonce = os.urandom(NONCE_SIZE)
+    return nonce + aead.encrypt(nonce, plaintext, aad)
+
+
+def open(key: bytes, sealed: bytes, aad: bytes) -> bytes:
+    """Open a value made by :func:`seal`; NotAuthentic for any forgery or truncation."""
+    aead = _aead(key)
+    if len(sealed) < OVERHEAD:
+        raise NotAuthentic()
+    try:
+        return aead.decrypt(sealed[:NONCE_SIZE], sealed[NONCE_SIZE:], aad)
+    except InvalidTag:
+        raise NotAuthentic() from None

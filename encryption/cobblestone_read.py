@@ -1,0 +1,279 @@
+"""Decryption side of Cobblestone-256 (c2sp.org/chunked-encryption): streaming and random access.
+
+The byte layout is documented in :mod:`encryption.cobblestone`. Rules this module enforces:
+
+* The commitment is compared (constant time) before any AES-GCM chunk is opened, so a wrong key or
+  a wrong context is refused without touching a chunk.
+* No plaintext is ever released from a chunk whose tag did not verify. ``decrypt_into`` writes
+  plaintext before it checks the tag, so a failed chunk's output region is wiped at once.
+* A streaming decryption releases chunks in order and only once it knows whether each is the
+  final one (a full-sized chunk is final only if nothing follows it, which means truncation).
+  The end of the input is the only place the final chunk can be, so trailing data, a missing
+  final chunk and a truncated one all fail the final chunk's authentication or its size check.
+* Every failure is :class:`~encryption.errors.NotAuthentic`, and a stream or reader that failed
+  keeps failing on every later call: a consumer that retries cannot mistake a failure for an end.
+"""
+
+from __future__ import annotations
+
+import hmac
+import mmap
+from collections.abc import Iterator
+from typing import Protocol
+
+from encryption.cobblestone import (
+    BATCH_CHUNKS,
+    CHUNK_SIZE,
+    COMMITMENT_SIZE,
+    HEADER_SIZE,
+    MAX_CHUNKS,
+    SALT_SIZE,
+    SEALED_CHUNK_SIZE,
+    TAG_SIZE,
+    ChunkCipher,
+    Readable,
+    Writable,
+    check_key,
+    derive_message_keys,
+    fill,
+    plaintext_size,
+    write_all,
+)
+from encryption.errors import NotAuthentic
+
+__all__ = ["RandomAccessReader", "StreamDecryptor", "decrypt_stream", "iter_decrypt", "open_header"]
+
+
+class Seekable(Readable, Protocol):
+    """A source that can also seek (a file, a storage backend's file object)."""
+
+    def seek(self, offset: int, whence: int = ..., /) -> int: ...
+
+
+def open_header(key: bytes, context: bytes, header: bytes) -> ChunkCipher:
+    """Check a raw 56-byte header (salt ‖ commitment) and return the message's chunk cipher."""
+    key = check_key(key)
+    if len(header) != HEADER_SIZE:
+        raise NotAuthentic()
+    aead_key, base_nonce, commitment = derive_message_keys(key, header[:SALT_SIZE], context)
+    if not hmac.compare_digest(commitment, header[SALT_SIZE : SALT_SIZE + COMMITMENT_SIZE]):
+        raise NotAuthentic()
+    return ChunkCipher(aead_key, base_nonce)
+
+
+class StreamDecryptor(Iterator[bytes]):
+    """Pull-style decryption: iterate to get authenticated plaintext, about 1 MiB at a time.
+
+    Each item holds whole chunks that have been authenticated (a failing batch first yields the
+    chunks before the forged one, then raises). After a failure every ``next()`` raises
+    :class:`NotAuthentic` again, never ``StopIteration``. ``plaintext_size`` counts what was
+    released. Built by :func:`iter_decrypt` after the header checks out, or directly from a
+    :class:`ChunkCipher` over a source positioned at chunk 0 (raw mode, for test vectors).
+    """
+
+    def __init__(self, cipher: ChunkCipher, source: Readable) -> None:
+        self._cipher = cipher
+        self._source = source
+        # One spare byte: a full chunk is released only once a byte after it proves it is not
+        # the final one.
+        self._in = memoryview(mmap.mmap(-1, BATCH_CHUNKS * SEALED_CHUNK_SIZE + 1))
+        self._out = memoryview(mmap.mmap(-1, BATCH_CHUNKS * CHUNK_SIZE))
+        self._have = 0
+        self._index = 0
+        self._failed = False
+        self._done = False
+        self.plaintext_size = 0
+
+    def __next__(self) -> bytes:
+        while True:
+            view = self.next_view()
+            if view is None:
+                raise StopIteration
+            if view:
+                return bytes(view)
+
+    def next_view(self) -> memoryview | None:
+        """Next authenticated plaintext as a view into a reused buffer; None at the end.
+
+        The view is valid until the next call. This is the zero-copy path behind
+        :func:`decrypt_stream`.
+        """
+        if self._failed:
+            raise NotAuthentic()
+        if self._done:
+            return None
+        buf, have = self._in, self._have
+        have += fill(self._source, buf[have:])
+        at_end = have < len(buf)
+        # Full chunks that are followed by at least one more byte are certainly not final.
+        count = (have - 1) // SEALED_CHUNK_SIZE if have else 0
+        # Whatever follows these chunks, a final one must still fit under the 2^38 limit.
+        if self._index + count >= MAX_CHUNKS:
+            return self._fail(0)
+        opened = self._cipher.open_full(self._index, buf, count, self._out)
+        if opened < count:
+            return self._fail(opened * CHUNK_SIZE)
+        self._index += count
+        released = count * CHUNK_SIZE
+        consumed = count * SEALED_CHUNK_SIZE
+        if at_end:
+            last = have - consumed
+            # last == 0: input ended without any final chunk; last == 16400: the final chunk
+            # is full-sized, i.e. the real final chunk was cut off.
+            if not TAG_SIZE <= last < SEALED_CHUNK_SIZE:
+                return self._fail(released)
+            dst = self._out[released : released + last - TAG_SIZE]
+            if not self._cipher.open_one(self._index, buf[consumed:have], dst):
+                return self._fail(released)
+            released += last - TAG_SIZE
+            self._done = True
+            self._have = 0
+        else:
+            self._have = have - consumed
+            buf[: self._have] = buf[consumed:have]
+        self.plaintext_size += released
+        return self._out[:released]
+
+    def _fail(self, released: int) -> memoryview:
+        """Mark the stream failed; hand out what was authenticated before, or raise now."""
+        self._failed = True
+        if not released:
+            raise NotAuthentic()
+        self.plaintext_size += released
+        return self._out[:released]
+
+
+def _read_raw_header(source: Readable) -> bytes:
+    header = bytearray(HEADER_SIZE)
+    got = fill(source, memoryview(header))
+    return bytes(header[:got])
+
+
+def iter_decrypt(key: bytes, context: bytes, source: Readable) -> StreamDecryptor:
+    """Check the header of a raw message read from ``source`` and return its plaintext iterator.
+
+    Raises ValueError for a bad key size and NotAuthentic for a wrong key, context or header at
+    once, before the caller has started sending anything anywhere.
+    """
+    key = check_key(key)
+    return StreamDecryptor(open_header(key, context, _read_raw_header(source)), source)
+
+
+def decrypt_stream(key: bytes, context: bytes, source: Readable, sink: Writable) -> int:
+    """Decrypt a raw message from ``source`` into ``sink``; return the plaintext size.
+
+    On NotAuthentic the sink may already hold an authenticated prefix; callers that need
+    all-or-nothing write to a temporary place and discard it on error.
+    """
+    stream = iter_decrypt(key, context, source)
+    while (view := stream.next_view()) is not None:
+        write_all(sink, view)
+    return stream.plaintext_size
+
+
+class _Sticky(Iterator[bytes]):
+    """Wrap a generator so that after NotAuthentic it raises again instead of stopping."""
+
+    def __init__(self, inner: Iterator[bytes]) -> None:
+        self._inner = inner
+        self._failed = False
+
+    def __next__(self) -> bytes:
+        if self._failed:
+            raise NotAuthentic()
+        try:
+            return next(self._inner)
+        except NotAuthentic:
+            self._failed = True
+            raise
+
+
+class RandomAccessReader:
+    """Random access to a raw message in a seekable source: chunk ``k`` is at a fixed offset.
+
+    ``plaintext_size`` follows from the ciphertext size (``size``, or the source's end) and is a
+    claim until the final chunk is authenticated, by ``authenticate_length()`` or by any range
+    that reaches the end. ``iter_range`` reads and opens only the chunks the range covers. The
+    header is checked on construction. Not thread-safe; a failure makes every later call fail.
+    """
+
+    def __init__(
+        self, key: bytes, context: bytes, source: Seekable, size: int | None = None, *, offset: int = 0
+    ) -> None:
+        key = check_key(key)
+        if size is None:
+            size = source.seek(0, 2) - offset
+        self._source = source
+        self._offset = offset
+        self._size = size
+        self.plaintext_size = plaintext_size(size)
+        self._chunks = self.plaintext_size // CHUNK_SIZE + 1
+        source.seek(offset)
+        self._cipher = open_header(key, context, _read_raw_header(source))
+        self._in: memoryview | None = None
+        self._out: memoryview | None = None
+        self._failed = False
+        self._length_ok = False
+
+    def authenticate_length(self) -> None:
+        """Authenticate the final chunk, and with it ``plaintext_size``; NotAuthentic if forged."""
+        if self._failed:
+            raise NotAuthentic()
+        if not self._length_ok:
+            for _ in self._iter_chunks(self._chunks - 1, self._chunks - 1, 0, 0):
+                pass
+
+    def iter_range(self, start: int, stop: int) -> Iterator[bytes]:
+        """Yield plaintext bytes ``[start, stop)``; a range ending at the end authenticates it."""
+        if not 0 <= start <= stop <= self.plaintext_size:
+            raise ValueError(f"range [{start}, {stop}) is outside [0, {self.plaintext_size}]")
+        if self._failed:
+            raise NotAuthentic()
+        if stop == self.plaintext_size:
+            last = self._chunks - 1
+        elif start == stop:
+            return iter(())
+        else:
+            last = (stop - 1) // CHUNK_SIZE
+        first = start // CHUNK_SIZE
+        return _Sticky(self._iter_chunks(first, last, start - first * CHUNK_SIZE, stop - first * CHUNK_SIZE))
+
+    def read_range(self, start: int, stop: int) -> bytes:
+        """``b"".join(iter_range(start, stop))``, for small ranges."""
+        return b"".join(self.iter_range(start, stop))
+
+    def _iter_chunks(self, first: int, last: int, lo: int, hi: int) -> Iterator[bytes]:
+        """Open chunks ``first..last`` in batches; yield plaintext ``[lo, hi)`` relative to ``first``."""
+        if self._in is None or self._out is None:
+            self._in = memoryview(mmap.mmap(-1, BATCH_CHUNKS * SEALED_CHUNK_SIZE))
+            self._out = memoryview(mmap.mmap(-1, BATCH_CHUNKS * CHUNK_SIZE))
+        src, dst, cipher = self._in, self._out, self._cipher
+        final = self._chunks - 1
+        for batch_first in range(first, last + 1, BATCH_CHUNKS):
+            batch_last = min(batch_first + BATCH_CHUNKS - 1, last)
+            begin = HEADER_SIZE + batch_first * SEALED_CHUNK_SIZE
+            end = min(HEADER_SIZE + (batch_last + 1) * SEALED_CHUNK_SIZE, self._size)
+            self._source.seek(self._offset + begin)
+            if fill(self._source, src[: end - begin]) != end - begin:
+                self._failed = True
+                raise NotAuthentic()
+            full = batch_last - batch_first + (0 if batch_last == final else 1)
+            opened = cipher.open_full(batch_first, src, full, dst)
+            released = opened * CHUNK_SIZE
+            ok = opened == full
+            if ok and batch_last == final:
+                tail = end - begin - full * SEALED_CHUNK_SIZE
+                piece = src[full * SEALED_CHUNK_SIZE : end - begin]
+                ok = cipher.open_one(final, piece, dst[released : released + tail - TAG_SIZE])
+                if ok:
+                    released += tail - TAG_SIZE
+                    self._length_ok = True
+            if not ok:
+                self._failed = True
+            # Clip the authenticated plaintext of this batch to the requested range.
+            offset = (batch_first - first) * CHUNK_SIZE
+            a, b = max(lo - offset, 0), min(hi - offset, released)
+            if a < b:
+                yield bytes(dst[a:b])
+            if not ok:
+                raise NotAuthentic()
