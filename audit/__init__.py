@@ -1,0 +1,1 @@
+"""The tamper-evident audit log of key custody and membership changes. Imports only ``tenants``."""

@@ -1,0 +1,1 @@
+"""Tenants' files: streaming encrypted upload, ranged download, storage backends and the API."""

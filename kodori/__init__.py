@@ -1,0 +1,7 @@
+"""Kodori: multi-tenant file storage with bring-your-own-key envelope encryption."""
+
+from __future__ import annotations
+
+from .celery import app as celery_app
+
+__all__ = ("celery_app",)

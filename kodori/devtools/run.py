@@ -1,0 +1,173 @@
+"""`make run`: start everything Kodori needs on this machine and stop it all on Ctrl-C.
+
+Without ``DATABASE_URL`` / ``REDIS_URL`` in the environment it starts a private PostgreSQL and Redis under
+``.kodori/`` (see ``servers``); with them, it uses yours. Then it migrates, seeds the demo tenants, and runs
+the web server (gunicorn), a Celery worker and Celery beat until interrupted. Re-running reuses the same data,
+ports and secrets, kept in ``.kodori/env``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .servers import PostgresServer, RedisServer, ServerUnavailable, new_password, port_is_free
+
+BASE_DIR = Path(__file__).resolve().parents[2]
+STATE_DIR = Path(os.environ.get("KODORI_STATE_DIR", BASE_DIR / ".kodori"))
+ENV_FILE = STATE_DIR / "env"
+
+
+def _read_env_file() -> dict[str, str]:
+    values: dict[str, str] = {}
+    if ENV_FILE.exists():
+        for line in ENV_FILE.read_text().splitlines():
+            if "=" in line and not line.lstrip().startswith("#"):
+                key, _, value = line.partition("=")
+                values[key.strip()] = value.strip()
+    return values
+
+
+def _write_env_file(values: dict[str, str]) -> None:
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    body = "# Written by `make run`: this machine's private servers and development secrets.\n"
+    body += "".join(f"{k}={v}\n" for k, v in sorted(values.items()))
+    ENV_FILE.write_text(body)
+    ENV_FILE.chmod(0o600)
+
+
+def _pick_port(preferred: int) -> int:
+    port = preferred
+    while not port_is_free(port):
+        port += 1
+    return port
+
+
+def _state() -> dict[str, str]:
+    """Load or create the per-checkout state: ports, passwords and development secrets."""
+    values = _read_env_file()
+    defaults = {
+        "KODORI_PG_PORT": str(_pick_port(54329)),
+        "KODORI_PG_PASSWORD": new_password(),
+        "KODORI_REDIS_PORT": str(_pick_port(63799)),
+        "KODORI_REDIS_PASSWORD": new_password(),
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "AUTH_SECRET": secrets.token_urlsafe(48),
+        "KODORI_DEMO_PASSWORD": "demo-" + secrets.token_urlsafe(9),
+    }
+    changed = False
+    for key, value in defaults.items():
+        if key not in values:
+            values[key] = value
+            changed = True
+    if changed:
+        _write_env_file(values)
+    return values
+
+
+class Runner:
+    def __init__(self) -> None:
+        self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.servers: list[PostgresServer | RedisServer] = []
+        self.stopping = False
+
+    def start_servers(self, state: dict[str, str], env: dict[str, str]) -> None:
+        if os.environ.get("DATABASE_URL"):
+            print("Using DATABASE_URL from the environment.")
+        else:
+            pg = PostgresServer(STATE_DIR / "pg", int(state["KODORI_PG_PORT"]), state["KODORI_PG_PASSWORD"])
+            # A port taken since the first run: the cluster keeps its data, only the port moves.
+            if not port_is_free(pg.port) and not (pg.data_dir / "postmaster.pid").exists():
+                pg.port = _pick_port(pg.port)
+            print(f"Starting PostgreSQL on 127.0.0.1:{pg.port} (data in {pg.data_dir}) ...")
+            self.servers.append(pg.start())
+            env["DATABASE_URL"] = pg.url
+        if os.environ.get("REDIS_URL"):
+            print("Using REDIS_URL from the environment.")
+        else:
+            rd = RedisServer(STATE_DIR / "redis", _pick_port(int(state["KODORI_REDIS_PORT"])),
+                             state["KODORI_REDIS_PASSWORD"], persistent=True)
+            print(f"Starting Redis on 127.0.0.1:{rd.port} ...")
+            self.servers.append(rd.start())
+            env["REDIS_URL"] = rd.url
+
+    def manage(self, env: dict[str, str], *args: str) -> None:
+        subprocess.run([sys.executable, str(BASE_DIR / "manage.py"), *args], env=env, check=True, cwd=BASE_DIR)  # noqa: S603
+
+    def spawn(self, name: str, cmd: list[str], env: dict[str, str]) -> None:
+        # Own process group, so Ctrl-C reaches us first and we stop children in order.
+        proc = subprocess.Popen(cmd, env=env, cwd=BASE_DIR, start_new_session=True)  # noqa: S603
+        self.children.append((name, proc))
+
+    def stop(self) -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        print("\nStopping Kodori ...")
+        for _name, proc in reversed(self.children):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for _name, proc in self.children:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        for server in reversed(self.servers):
+            server.stop()
+        print("Stopped.")
+
+    def run(self) -> int:
+        state = _state()
+        env = {**os.environ, **{k: v for k, v in state.items() if k not in os.environ}}
+        env.setdefault("DJANGO_ENV", "development")
+        env["KODORI_STATE_DIR"] = str(STATE_DIR)
+        port = os.environ.get("KODORI_PORT", "8000")
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        try:
+            self.start_servers(state, env)
+            self._remember_urls(env)
+            self.manage(env, "migrate", "--noinput", "-v", "0")
+            self.manage(env, "seed_demo", "--password", state["KODORI_DEMO_PASSWORD"])
+            bin_dir = Path(sys.executable).parent
+            self.spawn("web", [str(bin_dir / "gunicorn"), "kodori.wsgi", "--bind", f"127.0.0.1:{port}",
+                               "--workers", "2", "--threads", "4", "--timeout", "300",
+                               "--access-logfile", "-"], env)
+            self.spawn("worker", [str(bin_dir / "celery"), "-A", "kodori", "worker", "--loglevel", "INFO",
+                                  "--concurrency", "2", "-n", "worker@%h"], env)
+            self.spawn("beat", [str(bin_dir / "celery"), "-A", "kodori", "beat", "--loglevel", "INFO",
+                                "--schedule", str(STATE_DIR / "celerybeat-schedule")], env)
+            print(f"\nKodori is running at http://127.0.0.1:{port}/  (Ctrl-C stops everything)\n")
+            while True:
+                for name, proc in self.children:
+                    if proc.poll() is not None:
+                        print(f"{name} exited with status {proc.returncode}; stopping.")
+                        return 1
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            return 0
+        except (ServerUnavailable, subprocess.CalledProcessError) as exc:
+            print(f"make run failed: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            self.stop()
+
+    def _remember_urls(self, env: dict[str, str]) -> None:
+        """Write the live URLs into .kodori/env so `./manage.py shell` finds the same servers."""
+        values = _read_env_file()
+        values["DATABASE_URL"] = env["DATABASE_URL"]
+        values["REDIS_URL"] = env["REDIS_URL"]
+        _write_env_file(values)
+
+
+def main() -> int:
+    return Runner().run()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Tenants, memberships and roles: who belongs where and may do what. Imports none of Kodori's other apps."""

@@ -1,0 +1,95 @@
+"""Django admin for support staff: find a tenant, see its members, switch cloud KMS on or off.
+
+The cloud-KMS switch always goes through ``services.set_cloud_kms_enabled`` (from the change form or the list
+actions) so that every switch is recorded the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from . import services
+from .models import Membership, Tenant
+
+
+class _ReadOnly:
+    """Memberships change only through the members page, where the escalation rules apply and are audited."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class MembershipInline(_ReadOnly, admin.TabularInline):
+    model = Membership
+    extra = 0
+    fields = ["user", "role", "created_at"]
+    readonly_fields = fields
+
+
+class SealedFilter(admin.SimpleListFilter):
+    title = "sealed"
+    parameter_name = "sealed"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "Sealed"), ("no", "Not sealed")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Tenant]) -> QuerySet[Tenant]:
+        if self.value() == "yes":
+            return queryset.filter(sealed_at__isnull=False)
+        if self.value() == "no":
+            return queryset.filter(sealed_at__isnull=True)
+        return queryset
+
+
+@admin.register(Tenant)
+class TenantAdmin(admin.ModelAdmin):
+    list_display = ["name", "slug", "cloud_kms_enabled", "sealed_at", "created_at"]
+    list_filter = ["cloud_kms_enabled", SealedFilter, "created_at"]
+    search_fields = ["name", "slug", "memberships__user__email"]
+    prepopulated_fields = {"slug": ["name"]}
+    readonly_fields = ["sealed_at", "seal_reason", "created_at"]
+    fields = ["name", "slug", "cloud_kms_enabled", "sealed_at", "seal_reason", "created_at"]
+    inlines = [MembershipInline]
+    actions = ["enable_cloud_kms", "disable_cloud_kms"]
+
+    def save_model(self, request: HttpRequest, obj: Tenant, form: Any, change: bool) -> None:
+        wanted = obj.cloud_kms_enabled
+        if change and "cloud_kms_enabled" in form.changed_data:
+            obj.cloud_kms_enabled = not wanted  # the service makes (and records) the change
+        elif not change:
+            obj.cloud_kms_enabled = False
+        super().save_model(request, obj, form, change)
+        if services.set_cloud_kms_enabled(obj, wanted, actor=request.user):
+            obj.cloud_kms_enabled = wanted
+            state = "on" if wanted else "off"
+            self.message_user(request, f"Cloud KMS switched {state} for {obj.name}.", messages.SUCCESS)
+
+    def _switch(self, request: HttpRequest, queryset: QuerySet[Tenant], enabled: bool) -> None:
+        changed = sum(services.set_cloud_kms_enabled(t, enabled, actor=request.user) for t in queryset)
+        state = "on" if enabled else "off"
+        self.message_user(request, f"Cloud KMS switched {state} for {changed} tenant(s).", messages.SUCCESS)
+
+    @admin.action(description="Switch cloud KMS on for the selected tenants")
+    def enable_cloud_kms(self, request: HttpRequest, queryset: QuerySet[Tenant]) -> None:
+        self._switch(request, queryset, True)
+
+    @admin.action(description="Switch cloud KMS off for the selected tenants")
+    def disable_cloud_kms(self, request: HttpRequest, queryset: QuerySet[Tenant]) -> None:
+        self._switch(request, queryset, False)
+
+
+@admin.register(Membership)
+class MembershipAdmin(_ReadOnly, admin.ModelAdmin):
+    list_display = ["user", "tenant", "role", "created_at"]
+    list_filter = ["role"]
+    search_fields = ["user__email", "tenant__slug", "tenant__name"]

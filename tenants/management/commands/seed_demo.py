@@ -1,0 +1,68 @@
+"""Create the demo tenants and users that `make run` prints. Safe to re-run: nothing is duplicated or reset."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group, Permission
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import transaction
+
+from tenants.models import Membership, Role, Tenant
+
+TENANTS = [("acme", "Acme Corp"), ("globex", "Globex")]
+# (e-mail, tenant slug, role)
+MEMBERS = [
+    ("owner@acme.test", "acme", Role.OWNER),
+    ("admin@acme.test", "acme", Role.ADMIN),
+    ("member@acme.test", "acme", Role.MEMBER),
+    ("viewer@acme.test", "acme", Role.VIEWER),
+    ("owner@globex.test", "globex", Role.OWNER),
+    # The acme owner also helps at Globex, to show the tenant switcher.
+    ("owner@acme.test", "globex", Role.ADMIN),
+]
+STAFF_EMAIL = "support@kodori.test"
+SUPPORT_GROUP = "Support"
+SUPPORT_PERMISSIONS = ["view_tenant", "change_tenant", "view_membership"]
+
+
+class Command(BaseCommand):
+    help = "Create the demo tenants (acme, globex), their users and a support (staff) user."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--password",
+            default=os.environ.get("KODORI_DEMO_PASSWORD", ""),
+            help="Password given to demo users when they are first created (default: $KODORI_DEMO_PASSWORD).",
+        )
+
+    @transaction.atomic
+    def handle(self, *args: Any, password: str, **options: Any) -> None:
+        if len(password) < 12:
+            raise CommandError("Give --password (at least 12 characters) or set KODORI_DEMO_PASSWORD.")
+        user_model = get_user_model()
+        tenants = {}
+        for slug, name in TENANTS:
+            tenants[slug], _ = Tenant.objects.get_or_create(slug=slug, defaults={"name": name})
+
+        def user(email: str, **extra: Any) -> Any:
+            existing = user_model.objects.filter(username=email).first()
+            if existing is not None:
+                return existing
+            return user_model.objects.create_user(username=email, email=email, password=password, **extra)
+
+        for email, slug, role in MEMBERS:
+            Membership.objects.get_or_create(user=user(email), tenant=tenants[slug], defaults={"role": role})
+
+        staff = user(STAFF_EMAIL, is_staff=True)
+        group, _ = Group.objects.get_or_create(name=SUPPORT_GROUP)
+        group.permissions.set(Permission.objects.filter(codename__in=SUPPORT_PERMISSIONS))
+        staff.groups.add(group)
+
+        self.stdout.write("Demo logins (password for each, unless you changed it since):")
+        self.stdout.write(f"  password: {password}")
+        for email, slug, role in MEMBERS:
+            self.stdout.write(f"  {email:<22} {role.label:<7} in {tenants[slug].name}")
+        self.stdout.write(f"  {STAFF_EMAIL:<22} support staff (Django admin at /admin/)")

@@ -1,0 +1,85 @@
+"""Fixtures shared by every test: one tenant ``acme`` with a user per role, another tenant, and support staff.
+
+The PostgreSQL and Redis these tests run against are started by ``kodori.testing.pytest_plugin``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.test import Client
+
+from tenants.models import Membership, Role, Tenant
+
+PASSWORD = "correct horse battery staple"
+
+
+def make_user(email: str, **extra: Any) -> Any:
+    return get_user_model().objects.create_user(username=email, email=email, password=PASSWORD, **extra)
+
+
+@pytest.fixture
+def tenant(db: None) -> Tenant:
+    return Tenant.objects.create(slug="acme", name="Acme Corp")
+
+
+@pytest.fixture
+def other_tenant(db: None) -> Tenant:
+    return Tenant.objects.create(slug="globex", name="Globex")
+
+
+def _member(tenant: Tenant, email: str, role: Role) -> Any:
+    user = make_user(email)
+    Membership.objects.create(user=user, tenant=tenant, role=role)
+    return user
+
+
+@pytest.fixture
+def owner(tenant: Tenant) -> Any:
+    return _member(tenant, "owner@acme.test", Role.OWNER)
+
+
+@pytest.fixture
+def admin(tenant: Tenant) -> Any:
+    return _member(tenant, "admin@acme.test", Role.ADMIN)
+
+
+@pytest.fixture
+def member(tenant: Tenant) -> Any:
+    return _member(tenant, "member@acme.test", Role.MEMBER)
+
+
+@pytest.fixture
+def viewer(tenant: Tenant) -> Any:
+    return _member(tenant, "viewer@acme.test", Role.VIEWER)
+
+
+@pytest.fixture
+def outsider(other_tenant: Tenant) -> Any:
+    """The owner of another tenant: powerful there, nobody here."""
+    return _member(other_tenant, "owner@globex.test", Role.OWNER)
+
+
+@pytest.fixture
+def staff(db: None) -> Any:
+    from django.contrib.auth.models import Permission
+
+    user = make_user("support@kodori.test", is_staff=True)
+    user.user_permissions.set(
+        Permission.objects.filter(codename__in=["view_tenant", "change_tenant", "view_membership"])
+    )
+    return user
+
+
+def client_for(user: Any, *, csrf: bool = False) -> Client:
+    client = Client(enforce_csrf_checks=csrf)
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def as_user() -> Any:
+    """``as_user(owner)`` gives a logged-in test client; ``as_user(owner, csrf=True)`` enforces CSRF."""
+    return client_for
