@@ -83,3 +83,48 @@ def client_for(user: Any, *, csrf: bool = False) -> Client:
 def as_user() -> Any:
     """``as_user(owner)`` gives a logged-in test client; ``as_user(owner, csrf=True)`` enforces CSRF."""
     return client_for
+
+
+@pytest.fixture
+def worker_process(transactional_db: None) -> Any:
+    """A real ``celery worker`` subprocess on the test Redis, using the test database; stopped afterwards.
+
+    Tests that use it see committed data only (``transactional_db``), like a real worker would.
+    """
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from django.db import connection
+
+    from kodori.celery import app
+
+    db = connection.settings_dict
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "DJANGO_ENV": "test",
+    }
+    celery = Path(sys.executable).parent / "celery"
+    proc = subprocess.Popen(
+        [str(celery), "-A", "kodori", "worker", "--pool=solo", "--loglevel=WARNING", "-n", "test-worker@%h",
+         "--without-gossip", "--without-mingle"],
+        env=env,
+    )
+    try:
+        # Wait until the worker answers a broadcast ping: then it consumes the queue.
+        for _ in range(200):
+            if app.control.ping(timeout=0.2):
+                break
+            if proc.poll() is not None:
+                raise RuntimeError(f"celery worker exited with {proc.returncode}")
+        else:
+            raise RuntimeError("celery worker did not come up within ~40 s")
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
