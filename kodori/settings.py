@@ -36,7 +36,7 @@ if PRODUCTION:
         if not env.str(_name, default=""):
             raise ImproperlyConfigured(f"{_name} must be set when DJANGO_ENV=production")
 
-# Development defaults: the addresses of the PostgreSQL and Redis that `make run` starts (kodori/devservers.py).
+# Development defaults: the PostgreSQL and Redis that `make run` starts (kodori/devtools/servers.py).
 _DEV_DATABASE_URL = "postgres://kodori@127.0.0.1:54329/kodori"
 _DEV_REDIS_URL = "redis://127.0.0.1:63799/0"
 # Not secrets: they only ever protect a developer's local demo data.
@@ -53,7 +53,9 @@ if PRODUCTION and len(AUTH_SECRET) < 32:
     raise ImproperlyConfigured("AUTH_SECRET must be at least 32 characters of random data")
 
 DEBUG = env.bool("DEBUG", default=DJANGO_ENV == "development")
-ALLOWED_HOSTS: list[str] = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
+ALLOWED_HOSTS: list[str] = env.list(
+    "ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"]
+)
 CSRF_TRUSTED_ORIGINS: list[str] = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 DATABASES = {"default": env.db_url("DATABASE_URL", default=_DEV_DATABASE_URL)}

@@ -1,4 +1,4 @@
-"""Kodori's URL map: each app's pages at the root, Django auth under /accounts/, support's admin at /admin/."""
+"""Kodori's URL map: app pages at the root, Django auth under /accounts/, support's admin at /admin/."""
 
 from __future__ import annotations
 

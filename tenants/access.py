@@ -6,12 +6,23 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar, cast
 
+from django.contrib.auth.models import User
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
-from .models import Role
+from .models import Membership, Role, Tenant
+
+
+class TenantRequest(HttpRequest):
+    """The request a ``tenant_required`` view receives: the middleware has resolved these."""
+
+    tenant: Tenant
+    membership: Membership
+    request_id: str
+    user: User
+
 
 View = TypeVar("View", bound=Callable[..., HttpResponse])
 

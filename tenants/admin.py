@@ -33,7 +33,7 @@ class MembershipInline(_ReadOnly, admin.TabularInline):
     model = Membership
     extra = 0
     fields = ["user", "role", "created_at"]
-    readonly_fields = fields
+    readonly_fields = ["user", "role", "created_at"]
 
 
 class SealedFilter(admin.SimpleListFilter):

@@ -13,7 +13,9 @@ def current_tenant(request: HttpRequest) -> dict[str, Any]:
     membership = getattr(request, "membership", None)
     if membership is None:
         return {"current_tenant": None, "current_role": None, "switchable_memberships": []}
-    others = Membership.objects.filter(user=request.user).select_related("tenant").order_by("tenant__name")
+    others = (
+        Membership.objects.filter(user=membership.user_id).select_related("tenant").order_by("tenant__name")
+    )
     return {
         "current_tenant": membership.tenant,
         "current_role": membership.role_enum,

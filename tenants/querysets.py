@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from django.db import models
 
@@ -17,12 +17,12 @@ class TenantScopedQuerySet(models.QuerySet[Any]):
     up by primary key is a 404, never a 403 that would confirm it exists.
     """
 
-    def for_tenant(self, tenant: Tenant) -> TenantScopedQuerySet:
+    def for_tenant(self, tenant: Tenant) -> Self:
         return self.filter(tenant=tenant)
 
 
 class TenantQuerySet(models.QuerySet[Any]):
-    def for_user(self, user: Any) -> TenantQuerySet:
+    def for_user(self, user: Any) -> Self:
         """The tenants ``user`` is a member of."""
         if not user.is_authenticated:
             return self.none()
@@ -30,5 +30,5 @@ class TenantQuerySet(models.QuerySet[Any]):
 
 
 class MembershipQuerySet(TenantScopedQuerySet):
-    def owners(self) -> MembershipQuerySet:
+    def owners(self) -> Self:
         return self.filter(role="owner")

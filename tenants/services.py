@@ -87,7 +87,9 @@ def _send_welcome(membership: Membership, created_account: bool, base_url: str) 
         lines.append(f"Choose your password here: {base_url}{path}")
     else:
         lines.append(f"Sign in at {base_url}{reverse('login')} and switch to {tenant.name}.")
-    send_mail(f"Welcome to {tenant.name} on Kodori", "\n\n".join(lines), settings.DEFAULT_FROM_EMAIL, [user.email])
+    send_mail(
+        f"Welcome to {tenant.name} on Kodori", "\n\n".join(lines), settings.DEFAULT_FROM_EMAIL, [user.email]
+    )
 
 
 @transaction.atomic

@@ -11,7 +11,7 @@ from django.views.decorators.http import require_GET, require_POST
 from kodori import health
 
 from . import services
-from .access import MANAGERS, tenant_required
+from .access import MANAGERS, TenantRequest, tenant_required
 from .forms import AddMemberForm, ChangeRoleForm
 from .middleware import SESSION_KEY
 from .models import Membership, Role
@@ -19,15 +19,17 @@ from .models import Membership, Role
 
 @require_GET
 @tenant_required()
-def home(request: HttpRequest) -> HttpResponse:
-    tenant = request.tenant  # type: ignore[attr-defined]
+def home(request: TenantRequest) -> HttpResponse:
+    tenant = request.tenant
     ctx = {"member_count": Membership.objects.for_tenant(tenant).count()}
     return render(request, "tenants/home.html", ctx)
 
 
-def _members_page(request: HttpRequest, add_form: AddMemberForm | None = None, status: int = 200) -> HttpResponse:
-    tenant = request.tenant  # type: ignore[attr-defined]
-    actor_role: Role = request.membership.role_enum  # type: ignore[attr-defined]
+def _members_page(
+    request: TenantRequest, add_form: AddMemberForm | None = None, status: int = 200
+) -> HttpResponse:
+    tenant = request.tenant
+    actor_role: Role = request.membership.role_enum
     memberships = Membership.objects.for_tenant(tenant).select_related("user").order_by("user__email")
     rows = []
     for m in memberships:
@@ -43,19 +45,19 @@ def _members_page(request: HttpRequest, add_form: AddMemberForm | None = None, s
 
 @require_GET
 @tenant_required(*MANAGERS)
-def members(request: HttpRequest) -> HttpResponse:
+def members(request: TenantRequest) -> HttpResponse:
     return _members_page(request)
 
 
 @require_POST
 @tenant_required(*MANAGERS)
-def member_add(request: HttpRequest) -> HttpResponse:
-    actor_role = request.membership.role_enum  # type: ignore[attr-defined]
+def member_add(request: TenantRequest) -> HttpResponse:
+    actor_role = request.membership.role_enum
     form = AddMemberForm(request.POST, actor_role=actor_role)
     if form.is_valid():
         try:
             membership = services.add_member(
-                request.tenant,  # type: ignore[attr-defined]
+                request.tenant,
                 form.cleaned_data["email"],
                 Role(form.cleaned_data["role"]),
                 actor=request.user,
@@ -71,11 +73,13 @@ def member_add(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 @tenant_required(*MANAGERS)
-def member_role(request: HttpRequest, pk: int) -> HttpResponse:
-    membership = get_object_or_404(Membership.objects.for_tenant(request.tenant), pk=pk)  # type: ignore[attr-defined]
-    form = ChangeRoleForm(request.POST, actor_role=request.membership.role_enum)  # type: ignore[attr-defined]
+def member_role(request: TenantRequest, pk: int) -> HttpResponse:
+    membership = get_object_or_404(Membership.objects.for_tenant(request.tenant), pk=pk)
+    form = ChangeRoleForm(request.POST, actor_role=request.membership.role_enum)
     if not form.is_valid():
-        messages.error(request, "You cannot give that role. " + " ".join(form.errors.get("role", [])))
+        messages.error(
+            request, "You cannot give that role. " + " ".join(str(e) for e in form.errors.get("role", []))
+        )
         return redirect("tenants:members")
     try:
         services.change_role(membership, Role(form.cleaned_data["role"]), actor=request.user)
@@ -87,9 +91,9 @@ def member_role(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @tenant_required(*MANAGERS)
-def member_remove(request: HttpRequest, pk: int) -> HttpResponse:
+def member_remove(request: TenantRequest, pk: int) -> HttpResponse:
     membership = get_object_or_404(
-        Membership.objects.for_tenant(request.tenant).select_related("user"),  # type: ignore[attr-defined]
+        Membership.objects.for_tenant(request.tenant).select_related("user"),
         pk=pk,
     )
     if request.method == "GET":
@@ -109,9 +113,11 @@ def member_remove(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_POST
 @login_required
-def switch_tenant(request: HttpRequest) -> HttpResponse:
+def switch_tenant(request: TenantRequest) -> HttpResponse:
     slug = request.POST.get("tenant", "")
-    membership = Membership.objects.filter(user=request.user, tenant__slug=slug).select_related("tenant").first()
+    membership = (
+        Membership.objects.filter(user=request.user, tenant__slug=slug).select_related("tenant").first()
+    )
     if membership is None:
         raise Http404("No such tenant.")
     request.session[SESSION_KEY] = membership.tenant_id

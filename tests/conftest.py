@@ -108,8 +108,18 @@ def worker_process(transactional_db: None) -> Any:
     }
     celery = Path(sys.executable).parent / "celery"
     proc = subprocess.Popen(
-        [str(celery), "-A", "kodori", "worker", "--pool=solo", "--loglevel=WARNING", "-n", "test-worker@%h",
-         "--without-gossip", "--without-mingle"],
+        [
+            str(celery),
+            "-A",
+            "kodori",
+            "worker",
+            "--pool=solo",
+            "--loglevel=WARNING",
+            "-n",
+            "test-worker@%h",
+            "--without-gossip",
+            "--without-mingle",
+        ],
         env=env,
     )
     try:

@@ -51,10 +51,24 @@ def test_every_named_url_has_an_access_rule() -> None:
 
 
 @pytest.fixture
-def world(tenant: Any, other_tenant: Any, owner: Any, admin: Any, member: Any, viewer: Any,
-          outsider: Any, staff: Any) -> World:
-    users = {"owner": owner, "admin": admin, "member": member, "viewer": viewer, "outsider": outsider,
-             "staff": staff}
+def world(
+    tenant: Any,
+    other_tenant: Any,
+    owner: Any,
+    admin: Any,
+    member: Any,
+    viewer: Any,
+    outsider: Any,
+    staff: Any,
+) -> World:
+    users = {
+        "owner": owner,
+        "admin": admin,
+        "member": member,
+        "viewer": viewer,
+        "outsider": outsider,
+        "staff": staff,
+    }
     return World(tenant=tenant, other_tenant=other_tenant, users=users)
 
 

@@ -90,18 +90,24 @@ class Runner:
         if os.environ.get("REDIS_URL"):
             print("Using REDIS_URL from the environment.")
         else:
-            rd = RedisServer(STATE_DIR / "redis", _pick_port(int(state["KODORI_REDIS_PORT"])),
-                             state["KODORI_REDIS_PASSWORD"], persistent=True)
+            rd = RedisServer(
+                STATE_DIR / "redis",
+                _pick_port(int(state["KODORI_REDIS_PORT"])),
+                state["KODORI_REDIS_PASSWORD"],
+                persistent=True,
+            )
             print(f"Starting Redis on 127.0.0.1:{rd.port} ...")
             self.servers.append(rd.start())
             env["REDIS_URL"] = rd.url
 
     def manage(self, env: dict[str, str], *args: str) -> None:
-        subprocess.run([sys.executable, str(BASE_DIR / "manage.py"), *args], env=env, check=True, cwd=BASE_DIR)  # noqa: S603
+        subprocess.run(
+            [sys.executable, str(BASE_DIR / "manage.py"), *args], env=env, check=True, cwd=BASE_DIR
+        )
 
     def spawn(self, name: str, cmd: list[str], env: dict[str, str]) -> None:
         # Own process group, so Ctrl-C reaches us first and we stop children in order.
-        proc = subprocess.Popen(cmd, env=env, cwd=BASE_DIR, start_new_session=True)  # noqa: S603
+        proc = subprocess.Popen(cmd, env=env, cwd=BASE_DIR, start_new_session=True)
         self.children.append((name, proc))
 
     def stop(self) -> None:
@@ -135,13 +141,54 @@ class Runner:
             self.manage(env, "migrate", "--noinput", "-v", "0")
             self.manage(env, "seed_demo", "--password", state["KODORI_DEMO_PASSWORD"])
             bin_dir = Path(sys.executable).parent
-            self.spawn("web", [str(bin_dir / "gunicorn"), "kodori.wsgi", "--bind", f"127.0.0.1:{port}",
-                               "--workers", "2", "--threads", "4", "--timeout", "300",
-                               "--access-logfile", "-"], env)
-            self.spawn("worker", [str(bin_dir / "celery"), "-A", "kodori", "worker", "--loglevel", "INFO",
-                                  "--concurrency", "2", "-n", "worker@%h"], env)
-            self.spawn("beat", [str(bin_dir / "celery"), "-A", "kodori", "beat", "--loglevel", "INFO",
-                                "--schedule", str(STATE_DIR / "celerybeat-schedule")], env)
+            self.spawn(
+                "web",
+                [
+                    str(bin_dir / "gunicorn"),
+                    "kodori.wsgi",
+                    "--bind",
+                    f"127.0.0.1:{port}",
+                    "--workers",
+                    "2",
+                    "--threads",
+                    "4",
+                    "--timeout",
+                    "300",
+                    "--access-logfile",
+                    "-",
+                ],
+                env,
+            )
+            self.spawn(
+                "worker",
+                [
+                    str(bin_dir / "celery"),
+                    "-A",
+                    "kodori",
+                    "worker",
+                    "--loglevel",
+                    "INFO",
+                    "--concurrency",
+                    "2",
+                    "-n",
+                    "worker@%h",
+                ],
+                env,
+            )
+            self.spawn(
+                "beat",
+                [
+                    str(bin_dir / "celery"),
+                    "-A",
+                    "kodori",
+                    "beat",
+                    "--loglevel",
+                    "INFO",
+                    "--schedule",
+                    str(STATE_DIR / "celerybeat-schedule"),
+                ],
+                env,
+            )
             print(f"\nKodori is running at http://127.0.0.1:{port}/  (Ctrl-C stops everything)\n")
             while True:
                 for name, proc in self.children:

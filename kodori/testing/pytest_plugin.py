@@ -21,7 +21,9 @@ from kodori.devtools.servers import PostgresServer, RedisServer, ServerUnavailab
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_load_initial_conftests(early_config: pytest.Config, parser: Any, args: list[str]) -> Generator[None]:
+def pytest_load_initial_conftests(
+    early_config: pytest.Config, parser: Any, args: list[str]
+) -> Generator[None]:
     os.environ["DJANGO_ENV"] = "test"
     database_url = os.environ.get("KODORI_TEST_DATABASE_URL")
     redis_url = os.environ.get("KODORI_TEST_REDIS_URL")

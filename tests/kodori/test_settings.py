@@ -23,7 +23,12 @@ PRODUCTION_ENV = {
 def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if k not in PRODUCTION_ENV and not k.startswith("KODORI_")}
     return subprocess.run(
-        [sys.executable, *args], cwd=BASE_DIR, env={**clean, **env}, capture_output=True, text=True, timeout=120
+        [sys.executable, *args],
+        cwd=BASE_DIR,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -33,7 +38,9 @@ def test_production_settings_pass_check_deploy() -> None:
     assert "no issues (0 silenced)" in result.stdout
 
 
-@pytest.mark.parametrize("missing", ["DATABASE_URL", "REDIS_URL", "SECRET_KEY", "AUTH_SECRET", "ALLOWED_HOSTS"])
+@pytest.mark.parametrize(
+    "missing", ["DATABASE_URL", "REDIS_URL", "SECRET_KEY", "AUTH_SECRET", "ALLOWED_HOSTS"]
+)
 def test_production_refuses_to_start_without(missing: str) -> None:
     env = {k: v for k, v in PRODUCTION_ENV.items() if k != missing}
     result = _run(["manage.py", "check"], env)

@@ -31,13 +31,17 @@ def test_staff_find_a_tenant_by_member_email(as_user: Any, staff: Any, tenant: T
     assert b"Acme Corp" in r.content
 
 
-def test_staff_filter_tenants_by_cloud_kms(as_user: Any, staff: Any, tenant: Tenant, other_tenant: Tenant) -> None:
+def test_staff_filter_tenants_by_cloud_kms(
+    as_user: Any, staff: Any, tenant: Tenant, other_tenant: Tenant
+) -> None:
     Tenant.objects.filter(pk=other_tenant.pk).update(cloud_kms_enabled=True)
     r = as_user(staff).get(reverse("admin:tenants_tenant_changelist"), {"cloud_kms_enabled__exact": "1"})
     assert b"Globex" in r.content and b"Acme Corp" not in r.content
 
 
-def test_the_change_page_shows_memberships_read_only(as_user: Any, staff: Any, tenant: Tenant, owner: Any) -> None:
+def test_the_change_page_shows_memberships_read_only(
+    as_user: Any, staff: Any, tenant: Tenant, owner: Any
+) -> None:
     r = as_user(staff).get(reverse("admin:tenants_tenant_change", args=[tenant.pk]))
     assert r.status_code == 200
     assert b"owner@acme.test" in r.content
@@ -48,8 +52,13 @@ def test_staff_switch_cloud_kms_on_through_the_service(
     as_user: Any, staff: Any, tenant: Tenant, switches: list[dict[str, Any]]
 ) -> None:
     url = reverse("admin:tenants_tenant_change", args=[tenant.pk])
-    data = {"name": tenant.name, "slug": tenant.slug, "cloud_kms_enabled": "on",
-            "memberships-TOTAL_FORMS": "0", "memberships-INITIAL_FORMS": "0"}
+    data = {
+        "name": tenant.name,
+        "slug": tenant.slug,
+        "cloud_kms_enabled": "on",
+        "memberships-TOTAL_FORMS": "0",
+        "memberships-INITIAL_FORMS": "0",
+    }
     r = as_user(staff).post(url, data)
     assert r.status_code == 302, r.content[:2000]
     tenant.refresh_from_db()
@@ -62,8 +71,12 @@ def test_saving_without_changing_the_switch_announces_nothing(
     as_user: Any, staff: Any, tenant: Tenant, switches: list[dict[str, Any]]
 ) -> None:
     url = reverse("admin:tenants_tenant_change", args=[tenant.pk])
-    data = {"name": "Acme Corporation", "slug": tenant.slug,
-            "memberships-TOTAL_FORMS": "0", "memberships-INITIAL_FORMS": "0"}
+    data = {
+        "name": "Acme Corporation",
+        "slug": tenant.slug,
+        "memberships-TOTAL_FORMS": "0",
+        "memberships-INITIAL_FORMS": "0",
+    }
     assert as_user(staff).post(url, data).status_code == 302
     assert switches == []
 

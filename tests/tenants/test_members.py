@@ -77,22 +77,30 @@ def test_admin_cannot_remove_an_owner(as_user: Any, admin: Any, owner: Any, tena
 
 
 def test_admin_cannot_promote_anyone_to_owner(as_user: Any, admin: Any, member: Any, tenant: Tenant) -> None:
-    as_user(admin).post(reverse("tenants:member_role", args=[membership(member, tenant).pk]), {"role": "owner"})
+    as_user(admin).post(
+        reverse("tenants:member_role", args=[membership(member, tenant).pk]), {"role": "owner"}
+    )
     assert role_of(member, tenant) == Role.MEMBER
 
 
 def test_admin_cannot_raise_their_own_role(as_user: Any, admin: Any, owner: Any, tenant: Tenant) -> None:
-    as_user(admin).post(reverse("tenants:member_role", args=[membership(admin, tenant).pk]), {"role": "owner"})
+    as_user(admin).post(
+        reverse("tenants:member_role", args=[membership(admin, tenant).pk]), {"role": "owner"}
+    )
     assert role_of(admin, tenant) == Role.ADMIN
 
 
 def test_admin_can_demote_themselves(as_user: Any, admin: Any, owner: Any, tenant: Tenant) -> None:
-    as_user(admin).post(reverse("tenants:member_role", args=[membership(admin, tenant).pk]), {"role": "viewer"})
+    as_user(admin).post(
+        reverse("tenants:member_role", args=[membership(admin, tenant).pk]), {"role": "viewer"}
+    )
     assert role_of(admin, tenant) == Role.VIEWER
 
 
 def test_the_last_owner_cannot_be_demoted(as_user: Any, owner: Any, tenant: Tenant) -> None:
-    r = as_user(owner).post(reverse("tenants:member_role", args=[membership(owner, tenant).pk]), {"role": "admin"})
+    r = as_user(owner).post(
+        reverse("tenants:member_role", args=[membership(owner, tenant).pk]), {"role": "admin"}
+    )
     assert r.status_code == 302
     assert role_of(owner, tenant) == Role.OWNER
 
@@ -102,7 +110,9 @@ def test_the_last_owner_cannot_be_removed(as_user: Any, owner: Any, tenant: Tena
     assert role_of(owner, tenant) == Role.OWNER
 
 
-def test_an_owner_can_step_down_when_another_owner_remains(as_user: Any, owner: Any, member: Any, tenant: Tenant) -> None:
+def test_an_owner_can_step_down_when_another_owner_remains(
+    as_user: Any, owner: Any, member: Any, tenant: Tenant
+) -> None:
     client = as_user(owner)
     client.post(reverse("tenants:member_role", args=[membership(member, tenant).pk]), {"role": "owner"})
     assert role_of(member, tenant) == Role.OWNER
@@ -116,16 +126,21 @@ def test_owner_removes_a_member(as_user: Any, owner: Any, member: Any, tenant: T
     assert role_of(member, tenant) is None
 
 
-def test_an_injected_role_field_on_remove_is_ignored(as_user: Any, admin: Any, member: Any, tenant: Tenant) -> None:
+def test_an_injected_role_field_on_remove_is_ignored(
+    as_user: Any, admin: Any, member: Any, tenant: Tenant
+) -> None:
     as_user(admin).post(
-        reverse("tenants:member_remove", args=[membership(member, tenant).pk]), {"role": "owner", "user": admin.pk}
+        reverse("tenants:member_remove", args=[membership(member, tenant).pk]),
+        {"role": "owner", "user": admin.pk},
     )
     assert role_of(member, tenant) is None
     assert role_of(admin, tenant) == Role.ADMIN
 
 
 def test_an_invalid_role_value_changes_nothing(as_user: Any, owner: Any, member: Any, tenant: Tenant) -> None:
-    as_user(owner).post(reverse("tenants:member_role", args=[membership(member, tenant).pk]), {"role": "superuser"})
+    as_user(owner).post(
+        reverse("tenants:member_role", args=[membership(member, tenant).pk]), {"role": "superuser"}
+    )
     assert role_of(member, tenant) == Role.MEMBER
 
 
@@ -141,11 +156,16 @@ def test_outsider_gets_404_for_another_tenants_membership(
 
 
 @pytest.mark.parametrize("who", ["member", "viewer"])
-def test_members_and_viewers_cannot_manage_members(request: Any, as_user: Any, who: str, owner: Any, tenant: Tenant) -> None:
+def test_members_and_viewers_cannot_manage_members(
+    request: Any, as_user: Any, who: str, owner: Any, tenant: Tenant
+) -> None:
     user = request.getfixturevalue(who)
     client = as_user(user)
     assert client.get(reverse("tenants:members")).status_code == 403
-    assert client.post(reverse("tenants:member_add"), {"email": "x@acme.test", "role": "viewer"}).status_code == 403
+    assert (
+        client.post(reverse("tenants:member_add"), {"email": "x@acme.test", "role": "viewer"}).status_code
+        == 403
+    )
     r = client.post(reverse("tenants:member_role", args=[membership(user, tenant).pk]), {"role": "owner"})
     assert r.status_code == 403
     assert role_of(user, tenant) == who

@@ -20,7 +20,9 @@ def test_it_resolves_the_only_tenant_of_a_user(as_user: Any, member: Any, tenant
     assert r.context["current_role"] == Role.MEMBER
 
 
-def test_a_user_in_two_tenants_switches(as_user: Any, owner: Any, tenant: Tenant, other_tenant: Tenant) -> None:
+def test_a_user_in_two_tenants_switches(
+    as_user: Any, owner: Any, tenant: Tenant, other_tenant: Tenant
+) -> None:
     Membership.objects.create(user=owner, tenant=other_tenant, role=Role.VIEWER)
     client = as_user(owner)
     assert client.get(reverse("home")).context["current_tenant"] == tenant  # "Acme Corp" sorts first
@@ -33,13 +35,17 @@ def test_a_user_in_two_tenants_switches(as_user: Any, owner: Any, tenant: Tenant
     assert client.get(reverse("tenants:members")).status_code == 403
 
 
-def test_it_refuses_switching_to_a_tenant_you_are_not_in(as_user: Any, owner: Any, other_tenant: Tenant) -> None:
+def test_it_refuses_switching_to_a_tenant_you_are_not_in(
+    as_user: Any, owner: Any, other_tenant: Tenant
+) -> None:
     client = as_user(owner)
     assert client.post(reverse("tenants:switch"), {"tenant": "globex"}).status_code == 404
     assert client.get(reverse("home")).context["current_tenant"].slug == "acme"
 
 
-def test_a_forged_session_tenant_is_ignored(as_user: Any, owner: Any, tenant: Tenant, other_tenant: Tenant) -> None:
+def test_a_forged_session_tenant_is_ignored(
+    as_user: Any, owner: Any, tenant: Tenant, other_tenant: Tenant
+) -> None:
     client = as_user(owner)
     session = client.session
     session[SESSION_KEY] = other_tenant.pk
@@ -48,7 +54,9 @@ def test_a_forged_session_tenant_is_ignored(as_user: Any, owner: Any, tenant: Te
     assert r.context["current_tenant"] == tenant
 
 
-def test_a_removed_member_loses_the_tenant_at_once(as_user: Any, owner: Any, member: Any, tenant: Tenant) -> None:
+def test_a_removed_member_loses_the_tenant_at_once(
+    as_user: Any, owner: Any, member: Any, tenant: Tenant
+) -> None:
     client = as_user(member)
     assert client.get(reverse("home")).status_code == 200
     Membership.objects.filter(user=member).delete()
@@ -57,7 +65,9 @@ def test_a_removed_member_loses_the_tenant_at_once(as_user: Any, owner: Any, mem
     assert b"not a member of any tenant" in r.content
 
 
-def test_for_tenant_scopes_memberships(owner: Any, outsider: Any, tenant: Tenant, other_tenant: Tenant) -> None:
+def test_for_tenant_scopes_memberships(
+    owner: Any, outsider: Any, tenant: Tenant, other_tenant: Tenant
+) -> None:
     scoped = Membership.objects.for_tenant(tenant)
     assert list(scoped.values_list("user__email", flat=True)) == ["owner@acme.test"]
     assert not scoped.filter(user=outsider).exists()

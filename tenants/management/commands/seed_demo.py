@@ -1,4 +1,4 @@
-"""Create the demo tenants and users that `make run` prints. Safe to re-run: nothing is duplicated or reset."""
+"""Create the demo tenants and users that `make run` prints. Safe to re-run: nothing duplicated or reset."""
 
 from __future__ import annotations
 
