@@ -32,6 +32,7 @@ def browser() -> Iterator[Any]:
 
     # Playwright's sync API runs an event loop on this thread; the ORM calls our fixtures make between
     # browser steps are still synchronous, so Django's async-safety guard does not apply to them.
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -39,6 +40,10 @@ def browser() -> Iterator[Any]:
             yield browser
         finally:
             browser.close()
+            if previous is None:
+                os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+            else:
+                os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
 @pytest.fixture
