@@ -17,7 +17,6 @@ The byte layout is documented in :mod:`encryption.cobblestone`. Rules this modul
 from __future__ import annotations
 
 import hmac
-import mmap
 from collections.abc import Iterator
 from typing import Protocol
 
@@ -25,6 +24,7 @@ from encryption.cobblestone import (
     BATCH_CHUNKS,
     CHUNK_SIZE,
     COMMITMENT_SIZE,
+    FIRST_BATCH_CHUNKS,
     HEADER_SIZE,
     MAX_CHUNKS,
     SALT_SIZE,
@@ -33,6 +33,7 @@ from encryption.cobblestone import (
     ChunkCipher,
     Readable,
     Writable,
+    buffer,
     check_key,
     derive_message_keys,
     fill,
@@ -75,9 +76,9 @@ class StreamDecryptor(Iterator[bytes]):
         self._cipher = cipher
         self._source = source
         # One spare byte: a full chunk is released only once a byte after it proves it is not
-        # the final one.
-        self._in = memoryview(mmap.mmap(-1, BATCH_CHUNKS * SEALED_CHUNK_SIZE + 1))
-        self._out = memoryview(mmap.mmap(-1, BATCH_CHUNKS * CHUNK_SIZE))
+        # the final one. Small at first; the first full batch switches to the large size.
+        self._in = buffer(FIRST_BATCH_CHUNKS * SEALED_CHUNK_SIZE + 1)
+        self._out = buffer(FIRST_BATCH_CHUNKS * CHUNK_SIZE)
         self._have = 0
         self._index = 0
         self._failed = False
@@ -116,23 +117,30 @@ class StreamDecryptor(Iterator[bytes]):
         self._index += count
         released = count * CHUNK_SIZE
         consumed = count * SEALED_CHUNK_SIZE
+        out = self._out
         if at_end:
             last = have - consumed
             # last == 0: input ended without any final chunk; last == 16400: the final chunk
             # is full-sized, i.e. the real final chunk was cut off.
             if not TAG_SIZE <= last < SEALED_CHUNK_SIZE:
                 return self._fail(released)
-            dst = self._out[released : released + last - TAG_SIZE]
-            if not self._cipher.open_one(self._index, buf[consumed:have], dst):
+            if not self._cipher.open_one(
+                self._index, buf[consumed:have], out[released : released + last - TAG_SIZE]
+            ):
                 return self._fail(released)
             released += last - TAG_SIZE
             self._done = True
             self._have = 0
         else:
             self._have = have - consumed
-            buf[: self._have] = buf[consumed:have]
+            if len(buf) < BATCH_CHUNKS * SEALED_CHUNK_SIZE:
+                # A full first batch means a large stream: move up to the large buffers. The
+                # view returned below keeps the small output buffer alive while it is used.
+                self._in = buffer(BATCH_CHUNKS * SEALED_CHUNK_SIZE + 1)
+                self._out = buffer(BATCH_CHUNKS * CHUNK_SIZE)
+            self._in[: self._have] = buf[consumed:have]
         self.plaintext_size += released
-        return self._out[:released]
+        return out[:released]
 
     def _fail(self, released: int) -> memoryview:
         """Mark the stream failed; hand out what was authenticated before, or raise now."""
@@ -244,13 +252,13 @@ class RandomAccessReader:
 
     def _iter_chunks(self, first: int, last: int, lo: int, hi: int) -> Iterator[bytes]:
         """Open chunks ``first..last`` in batches; yield plaintext ``[lo, hi)`` relative to ``first``."""
-        if self._in is None or self._out is None:
-            self._in = memoryview(mmap.mmap(-1, BATCH_CHUNKS * SEALED_CHUNK_SIZE))
-            self._out = memoryview(mmap.mmap(-1, BATCH_CHUNKS * CHUNK_SIZE))
+        batch = min(last - first + 1, BATCH_CHUNKS)
+        if self._in is None or self._out is None or len(self._out) < batch * CHUNK_SIZE:
+            self._in, self._out = buffer(batch * SEALED_CHUNK_SIZE), buffer(batch * CHUNK_SIZE)
         src, dst, cipher = self._in, self._out, self._cipher
         final = self._chunks - 1
-        for batch_first in range(first, last + 1, BATCH_CHUNKS):
-            batch_last = min(batch_first + BATCH_CHUNKS - 1, last)
+        for batch_first in range(first, last + 1, batch):
+            batch_last = min(batch_first + batch - 1, last)
             begin = HEADER_SIZE + batch_first * SEALED_CHUNK_SIZE
             end = min(HEADER_SIZE + (batch_last + 1) * SEALED_CHUNK_SIZE, self._size)
             self._source.seek(self._offset + begin)
