@@ -2,20 +2,19 @@
 
 One :class:`AzureKeyVaultEmulator` is one vault owned by one directory (tenant), on its own port; it trusts
 access tokens from an :class:`~emulators.entra.EntraEmulator` (its own, or one shared by several vaults so
-that
-tests can model several customer directories). Kodori's real ``azure-keyvault-keys`` and ``azure-identity``
-clients talk to it unchanged; see ``docs/emulators.md`` for the exact client construction.
+that tests can model several customer directories). Kodori's real ``azure-keyvault-keys`` and
+``azure-identity`` clients talk to it unchanged; see ``docs/emulators.md`` for the exact client construction.
 
 REST surface (any ``api-version`` is accepted):
 
 - ``GET /keys``, ``GET /keys/{name}[/{version}]``, ``PATCH /keys/{name}[/{version}]``
-  (``attributes.enabled``),
-  ``POST /keys/{name}/create`` (RSA / RSA-HSM, 2048/3072/4096);
+  (``attributes.enabled``), ``POST /keys/{name}/create`` (RSA / RSA-HSM, 2048/3072/4096);
 - ``POST /keys/{name}/{version}/wrapkey|unwrapkey|encrypt|decrypt`` with ``{"alg", "value"}`` for
   ``RSA-OAEP-256``, ``RSA-OAEP`` and ``RSA1_5``, answering ``{"kid", "value"}``;
 - the bearer challenge: no or bad token -> 401 with ``WWW-Authenticate: Bearer authorization="<entra>/<dir>",
   resource="https://vault.azure.net"``; a token of another directory -> 401 ``AKV10032``;
-- ``/_emulator/...``: an unauthenticated JSON control API for tests and ``make run`` (see :func:`_admin`).
+- ``/_emulator/...``: an unauthenticated JSON control API for tests and ``make run`` (see
+  :func:`emulators.azure_keyvault_http.handle_admin`).
 
 Rules for access, disabled and deleted keys live in :mod:`emulators.azure_keyvault_store`.
 """

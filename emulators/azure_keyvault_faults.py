@@ -1,12 +1,10 @@
 """Fault injection for the Key Vault emulator: throttling, server errors and added latency, set at runtime.
 
 Tests of Kodori's retry policy and of its sealing rules need a vault that misbehaves on demand. Throttling
-answers
-429 ``Throttled`` with ``Retry-After`` (whole seconds, as Azure sends it) and ``retry-after-ms`` (which
-azure-core prefers), so a test can ask for a 50 ms back-off and stay fast. Faults apply to authenticated vault
-operations only: the bearer challenge and the ``/_emulator`` control API are never disturbed, so call counts
-in
-tests stay predictable.
+answers 429 ``Throttled`` with ``Retry-After``: whole seconds as Azure sends them, or a decimal such as
+``0.05`` when a test asks for less than a second (azure-core parses it as a float and prefers it to
+``retry-after-ms``), so retry tests stay fast. Faults apply to authenticated vault operations only: the bearer
+challenge and the ``/_emulator`` control API are never disturbed, so call counts in tests stay predictable.
 """
 
 from __future__ import annotations
@@ -14,6 +12,7 @@ from __future__ import annotations
 import random
 import threading
 from dataclasses import asdict, dataclass, fields
+from http import HTTPStatus
 
 from .azure_keyvault_store import VaultError
 
@@ -71,8 +70,9 @@ class FaultInjector:
             f = self._faults
             if f.throttle_next > 0 or (f.throttle_ratio and self._random.random() < f.throttle_ratio):
                 f.throttle_next = max(0, f.throttle_next - 1)
-                retry_ms = max(0, round(f.retry_after * 1000))
-                headers = {"Retry-After": str(max(1, -(-retry_ms // 1000))), "retry-after-ms": str(retry_ms)}
+                seconds = max(0.0, f.retry_after)
+                retry_after = str(int(seconds)) if seconds.is_integer() else f"{seconds:g}"
+                headers = {"Retry-After": retry_after}
                 return VaultError(
                     429,
                     "Throttled",
@@ -81,7 +81,6 @@ class FaultInjector:
                 )
             if f.error_next > 0 or (f.error_ratio and self._random.random() < f.error_ratio):
                 f.error_next = max(0, f.error_next - 1)
-                return VaultError(
-                    f.error_status, "ServiceUnavailable", "The service is temporarily unavailable."
-                )
+                code = HTTPStatus(f.error_status).phrase.replace(" ", "")  # e.g. ServiceUnavailable
+                return VaultError(f.error_status, code, "The service is temporarily unavailable.")
         return None

@@ -24,7 +24,8 @@ _CRYPTO_ACTIONS = {"wrapkey": "wrapKey", "unwrapkey": "unwrapKey", "encrypt": "e
 def key_bundle(base: str, name: str, v: KeyVersion) -> dict[str, Any]:
     """Key Vault's KeyBundle JSON: the public JWK (never the private half) and the version's attributes."""
     kid = f"{base}/keys/{name}/{v.version}"
-    jwk = {"kid": kid, "kty": v.kty, "key_ops": v.key_ops, **jose.rsa_public_jwk(v.private_key.public_key())}
+    # kty after the public numbers: an HSM key is "RSA-HSM" in Key Vault's JWK, not plain "RSA".
+    jwk = {"kid": kid, **jose.rsa_public_jwk(v.private_key.public_key()), "kty": v.kty, "key_ops": v.key_ops}
     return {"key": jwk, "attributes": _attributes(v), "tags": {}}
 
 

@@ -1,8 +1,8 @@
 """State of one emulated Azure Key Vault: keys and versions, access grants and the call log.
 
-Kept apart from the HTTP layer (:mod:`emulators.azure_keyvault`) so the rules read in one place and tests can
-drive them in-process. Everything here is guarded by one lock: the server is threaded and tests change state
-while the SDK calls in.
+Kept apart from the HTTP layer (:mod:`emulators.azure_keyvault_http`) so the rules read in one place and
+tests can drive them in-process. Everything here is guarded by one lock: the server is threaded and tests
+change state while the SDK calls in.
 
 Rules, chosen to match what Azure Key Vault does:
 
@@ -10,8 +10,7 @@ Rules, chosen to match what Azure Key Vault does:
   exist, so a denied caller learns nothing about the vault's contents.
 - A disabled key (or version) refuses the private-key operations ``unwrapKey``/``decrypt``/``sign`` with 403
   ``Forbidden``/``KeyDisabled``; reading it and the public-key operations ``wrapKey``/``encrypt`` still work,
-  as
-  observed on the real service (Azure/azure-sdk-for-python#45342). Kodori's probe therefore unwraps.
+  as observed on the real service (Azure/azure-sdk-for-python#45342). Kodori's probe therefore unwraps.
 - A soft-deleted or purged key is 404 ``KeyNotFound`` for every operation.
 """
 

@@ -4,27 +4,21 @@ What it implements, and only that:
 
 - ``POST /{directory_id}/oauth2/v2.0/token`` with ``grant_type=client_credentials``,
   ``client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-bearer`` and
-  ``client_assertion=<JWT>``: the
-  exchange ``azure.identity.ClientAssertionCredential`` and ``WorkloadIdentityCredential`` perform. The
-  assertion
-  must be an RS256 JWT from a registered issuer, unexpired, whose ``iss``/``sub``/``aud`` match a federated
-  credential of the application, and the application must have a service principal in the directory (the
-  customer's consent). Client secrets are refused outright: Kodori never uses them.
-- ``GET /{directory_id}/v2.0/.well-known/openid-configuration`` and ``GET
-  /{directory_id}/discovery/v2.0/keys``,
-  for MSAL-based credentials (pass ``disable_instance_discovery=True`` to them, or MSAL asks the public
-  cloud).
+  ``client_assertion=<JWT>``: the exchange ``azure.identity.ClientAssertionCredential`` and
+  ``WorkloadIdentityCredential`` perform. The assertion must be an RS256 JWT from a registered issuer,
+  unexpired, whose ``iss``/``sub``/``aud`` match a federated credential of the application, and the
+  application must have a service principal in the directory (the customer's consent). Client secrets are
+  refused outright: Kodori never uses them.
+- OpenID discovery (``GET /{directory_id}/v2.0/.well-known/openid-configuration``) and the signing keys
+  (``GET /{directory_id}/discovery/v2.0/keys``), for MSAL-based credentials; pass them
+  ``disable_instance_discovery=True``, or MSAL asks the public cloud about the authority.
 - ``POST /_emulator/assertion`` (JSON ``{"subject": ..., "lifetime": ...}``) returns a freshly minted
-  assertion
-  from the built-in workload issuer, for processes outside this one (``make run``).
+  assertion from the built-in workload issuer, for processes outside this one (``make run``).
 
 Access tokens are RS256 JWTs signed with this emulator's key; :meth:`EntraEmulator.validate_access_token` is
-how
-the Key Vault emulator learns the caller's directory and principal. A multi-tenant app is modelled as Azure
-does:
-one application (client id) with federated credentials, and one service principal (object id) per directory
-that
-consented to it.
+how the Key Vault emulator learns the caller's directory and principal. A multi-tenant app is modelled as
+Azure does: one application (client id) with federated credentials, and one service principal (object id) per
+directory that consented to it.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The few JOSE pieces the emulators need: base64url, RS256 JWTs, RSA public keys as JWK.
 
-Written against pyca/cryptography directly so that the emulators carry no JWT library of their own. Only RS256 is
-accepted when verifying; ``alg: none`` and HMAC algorithms are refused, as Entra ID refuses them for client
+Written against pyca/cryptography directly so that the emulators carry no JWT library of their own. Only RS256
+is accepted when verifying; ``alg: none`` and HMAC algorithms are refused, as Entra ID refuses them for client
 assertions.
 """
 

@@ -1,9 +1,10 @@
 """Throwaway TLS material for the local HTTPS emulators.
 
-Cloud SDKs such as ``azure-keyvault-keys`` refuse plain ``http://`` URLs, so every HTTPS emulator needs a server
-certificate its clients can verify. :func:`ensure_tls_material` writes a private CA and a server certificate for
-``127.0.0.1`` / ``::1`` / ``localhost`` into a directory; clients trust the CA file (``connection_verify=ca.pem``
-for the Azure SDK, ``verify=ca.pem`` for requests) and never disable verification.
+Cloud SDKs such as ``azure-keyvault-keys`` refuse plain ``http://`` URLs, so every HTTPS emulator needs a
+server certificate its clients can verify. :func:`ensure_tls_material` writes a private CA and a server
+certificate for ``127.0.0.1`` / ``::1`` / ``localhost`` into a directory; clients trust the CA file
+(``connection_verify=ca.pem`` for the Azure SDK, ``verify=ca.pem`` for requests) and never disable
+verification.
 
 Existing material in the directory is reused while it is valid, so that a developer who pointed a setting at
 ``ca.pem`` once keeps a working configuration across restarts of ``make run``.
@@ -42,11 +43,11 @@ class TlsPaths:
 
 
 def ensure_tls_material(directory: str | os.PathLike[str]) -> TlsPaths:
-    """Return paths to a CA and a 127.0.0.1/localhost server certificate in ``directory``, creating them if needed."""
+    """Paths to a CA and a 127.0.0.1/localhost server certificate in ``directory``, created when needed."""
     base = Path(directory)
     base.mkdir(parents=True, exist_ok=True)
     paths = TlsPaths(ca=base / "ca.pem", cert=base / "cert.pem", key=base / "key.pem")
-    # Two emulators started at once on one state dir must not mix a CA from one with a certificate from the other.
+    # Two emulators starting at once on one state dir must not mix one's CA with the other's certificate.
     with (base / ".tls.lock").open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not _still_valid(paths):
@@ -138,14 +139,12 @@ def _generate(paths: TlsPaths) -> None:
     _write(paths.ca, ca_cert.public_bytes(pem))
     # The chain file carries the CA too, so clients that only trust the CA can build the path in any case.
     _write(paths.cert, server_cert.public_bytes(pem) + ca_cert.public_bytes(pem))
-    key_pem = server_key.private_bytes(
-        pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
+    key_pem = server_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     _write(paths.key, key_pem, mode=0o600)
 
 
 def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    # Write then rename, so a concurrent reader (a second emulator on the same state dir) never sees half a file.
+    # Write then rename, so a concurrent reader (another emulator on the same dir) never sees half a file.
     tmp = path.with_suffix(path.suffix + f".{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "wb") as handle:

@@ -1,0 +1,674 @@
+"""The Azure Key Vault and Entra ID emulators, driven by the real azure-keyvault-keys and azure-identity SDKs.
+
+These tests pin down what Kodori's Azure provider may rely on: the bearer challenge, federated credentials
+(and the refusal of client secrets), key state, per-principal access, error shapes and status codes, and the
+fault injection that Kodori's retry tests use. No test opens a connection beyond 127.0.0.1: the
+``loopback_only`` fixture refuses any other host name before it is resolved.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from azure.core.credentials import AccessToken
+from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
+from azure.identity import ClientAssertionCredential, ClientSecretCredential, WorkloadIdentityCredential
+from azure.keyvault.keys import KeyClient
+from azure.keyvault.keys.crypto import CryptographyClient, KeyWrapAlgorithm
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from emulators.azure_keyvault import AzureKeyVaultEmulator, ClientSettings
+from emulators.entra import EntraEmulator
+from emulators.tls import ensure_tls_material
+
+REPO = Path(__file__).resolve().parents[2]
+OAEP256 = KeyWrapAlgorithm.rsa_oaep_256
+VAULT_SCOPE = "https://vault.azure.net/.default"
+_LOOPBACK_NAMES = {"127.0.0.1", "::1", "localhost"}
+
+
+@pytest.fixture(autouse=True)
+def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail any attempt to resolve (and so to reach) a host other than loopback, and ignore ambient config."""
+    real_getaddrinfo = socket.getaddrinfo
+
+    def guarded(host: Any, *args: Any, **kwargs: Any) -> Any:
+        name = host.decode() if isinstance(host, bytes) else str(host)
+        if name not in _LOOPBACK_NAMES:
+            try:
+                if not ipaddress.ip_address(name).is_loopback:
+                    raise OSError(f"test tried to reach {name}; only loopback is allowed")
+            except ValueError:
+                raise OSError(f"test tried to resolve {name}; only loopback is allowed") from None
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", guarded)
+    # Trust in the emulator's CA must come from connection_verify/verify alone, never from the environment.
+    ambient = {"https_proxy", "http_proxy", "all_proxy", "requests_ca_bundle", "curl_ca_bundle"}
+    ambient.add("ssl_cert_file")
+    for name in list(os.environ):
+        if name.startswith("AZURE_") or name.lower() in ambient:
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="module")
+def entra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EntraEmulator]:
+    with EntraEmulator(tmp_path_factory.mktemp("entra")) as emulator:
+        yield emulator
+
+
+@pytest.fixture(scope="module")
+def vault(entra: EntraEmulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzureKeyVaultEmulator]:
+    with AzureKeyVaultEmulator(tmp_path_factory.mktemp("vault"), entra=entra) as emulator:
+        yield emulator
+
+
+@pytest.fixture(autouse=True)
+def no_faults(request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    if "vault" in request.fixturenames:
+        request.getfixturevalue("vault").clear_faults()
+
+
+@pytest.fixture
+def app(vault: AzureKeyVaultEmulator) -> ClientSettings:
+    """A fresh Kodori app, consented in the vault's directory, granted get/wrapKey/unwrapKey vault-wide."""
+    return vault.register_client()
+
+
+@pytest.fixture
+def key_name(vault: AzureKeyVaultEmulator) -> str:
+    name = f"k-{uuid.uuid4().hex[:8]}"
+    vault.create_key(name)
+    return name
+
+
+def credential_for(app: ClientSettings, assertion: str | None = None) -> ClientAssertionCredential:
+    return ClientAssertionCredential(
+        func=(lambda: assertion) if assertion is not None else app.mint_assertion, **app.credential_kwargs()
+    )
+
+
+def crypto_for(
+    vault: AzureKeyVaultEmulator, app: ClientSettings, key_name: str, credential: Any = None, **kwargs: Any
+) -> CryptographyClient:
+    return CryptographyClient(
+        vault.key_id(key_name), credential or credential_for(app), **app.client_kwargs(), **kwargs
+    )
+
+
+class StaticToken:
+    """A credential that presents a fixed token whatever the challenge asks for (to probe the server side)."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        return AccessToken(self.token, int(time.time()) + 3600)
+
+
+# -- wrap / unwrap -------------------------------------------------------------------------------------------
+
+
+def test_it_round_trips_wrap_and_unwrap_with_rsa_oaep_256(
+    vault: AzureKeyVaultEmulator, app: ClientSettings, key_name: str
+) -> None:
+    client = crypto_for(vault, app, key_name)
+    secret = secrets.token_bytes(32)
+
+    wrapped = client.wrap_key(OAEP256, secret)
+    unwrapped = client.unwrap_key(OAEP256, wrapped.encrypted_key)
+
+    assert unwrapped.key == secret
+    assert len(wrapped.encrypted_key) == 256
+    assert wrapped.encrypted_key != client.wrap_key(OAEP256, secret).encrypted_key  # OAEP is randomized
+    assert vault.call_count("unwrapKey", key=key_name, status=200, principal=app.client_id) == 1
+
+
+def test_it_unwraps_rsa_oaep_with_sha1_too(
+    vault: AzureKeyVaultEmulator, app: ClientSettings, key_name: str
+) -> None:
+    client = crypto_for(vault, app, key_name)
+    wrapped = client.wrap_key(KeyWrapAlgorithm.rsa_oaep, b"k" * 32)
+
+    assert client.unwrap_key(KeyWrapAlgorithm.rsa_oaep, wrapped.encrypted_key).key == b"k" * 32
+    with pytest.raises(HttpResponseError) as excinfo:
+        client.unwrap_key(OAEP256, wrapped.encrypted_key)
+    assert excinfo.value.status_code == 400
+
+
+def test_it_serves_the_public_key_bundle(
+    vault: AzureKeyVaultEmulator, app: ClientSettings, key_name: str
+) -> None:
+    key = KeyClient(vault.url, credential_for(app), **app.client_kwargs()).get_key(key_name)
+
+    assert key.id == vault.key_id(key_name)
+    assert key.key_type == "RSA"
+    assert key.properties.enabled is True
+    assert set(key.key_operations) >= {"wrapKey", "unwrapKey"}
+    assert int.from_bytes(key.key.n, "big").bit_length() == 2048
+    assert key.key.d is None  # the private half never leaves the vault
+
+
+def test_it_creates_hsm_keys_of_other_sizes(vault: AzureKeyVaultEmulator, app: ClientSettings) -> None:
+    vault.create_key("hsm-3072", kty="RSA-HSM", size=3072)
+    key = KeyClient(vault.url, credential_for(app), **app.client_kwargs()).get_key("hsm-3072")
+    client = crypto_for(vault, app, "hsm-3072")
+
+    assert key.key_type == "RSA-HSM"
+    assert int.from_bytes(key.key.n, "big").bit_length() == 3072
+    assert client.unwrap_key(OAEP256, client.wrap_key(OAEP256, b"h" * 32).encrypted_key).key == b"h" * 32
+
+
+def test_it_rejects_a_tampered_wrapped_key(
+    vault: AzureKeyVaultEmulator, app: ClientSettings, key_name: str
+) -> None:
+    client = crypto_for(vault, app, key_name)
+    wrapped = bytearray(client.wrap_key(OAEP256, b"t" * 32).encrypted_key)
+    wrapped[17] ^= 0x01
+
+    with pytest.raises(HttpResponseError) as excinfo:
+        client.unwrap_key(OAEP256, bytes(wrapped))
+
+    assert excinfo.value.status_code == 400
+    assert excinfo.value.error is not None and excinfo.value.error.code == "BadParameter"
+
+
+# -- key state -----------------------------------------------------------------------------------------------
+
+
+def test_it_refuses_unwrap_once_the_key_is_disabled(
+    vault: AzureKeyVaultEmulator, app: ClientSettings, key_name: str
+) -> None:
+    client = crypto_for(vault, app, key_name)
+    wrapped = client.wrap_key(OAEP256, b"d" * 32).encrypted_key
+    vault.disable_key(key_name)
+
+    # Wrapping still works: the SDK wraps locally with the public key it fetched. Only unwrap proves access.
+    client.wrap_key(OAEP256, b"d" * 32)
+    with pytest.raises(HttpResponseError) as excinfo:
+        client.unwrap_key(OAEP256, wrapped)
+
+    assert excinfo.value.status_code == 403
+    assert excinfo.value.error is not None and excinfo.value.error.code == "Forbidden"
+    assert "not allowed on a disabled key" in excinfo.value.message
+    assert vault.calls("unwrapKey", key=key_name)[-1].error == "KeyDisabled"
+
+    vault.enable_key(key_name)
+    assert client.unwrap_key(OAEP256, wrapped).key == b"d" * 32
+
+
+def test_it_disables_one_version_without_the_others(
+    vault: AzureKeyVaultEmulator, app: ClientSettings, key_name: str
+) -> None:
+    old_id = vault.key_id(key_name)
+    new_id = vault.create_key(key_name)  # a rotation in the customer's vault: a new current version
+    old = CryptographyClient(old_id, credential_for(app), **app.client_kwargs())
+    new = CryptographyClient(new_id, credential_for(app), **app.client_kwargs())
+    old_wrapped = old.wrap_key(OAEP256, b"o" * 32).encrypted_key
+    new_wrapped = new.wrap_key(OAEP256, b"n" * 32).encrypted_key
+
+    vault.disable_key(key_name, version=old_id.rsplit("/", 1)[1])
+
+    with pytest.raises(HttpResponseError) as excinfo:
+        old.unwrap_key(OAEP256, old_wrapped)
+    assert excinfo.value.status_code == 403
+    assert new.unwrap_key(OAEP256, new_wrapped).key == b"n" * 32
+
+
+def test_it_answers_404_for_a_missing_key(vault: AzureKeyVaultEmulator, app: ClientSettings) -> None:
+    client = CryptographyClient(
+        f"{vault.url}/keys/no-such-key/{'0' * 32}", credential_for(app), **app.client_kwargs()
+    )
+
+    with pytest.raises(ResourceNotFoundError) as excinfo:
+        client.unwrap_key(OAEP256, b"\0" * 256)
+
+    assert excinfo.value.status_code == 404
+    assert excinfo.value.error is not None and excinfo.value.error.code == "KeyNotFound"
+    with pytest.raises(ResourceNotFoundError):
+        KeyClient(vault.url, credential_for(app), **app.client_kwargs()).get_key("no-such-key")
+
+
+def test_it_hides_soft_deleted_and_purged_keys(
+    vault: AzureKeyVaultEmulator, app: ClientSettings, key_name: str
+) -> None:
+    client = crypto_for(vault, app, key_name)
+    wrapped = client.wrap_key(OAEP256, b"s" * 32).encrypted_key
+
+    vault.delete_key(key_name)
+    with pytest.raises(ResourceNotFoundError):
+        client.unwrap_key(OAEP256, wrapped)
+    vault.recover_key(key_name)
+    assert client.unwrap_key(OAEP256, wrapped).key == b"s" * 32
+    vault.delete_key(key_name, purge=True)
+    with pytest.raises(ResourceNotFoundError):
+        client.unwrap_key(OAEP256, wrapped)
+
+
+# -- access: principals and directories ----------------------------------------------------------------------
+
+
+def test_it_refuses_unwrap_once_the_principal_is_revoked(
+    vault: AzureKeyVaultEmulator, app: ClientSettings, key_name: str
+) -> None:
+    client = crypto_for(vault, app, key_name)
+    wrapped = client.wrap_key(OAEP256, b"r" * 32).encrypted_key
+    vault.revoke(app.client_id, ["unwrapKey"])
+
+    with pytest.raises(HttpResponseError) as excinfo:
+        client.unwrap_key(OAEP256, wrapped)
+
+    assert excinfo.value.status_code == 403
+    assert f"appid={app.client_id}" in excinfo.value.message
+    assert "does not have keys unwrapKey permission on key vault" in excinfo.value.message
+    assert vault.calls("unwrapKey", principal=app.client_id)[-1].error == "AccessDenied"
+
+    vault.grant(app.client_id, ["unwrapKey"])
+    assert client.unwrap_key(OAEP256, wrapped).key == b"r" * 32
+
+
+def test_it_limits_a_per_key_grant_to_that_key(vault: AzureKeyVaultEmulator, key_name: str) -> None:
+    app = vault.register_client(permissions=["get", "wrapKey", "unwrapKey"], key=key_name)
+    other = f"{key_name}-other"
+    vault.create_key(other)
+    mine, theirs = crypto_for(vault, app, key_name), crypto_for(vault, app, other)
+
+    assert mine.unwrap_key(OAEP256, mine.wrap_key(OAEP256, b"m" * 32).encrypted_key).key == b"m" * 32
+    with pytest.raises(HttpResponseError) as excinfo:
+        theirs.unwrap_key(OAEP256, b"\0" * 256)
+    assert excinfo.value.status_code == 403
+
+
+def test_it_refuses_a_consented_principal_without_a_grant(
+    vault: AzureKeyVaultEmulator, key_name: str
+) -> None:
+    stranger = vault.register_client(permissions=[])
+
+    with pytest.raises(HttpResponseError) as excinfo:
+        crypto_for(vault, stranger, key_name).unwrap_key(OAEP256, b"\0" * 256)
+
+    assert excinfo.value.status_code == 403
+    assert excinfo.value.error is not None and excinfo.value.error.code == "Forbidden"
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("other_directory", "AKV10032: Invalid issuer"),
+        ("expired", "Token is expired"),
+        ("other_audience", "AKV10022: Invalid audience"),
+        ("forged", "AKV10046"),
+    ],
+)
+def test_it_answers_401_to_a_token_it_must_not_accept(
+    vault: AzureKeyVaultEmulator,
+    entra: EntraEmulator,
+    app: ClientSettings,
+    key_name: str,
+    case: str,
+    message: str,
+) -> None:
+    if case == "other_directory":
+        other = entra.add_directory()
+        entra.add_service_principal(other, app.client_id)
+        token = entra.issue_token(other, app.client_id)
+    elif case == "expired":
+        token = entra.issue_token(vault.directory_id, app.client_id, lifetime=-10)
+    elif case == "other_audience":
+        token = entra.issue_token(vault.directory_id, app.client_id, resource="https://management.azure.com")
+    else:
+        forger = EntraEmulator(entra.tls.ca.parent)  # same shape of token, another signing key
+        token = forger.issue_token(vault.directory_id, app.client_id)
+    client = crypto_for(vault, app, key_name, credential=StaticToken(token))
+
+    with pytest.raises(ClientAuthenticationError) as excinfo:
+        client.unwrap_key(OAEP256, b"\0" * 256)
+
+    assert excinfo.value.status_code == 401
+    assert message in excinfo.value.message
+    assert vault.calls("unwrapKey", key=key_name)[-1].status == 401
+
+
+def test_it_keeps_two_customer_directories_apart(
+    entra: EntraEmulator, tmp_path: Path, app: ClientSettings
+) -> None:
+    # Kodori's one multi-tenant app, consented by two customers, each with a vault in its own directory.
+    with (
+        AzureKeyVaultEmulator(tmp_path / "a", entra=entra) as vault_a,
+        AzureKeyVaultEmulator(tmp_path / "b", entra=entra) as vault_b,
+    ):
+        app_a = vault_a.register_client(app.client_id)
+        app_b = vault_b.register_client(app.client_id)
+        vault_a.create_key("kek")
+        vault_b.create_key("kek")
+        client_a = crypto_for(vault_a, app_a, "kek")
+        client_b = crypto_for(vault_b, app_b, "kek")
+        wrapped_a = client_a.wrap_key(OAEP256, b"a" * 32).encrypted_key
+
+        assert client_a.unwrap_key(OAEP256, wrapped_a).key == b"a" * 32
+        with pytest.raises(HttpResponseError):
+            client_b.unwrap_key(OAEP256, wrapped_a)  # another customer's key cannot open it
+        # A credential bound to directory A refuses directory B's challenge before it asks for any token.
+        cross = CryptographyClient(vault_b.key_id("kek"), credential_for(app_a), **app_b.client_kwargs())
+        with pytest.raises(ClientAuthenticationError):
+            cross.unwrap_key(OAEP256, b"\0" * 256)
+        assert {c.directory_id for c in vault_b.calls(status=200)} == {vault_b.directory_id}
+
+
+# -- federated credentials -----------------------------------------------------------------------------------
+
+
+def _assertion(entra: EntraEmulator, app: ClientSettings, case: str) -> str:
+    if case == "wrong_subject":
+        return entra.mint_assertion("system:serviceaccount:other:intruder")
+    if case == "wrong_audience":
+        return entra.mint_assertion(app.subject, audience="api://SomethingElse")
+    if case == "expired":
+        return entra.mint_assertion(app.subject, lifetime=-600)
+    if case == "unknown_issuer":
+        rogue = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        return entra.mint_assertion(app.subject, issuer="https://rogue.example", signing_key=rogue)
+    if case == "trusted_issuer_not_on_app":
+        other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        entra.register_issuer("https://other-issuer.example", other_key.public_key())
+        return entra.mint_assertion(app.subject, issuer="https://other-issuer.example", signing_key=other_key)
+    if case == "forged_signature":
+        rogue = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        return entra.mint_assertion(app.subject, signing_key=rogue)
+    if case == "unsigned":
+        payload = entra.mint_assertion(app.subject).split(".")[1]
+        return "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0." + payload + "."  # {"alg":"none"}
+    raise AssertionError(case)
+
+
+@pytest.mark.parametrize(
+    ("case", "code"),
+    [
+        ("wrong_subject", "AADSTS700213"),
+        ("wrong_audience", "AADSTS700212"),
+        ("expired", "AADSTS700024"),
+        ("unknown_issuer", "AADSTS700027"),
+        ("trusted_issuer_not_on_app", "AADSTS700211"),
+        ("forged_signature", "AADSTS700027"),
+        ("unsigned", "AADSTS50027"),
+    ],
+)
+def test_it_refuses_a_bad_federated_assertion(
+    entra: EntraEmulator,
+    vault: AzureKeyVaultEmulator,
+    app: ClientSettings,
+    key_name: str,
+    case: str,
+    code: str,
+) -> None:
+    credential = credential_for(app, assertion=_assertion(entra, app, case))
+
+    with pytest.raises(ClientAuthenticationError) as excinfo:
+        credential.get_token(VAULT_SCOPE)
+    assert code in excinfo.value.message
+
+    # Through the vault client the same failure surfaces as an authentication error, never as data.
+    with pytest.raises(ClientAuthenticationError):
+        crypto_for(vault, app, key_name, credential=credential).unwrap_key(OAEP256, b"\0" * 256)
+
+
+def test_it_refuses_an_app_the_directory_never_consented(
+    entra: EntraEmulator, vault: AzureKeyVaultEmulator
+) -> None:
+    client_id = entra.register_application()  # federated credential exists, but no service principal here
+    credential = ClientAssertionCredential(
+        vault.directory_id,
+        client_id,
+        entra.mint_assertion,
+        authority=entra.url,
+        connection_verify=str(entra.ca_path),
+    )
+
+    with pytest.raises(ClientAuthenticationError) as excinfo:
+        credential.get_token(VAULT_SCOPE)
+    assert "AADSTS700016" in excinfo.value.message
+
+
+def test_it_refuses_client_secrets(
+    entra: EntraEmulator, vault: AzureKeyVaultEmulator, app: ClientSettings
+) -> None:
+    credential = ClientSecretCredential(
+        vault.directory_id,
+        app.client_id,
+        "a-client-secret",
+        authority=entra.url,
+        disable_instance_discovery=True,  # or MSAL asks login.microsoftonline.com about the authority
+        connection_verify=app.ca_path,
+    )
+    with pytest.raises(ClientAuthenticationError) as excinfo:
+        credential.get_token(VAULT_SCOPE)
+    assert "client secrets are not accepted" in str(excinfo.value).lower()
+
+    response = requests.post(
+        f"{entra.url}/{vault.directory_id}/oauth2/v2.0/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": app.client_id,
+            "client_secret": "x",
+            "scope": VAULT_SCOPE,
+        },
+        verify=app.ca_path,
+        timeout=5,
+    )
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_client"
+    assert response.json()["error_codes"] == [7000215]
+
+
+def test_it_accepts_a_workload_identity_token_file(
+    entra: EntraEmulator, vault: AzureKeyVaultEmulator, app: ClientSettings, key_name: str, tmp_path: Path
+) -> None:
+    token_file = entra.write_assertion_file(tmp_path / "federated-token", app.subject)
+    credential = WorkloadIdentityCredential(
+        tenant_id=app.directory_id,
+        client_id=app.client_id,
+        token_file_path=str(token_file),
+        authority=app.authority,
+        connection_verify=app.ca_path,
+    )
+    client = crypto_for(vault, app, key_name, credential=credential)
+
+    assert client.unwrap_key(OAEP256, client.wrap_key(OAEP256, b"w" * 32).encrypted_key).key == b"w" * 32
+
+
+# -- faults --------------------------------------------------------------------------------------------------
+
+FAST_RETRIES = {"retry_total": 3, "retry_backoff_factor": 0.01, "retry_backoff_max": 0.05}
+
+
+def test_it_throttles_and_the_sdk_retry_policy_recovers(
+    vault: AzureKeyVaultEmulator, app: ClientSettings, key_name: str
+) -> None:
+    client = crypto_for(vault, app, key_name, **FAST_RETRIES)
+    wrapped = client.wrap_key(OAEP256, b"q" * 32).encrypted_key
+    vault.set_faults(throttle_next=2, retry_after=0.05)
+
+    assert client.unwrap_key(OAEP256, wrapped).key == b"q" * 32
+    assert [c.status for c in vault.calls("unwrapKey", key=key_name)] == [429, 429, 200]
+
+
+def test_it_throttles_until_the_sdk_gives_up(
+    vault: AzureKeyVaultEmulator, app: ClientSettings, key_name: str
+) -> None:
+    client = crypto_for(vault, app, key_name, **FAST_RETRIES)
+    client.wrap_key(OAEP256, b"q" * 32)  # fetch the key before the vault starts refusing
+    vault.set_faults(throttle_ratio=1.0, retry_after=0.01)
+
+    with pytest.raises(HttpResponseError) as excinfo:
+        client.unwrap_key(OAEP256, b"\0" * 256)
+
+    assert excinfo.value.status_code == 429
+    assert excinfo.value.response is not None
+    assert excinfo.value.response.headers["Retry-After"] == "0.01"
+    assert vault.call_count("unwrapKey", key=key_name, status=429) == 1 + FAST_RETRIES["retry_total"]
+
+
+def test_it_fails_with_503_and_the_sdk_retries(
+    vault: AzureKeyVaultEmulator, app: ClientSettings, key_name: str
+) -> None:
+    client = crypto_for(vault, app, key_name, **FAST_RETRIES)
+    wrapped = client.wrap_key(OAEP256, b"u" * 32).encrypted_key
+    vault.set_faults(error_next=1)
+
+    assert client.unwrap_key(OAEP256, wrapped).key == b"u" * 32
+    assert [c.status for c in vault.calls("unwrapKey", key=key_name)] == [503, 200]
+
+
+def test_it_adds_latency(vault: AzureKeyVaultEmulator, app: ClientSettings, key_name: str) -> None:
+    client = crypto_for(vault, app, key_name)
+    wrapped = client.wrap_key(OAEP256, b"l" * 32).encrypted_key
+
+    def timed_unwrap() -> float:
+        started = time.perf_counter()
+        client.unwrap_key(OAEP256, wrapped)
+        return time.perf_counter() - started
+
+    baseline = min(timed_unwrap() for _ in range(3))
+    vault.set_faults(latency_ms=200)
+    slowed = timed_unwrap()
+
+    assert baseline < 0.1
+    assert slowed >= 0.2
+    assert slowed - baseline >= 0.15
+
+
+# -- the challenge and the control API over HTTP -------------------------------------------------------------
+
+
+def test_it_challenges_a_request_without_a_bearer_token(vault: AzureKeyVaultEmulator, key_name: str) -> None:
+    response = requests.post(
+        f"{vault.url}/keys/{key_name}//unwrapkey?api-version=7.6", verify=str(vault.ca_path), timeout=5
+    )
+
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"] == (
+        f'Bearer authorization="{vault.authority}/{vault.directory_id}", resource="https://vault.azure.net"'
+    )
+    assert response.json()["error"]["code"] == "Unauthorized"
+
+
+def test_it_is_controlled_over_http(vault: AzureKeyVaultEmulator) -> None:
+    def admin(method: str, path: str, **kwargs: Any) -> requests.Response:
+        url = f"{vault.url}/_emulator{path}"
+        return requests.request(method, url, verify=str(vault.ca_path), timeout=5, **kwargs)
+
+    name = f"http-{uuid.uuid4().hex[:6]}"
+    created = admin("POST", "/keys", json={"name": name})
+    client = admin("POST", "/clients", json={"permissions": ["get", "unwrapKey"], "key": name})
+    admin("POST", f"/keys/{name}/disable", json={}).raise_for_status()
+    listed = admin("GET", "/keys").json()["keys"]
+    faults = admin("POST", "/faults", json={"throttle_next": 1}).json()["faults"]
+    admin("DELETE", "/faults").raise_for_status()
+    unknown = admin("POST", f"/keys/{name}/explode", json={})
+
+    assert created.status_code == 201 and created.json()["kid"].startswith(f"{vault.url}/keys/{name}/")
+    assert client.status_code == 201 and client.json()["assertion"].count(".") == 2
+    assert vault.store.grants()[name][client.json()["client_id"]] == ["get", "unwrapKey"]
+    assert [v["enabled"] for k in listed if k["name"] == name for v in k["versions"]] == [False]
+    assert faults["throttle_next"] == 1 and vault.faults.snapshot().throttle_next == 0
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "NotFound"
+
+
+def test_it_counts_calls_for_tests(vault: AzureKeyVaultEmulator, app: ClientSettings, key_name: str) -> None:
+    client = crypto_for(vault, app, key_name)
+    wrapped = client.wrap_key(OAEP256, b"c" * 32).encrypted_key
+    for _ in range(3):
+        client.unwrap_key(OAEP256, wrapped)
+
+    response = requests.get(
+        f"{vault.url}/_emulator/calls",
+        params={"operation": "unwrapKey", "key": key_name, "status": "200"},
+        verify=str(vault.ca_path),
+        timeout=5,
+    )
+
+    assert (
+        response.json()["count"] == 3 == vault.call_count("unwrapKey", key=key_name, principal=app.client_id)
+    )
+    assert {c["principal"] for c in response.json()["calls"]} == {app.client_id}
+
+
+# -- state, TLS and the command line -------------------------------------------------------------------------
+
+
+def test_it_keeps_persisted_keys_across_restarts(tmp_path: Path) -> None:
+    with AzureKeyVaultEmulator(tmp_path, persist=True) as first:
+        app = first.register_client()
+        kid = first.create_key("durable")
+        client = CryptographyClient(kid, credential_for(app), **app.client_kwargs())
+        wrapped = client.wrap_key(OAEP256, b"p" * 32).encrypted_key
+        directory_id = first.directory_id
+
+    with AzureKeyVaultEmulator(tmp_path, persist=True) as second:
+        app = second.register_client()
+        version = kid.rsplit("/", 1)[1]
+        client = CryptographyClient(
+            second.key_id("durable", version), credential_for(app), **app.client_kwargs()
+        )
+
+        assert second.directory_id == directory_id
+        assert client.unwrap_key(OAEP256, wrapped).key == b"p" * 32
+
+
+def test_it_issues_a_server_certificate_for_loopback_and_reuses_it(tmp_path: Path) -> None:
+    first = ensure_tls_material(tmp_path)
+    second = ensure_tls_material(tmp_path)
+    cert = x509.load_pem_x509_certificates(first.cert.read_bytes())[0]
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+
+    assert first.ca.read_bytes() == second.ca.read_bytes()
+    assert {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)} == {"127.0.0.1", "::1"}
+    assert sans.get_values_for_type(x509.DNSName) == ["localhost"]
+    assert oct(first.key.stat().st_mode & 0o777) == "0o600"
+
+
+def test_it_runs_from_the_command_line(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "emulators.azure_keyvault", "--state-dir", str(tmp_path)]
+    help_text = subprocess.run(
+        [*command, "--help"], capture_output=True, text=True, env=env, check=True
+    ).stdout
+    assert "--vault-port" in help_text
+
+    process = subprocess.Popen(
+        [*command, "--vault-port", "0", "--entra-port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    try:
+        assert process.stdout is not None
+        lines = [process.stdout.readline() for _ in range(10)]
+        settings_file = tmp_path / "settings.json"
+        assert settings_file.exists(), "".join(lines)
+        settings = json.loads(settings_file.read_text())
+        response = requests.get(f"{settings['control_api']}/keys", verify=settings["ca_path"], timeout=5)
+        assert [k["name"] for k in response.json()["keys"]] == ["kodori-demo"]
+        assert any(settings["key_id"] in line for line in lines)
+        assert Path(settings["federated_token_file"]).read_text().count(".") == 2
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=10) == 0
