@@ -18,6 +18,8 @@ def ping() -> dict[str, str]:
 
 @shared_task(name="kodori.tasks.record_heartbeat", acks_late=False)
 def record_heartbeat(component: str = "worker") -> str:
-    """Note that ``component`` (beat, or the worker that ran this) was alive just now."""
-    health.record_heartbeat(component)
+    """Note that the worker running this, and ``component`` that sent it (e.g. beat), were alive just now."""
+    health.record_heartbeat("worker")
+    if component != "worker":
+        health.record_heartbeat(component)
     return component

@@ -18,8 +18,19 @@ from .models import Membership, Role
 
 
 @require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    # Support staff usually belong to no tenant: their place is the admin.
+    if (
+        request.user.is_authenticated
+        and request.user.is_staff
+        and getattr(request, "membership", None) is None
+    ):
+        return redirect("admin:index")
+    return _tenant_home(request)  # type: ignore[arg-type]  # tenant_required checks the attributes
+
+
 @tenant_required()
-def home(request: TenantRequest) -> HttpResponse:
+def _tenant_home(request: TenantRequest) -> HttpResponse:
     tenant = request.tenant
     ctx = {"member_count": Membership.objects.for_tenant(tenant).count()}
     return render(request, "tenants/home.html", ctx)

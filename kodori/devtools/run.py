@@ -134,7 +134,10 @@ class Runner:
         env.setdefault("DJANGO_ENV", "development")
         env["KODORI_STATE_DIR"] = str(STATE_DIR)
         port = os.environ.get("KODORI_PORT", "8000")
-        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        # Ctrl-C and SIGTERM both mean "stop everything": raise KeyboardInterrupt even when the shell started
+        # us with SIGINT ignored (as it does for background jobs).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
         try:
             self.start_servers(state, env)
             self._remember_urls(env)

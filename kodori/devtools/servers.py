@@ -97,14 +97,19 @@ def _server_user() -> pwd.struct_passwd | None:
 
 def _run_as(cmd: list[str], user: pwd.struct_passwd | None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "LC_ALL": "C", "LANG": "C"}
+    # A session of its own: a Ctrl-C in the terminal must not reach the server before our clients have
+    # stopped; the runner shuts it down last.
     if user is None:
-        return subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
+        return subprocess.run(
+            cmd, check=True, capture_output=True, text=True, env=env, start_new_session=True
+        )
     return subprocess.run(
         cmd,
         check=True,
         capture_output=True,
         text=True,
         env=env,
+        start_new_session=True,
         user=user.pw_uid,
         group=user.pw_gid,
         extra_groups=[],
@@ -280,7 +285,10 @@ class RedisServer:
         conf.write_text("\n".join(lines) + "\n")
         conf.chmod(0o600)
         self.process = subprocess.Popen(
-            [str(find_redis_server()), str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            [str(find_redis_server()), str(conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         _wait_for_port(self.port, timeout, "Redis", self.root / "redis.log")
         return self

@@ -17,10 +17,11 @@ def test_a_real_worker_answers_the_health_task(worker_process: Any) -> None:
     assert result["hostname"]
 
 
-def test_a_worker_records_its_heartbeat(worker_process: Any) -> None:
-    assert record_heartbeat.delay("worker").get(timeout=30) == "worker"
-    age = health.heartbeat_age("worker")
-    assert age is not None and age < 30
+def test_a_beat_heartbeat_proves_beat_and_worker_alive(worker_process: Any) -> None:
+    assert record_heartbeat.delay("beat").get(timeout=30) == "beat"
+    for component in ("worker", "beat"):
+        age = health.heartbeat_age(component)
+        assert age is not None and age < 30
 
 
 def test_the_app_accepts_json_only_and_acks_late() -> None:
