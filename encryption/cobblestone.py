@@ -40,6 +40,7 @@ import mmap
 import os
 from typing import Protocol
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
@@ -203,7 +204,7 @@ class ChunkCipher:
             out = dst[d : d + CHUNK_SIZE]
             try:
                 open_((base ^ index).to_bytes(NONCE_SIZE, "big"), src[s : s + SEALED_CHUNK_SIZE], b"", out)
-            except Exception:
+            except InvalidTag:
                 out[:] = bytes(CHUNK_SIZE)
                 return done
             s += SEALED_CHUNK_SIZE
@@ -216,7 +217,7 @@ class ChunkCipher:
             return False
         try:
             self._aead.decrypt_into(self.nonce(index), src, b"", dst)
-        except Exception:
+        except InvalidTag:
             dst[:] = bytes(len(dst))
             return False
         return True

@@ -78,6 +78,23 @@ def test_it_lays_out_bytes_as_documented(size: int) -> None:
     assert len(blob) - (61 + full * SEALED) < SEALED
 
 
+def test_a_forged_chunk_leaves_no_plaintext_behind_in_the_output_buffer() -> None:
+    # AES-GCM's decrypt_into writes plaintext before it checks the tag; the chunk cipher must
+    # wipe it, or a caller reusing the buffer could see unauthenticated bytes.
+    plaintext = os.urandom(3 * CHUNK)
+    blob = bytearray(envelope.encrypt(DEK, CONTEXT, plaintext))
+    blob[61 + SEALED + 5] ^= 1  # chunk 1
+    aead_key, base_nonce, _ = cobblestone.derive_message_keys(DEK, blob[5:29], CONTEXT)
+    cipher = cobblestone.ChunkCipher(aead_key, base_nonce)
+    out = bytearray(os.urandom(3 * CHUNK))
+    assert cipher.open_full(0, memoryview(blob)[61:], 3, memoryview(out)) == 1
+    assert out[:CHUNK] == plaintext[:CHUNK]
+    assert out[CHUNK : 2 * CHUNK] == bytes(CHUNK)
+    one = bytearray(b"\xff" * CHUNK)
+    assert not cipher.open_one(1, memoryview(blob)[61 + SEALED : 61 + 2 * SEALED], memoryview(one))
+    assert one == bytes(CHUNK)
+
+
 def test_the_context_encodes_label_tenant_and_blob_at_fixed_width() -> None:
     expected = b"kodori/blob/v1\x00" + (7).to_bytes(8, "big") + BLOB.bytes
     assert expected == CONTEXT

@@ -62,6 +62,41 @@ class CountingFile(io.RawIOBase):
         return {offset for start, n in self.reads for offset in range(start, start + n)}
 
 
+class HealingSource(io.RawIOBase):
+    """Ends early once (a dropped connection), then serves the rest, replaying the last chunk."""
+
+    def __init__(self, blob: bytes, cut: int, replay_from: int) -> None:
+        self._parts = [blob[:cut], b"", blob[replay_from:]]
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        while self._parts and not self._parts[0]:
+            self._parts.pop(0)
+            return 0  # the early end, reported once
+        if not self._parts:
+            return 0
+        n = min(len(buffer), len(self._parts[0]))
+        buffer[:n] = self._parts[0][:n]
+        self._parts[0] = self._parts[0][n:]
+        return n
+
+
+def test_a_failed_stream_stays_failed_even_if_the_source_recovers() -> None:
+    plaintext = os.urandom(2 * CHUNK + 10)
+    blob = envelope.encrypt(DEK, CONTEXT, plaintext)
+    # The source stops after chunk 1 (so chunk 1 looks like a full-sized final chunk: truncation),
+    # then delivers chunk 1 again and the real final chunk, which together would decrypt.
+    source = HealingSource(blob, HEADER + 2 * SEALED, HEADER + SEALED)
+    stream = envelope.iter_decrypt(DEK, CONTEXT, source)
+    assert next(stream) == plaintext[:CHUNK]
+    for _ in range(3):
+        with pytest.raises(NotAuthentic):
+            next(stream)
+    assert stream.plaintext_size == CHUNK
+
+
 def _chunk_span(blob_size: int, k: int) -> set[int]:
     return set(range(HEADER + k * SEALED, min(HEADER + (k + 1) * SEALED, blob_size)))
 
