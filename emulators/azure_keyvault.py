@@ -283,44 +283,88 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-persist", action="store_true", help="keep keys in memory only")
     args = parser.parse_args(argv)
 
-    state_dir = Path(args.state_dir).resolve()
-    entra = EntraEmulator(state_dir, port=args.entra_port)
-    vault = AzureKeyVaultEmulator(
-        state_dir,
-        entra=entra,
-        directory_id=args.directory_id,
+    dev = start_for_development(
+        args.state_dir,
+        vault_port=args.vault_port,
+        entra_port=args.entra_port,
         vault_name=args.vault_name,
-        port=args.vault_port,
+        directory_id=args.directory_id,
+        client_id=args.client_id,
+        subject=args.subject,
+        key_name=args.key_name,
         persist=not args.no_persist,
     )
-    entra.start()
-    vault.start()
     stop = threading.Event()
     try:
-        client = vault.register_client(args.client_id, subject=args.subject)
-        if args.key_name not in vault.store.key_names():
-            vault.create_key(args.key_name)
-        token_file = state_dir / "federated-token"
-        entra.write_assertion_file(token_file, args.subject, _ASSERTION_LIFETIME)
-        threading.Thread(
-            target=_refresh_assertions, args=(entra, token_file, args.subject, stop), daemon=True
-        ).start()
-        settings = {
-            **{k: v for k, v in asdict(client).items() if k != "mint_assertion"},
-            "key_id": vault.key_id(args.key_name),
-            "federated_token_file": str(token_file),
-            "control_api": f"{vault.url}/_emulator",
-        }
-        (state_dir / "settings.json").write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
-        _print_settings(settings, state_dir)
+        _print_settings(dev.settings)
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: stop.set())
         stop.wait()
     finally:
-        stop.set()
+        dev.stop()
+    return 0
+
+
+@dataclass
+class DevEnvironment:
+    """A running vault and token endpoint for ``make run``; ``settings`` is also in ``settings.json``."""
+
+    entra: EntraEmulator
+    vault: AzureKeyVaultEmulator
+    settings: dict[str, Any]
+    stopping: threading.Event
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.vault.stop()
+        self.entra.stop()
+
+
+def start_for_development(
+    state_dir: str | os.PathLike[str],
+    *,
+    vault_port: int = DEFAULT_VAULT_PORT,
+    entra_port: int = DEFAULT_ENTRA_PORT,
+    vault_name: str = "kodori-emulator",
+    directory_id: str = DEMO_DIRECTORY_ID,
+    client_id: str = DEMO_CLIENT_ID,
+    subject: str = DEFAULT_SUBJECT,
+    key_name: str = DEMO_KEY_NAME,
+    persist: bool = True,
+) -> DevEnvironment:
+    """Start both servers with persisted keys, a demo key, and a federated token file kept fresh.
+
+    What ``python -m emulators.azure_keyvault`` runs; a dev launcher may call it in-process instead.
+    """
+    state = Path(state_dir).resolve()
+    entra = EntraEmulator(state, port=entra_port)
+    vault = AzureKeyVaultEmulator(
+        state, entra=entra, directory_id=directory_id, vault_name=vault_name, port=vault_port, persist=persist
+    )
+    entra.start()
+    try:
+        vault.start()
+        client = vault.register_client(client_id, subject=subject)
+        if key_name not in vault.store.key_names():
+            vault.create_key(key_name)
+    except BaseException:
         vault.stop()
         entra.stop()
-    return 0
+        raise
+    token_file = entra.write_assertion_file(state / "federated-token", subject, _ASSERTION_LIFETIME)
+    stopping = threading.Event()
+    threading.Thread(
+        target=_refresh_assertions, args=(entra, token_file, subject, stopping), daemon=True
+    ).start()
+    settings = {
+        **{k: v for k, v in asdict(client).items() if k != "mint_assertion"},
+        "key_id": vault.key_id(key_name),
+        "federated_token_file": str(token_file),
+        "control_api": f"{vault.url}/_emulator",
+        "settings_file": str(state / "settings.json"),
+    }
+    (state / "settings.json").write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
+    return DevEnvironment(entra, vault, settings, stopping)
 
 
 def _refresh_assertions(entra: EntraEmulator, path: Path, subject: str, stop: threading.Event) -> None:
@@ -328,7 +372,7 @@ def _refresh_assertions(entra: EntraEmulator, path: Path, subject: str, stop: th
         entra.write_assertion_file(path, subject, _ASSERTION_LIFETIME)
 
 
-def _print_settings(settings: dict[str, Any], state_dir: Path) -> None:
+def _print_settings(settings: dict[str, Any]) -> None:
     rows = [
         ("vault URL", settings["vault_url"]),
         ("key id", settings["key_id"]),
@@ -341,7 +385,7 @@ def _print_settings(settings: dict[str, Any], state_dir: Path) -> None:
             f"{settings['federated_token_file']} (refreshed every {_ASSERTION_REFRESH} s)",
         ),
         ("control API", settings["control_api"]),
-        ("settings file", str(state_dir / "settings.json")),
+        ("settings file", settings["settings_file"]),
     ]
     print("Azure Key Vault emulator running; Ctrl-C stops it.")
     for label, value in rows:
