@@ -6,8 +6,10 @@ Kept apart from :mod:`emulators.entra`, which holds the registry and the rules o
 from __future__ import annotations
 
 import datetime
+import json
 import uuid
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
 
 from .https_server import JsonRequestHandler
 
@@ -97,11 +99,18 @@ class EntraHandler(JsonRequestHandler):
 
     def do_POST(self) -> None:
         self.parse_target()
+        # Consume the body before any routing decision, or a refused request would leave bytes on a kept-alive
+        # connection to be read as the next request line.
+        raw = self.read_body()
         parts = self.path_only.strip("/").split("/")
         if self.path_only == "/_emulator/assertion":
-            body = self.read_json()
-            subject = body.get("subject")
-            lifetime = int(body.get("lifetime", 3600))
+            try:
+                body = json.loads(raw or b"{}")
+                subject = body.get("subject")
+                lifetime = int(body.get("lifetime", 3600))
+            except (ValueError, AttributeError, TypeError):
+                self._aad_error(TokenError("malformed", problem="the body must be a JSON object"))
+                return
             assertion = (
                 self.entra.mint_assertion(str(subject), lifetime=lifetime)
                 if subject
@@ -112,7 +121,8 @@ class EntraHandler(JsonRequestHandler):
         if len(parts) != 4 or parts[1:] != ["oauth2", "v2.0", "token"]:
             self._aad_error(TokenError("not_found"))
             return
-        form = self.read_form()
+        fields = parse_qs(raw.decode("utf-8", errors="replace"), keep_blank_values=True)
+        form = {name: values[0] for name, values in fields.items()}
         directory_id = parts[0]
         entry: dict[str, Any] = {"directory_id": directory_id, "client_id": form.get("client_id", "")}
         try:

@@ -166,8 +166,9 @@ def test_it_serves_the_public_key_bundle(
     assert key.key_type == "RSA"
     assert key.properties.enabled is True
     assert set(key.key_operations) >= {"wrapKey", "unwrapKey"}
-    assert int.from_bytes(key.key.n, "big").bit_length() == 2048
-    assert key.key.d is None  # the private half never leaves the vault
+    jwk: Any = key.key  # JsonWebKey sets its fields dynamically
+    assert int.from_bytes(jwk.n, "big").bit_length() == 2048
+    assert jwk.d is None  # the private half never leaves the vault
 
 
 def test_it_creates_hsm_keys_of_other_sizes(vault: AzureKeyVaultEmulator, app: ClientSettings) -> None:
@@ -176,7 +177,8 @@ def test_it_creates_hsm_keys_of_other_sizes(vault: AzureKeyVaultEmulator, app: C
     client = crypto_for(vault, app, "hsm-3072")
 
     assert key.key_type == "RSA-HSM"
-    assert int.from_bytes(key.key.n, "big").bit_length() == 3072
+    jwk: Any = key.key
+    assert int.from_bytes(jwk.n, "big").bit_length() == 3072
     assert client.unwrap_key(OAEP256, client.wrap_key(OAEP256, b"h" * 32).encrypted_key).key == b"h" * 32
 
 
@@ -482,6 +484,17 @@ def test_it_refuses_client_secrets(
     assert response.json()["error_codes"] == [7000215]
 
 
+def test_it_keeps_a_kept_alive_connection_usable_after_a_refusal(
+    entra: EntraEmulator, app: ClientSettings
+) -> None:
+    session = requests.Session()
+    refused = session.post(f"{entra.url}/nowhere", data={"x": "y" * 1000}, verify=app.ca_path, timeout=5)
+    minted = session.post(f"{entra.url}/_emulator/assertion", json={}, verify=app.ca_path, timeout=5)
+
+    assert refused.status_code == 404
+    assert minted.status_code == 200 and minted.json()["assertion"].count(".") == 2
+
+
 def test_it_accepts_a_workload_identity_token_file(
     entra: EntraEmulator, vault: AzureKeyVaultEmulator, app: ClientSettings, key_name: str, tmp_path: Path
 ) -> None:
@@ -525,8 +538,8 @@ def test_it_throttles_until_the_sdk_gives_up(
         client.unwrap_key(OAEP256, b"\0" * 256)
 
     assert excinfo.value.status_code == 429
-    assert excinfo.value.response is not None
-    assert excinfo.value.response.headers["Retry-After"] == "0.01"
+    response: Any = excinfo.value.response
+    assert response.headers["Retry-After"] == "0.01"
     assert vault.call_count("unwrapKey", key=key_name, status=429) == 1 + FAST_RETRIES["retry_total"]
 
 
