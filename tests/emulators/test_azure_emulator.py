@@ -1,24 +1,16 @@
-"""The Azure Key Vault and Entra ID emulators, driven by the real azure-keyvault-keys and azure-identity SDKs.
+"""The Azure Key Vault emulator, driven by the real azure-keyvault-keys and azure-identity SDKs.
 
-These tests pin down what Kodori's Azure provider may rely on: the bearer challenge, federated credentials
-(and the refusal of client secrets), key state, per-principal access, error shapes and status codes, and the
-fault injection that Kodori's retry tests use. No test opens a connection beyond 127.0.0.1: the
-``loopback_only`` fixture refuses any other host name before it is resolved.
+These tests pin down what Kodori's Azure provider may rely on: the bearer challenge, key state, per-principal
+access, error shapes and status codes, and the fault injection that Kodori's retry tests use. No test opens a
+connection beyond 127.0.0.1 (see ``loopback_only``). Federated credentials, TLS and the command line are in
+``test_entra_emulator.py``.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import json
-import os
 import secrets
-import signal
-import socket
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,103 +21,20 @@ pytest.importorskip("azure.keyvault.keys", reason="azure-keyvault-keys is not in
 pytest.importorskip("azure.identity", reason="azure-identity is not installed")
 
 import requests
-from azure.core.credentials import AccessToken
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
-from azure.identity import ClientAssertionCredential, ClientSecretCredential, WorkloadIdentityCredential
 from azure.keyvault.keys import KeyClient
 from azure.keyvault.keys.crypto import CryptographyClient, KeyWrapAlgorithm
-from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from emulators.azure_keyvault import AzureKeyVaultEmulator, ClientSettings
 from emulators.entra import EntraEmulator
-from emulators.tls import ensure_tls_material
 
-REPO = Path(__file__).resolve().parents[2]
-OAEP256 = KeyWrapAlgorithm.rsa_oaep_256
-VAULT_SCOPE = "https://vault.azure.net/.default"
-_LOOPBACK_NAMES = {"127.0.0.1", "::1", "localhost"}
+from . import azure_support as support
+from .azure_support import OAEP256, StaticToken, credential_for, crypto_for
 
-
-@pytest.fixture(autouse=True)
-def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fail any attempt to resolve (and so to reach) a host other than loopback, and ignore ambient config."""
-    real_getaddrinfo = socket.getaddrinfo
-
-    def guarded(host: Any, *args: Any, **kwargs: Any) -> Any:
-        name = host.decode() if isinstance(host, bytes) else str(host)
-        if name not in _LOOPBACK_NAMES:
-            try:
-                if not ipaddress.ip_address(name).is_loopback:
-                    raise OSError(f"test tried to reach {name}; only loopback is allowed")
-            except ValueError:
-                raise OSError(f"test tried to resolve {name}; only loopback is allowed") from None
-        return real_getaddrinfo(host, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", guarded)
-    # Trust in the emulator's CA must come from connection_verify/verify alone, never from the environment.
-    ambient = {"https_proxy", "http_proxy", "all_proxy", "requests_ca_bundle", "curl_ca_bundle"}
-    ambient.add("ssl_cert_file")
-    for name in list(os.environ):
-        if name.startswith("AZURE_") or name.lower() in ambient:
-            monkeypatch.delenv(name)
-
-
-@pytest.fixture(scope="module")
-def entra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EntraEmulator]:
-    with EntraEmulator(tmp_path_factory.mktemp("entra")) as emulator:
-        yield emulator
-
-
-@pytest.fixture(scope="module")
-def vault(entra: EntraEmulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzureKeyVaultEmulator]:
-    with AzureKeyVaultEmulator(tmp_path_factory.mktemp("vault"), entra=entra) as emulator:
-        yield emulator
-
-
-@pytest.fixture(autouse=True)
-def no_faults(request: pytest.FixtureRequest) -> Iterator[None]:
-    yield
-    if "vault" in request.fixturenames:
-        request.getfixturevalue("vault").clear_faults()
-
-
-@pytest.fixture
-def app(vault: AzureKeyVaultEmulator) -> ClientSettings:
-    """A fresh Kodori app, consented in the vault's directory, granted get/wrapKey/unwrapKey vault-wide."""
-    return vault.register_client()
-
-
-@pytest.fixture
-def key_name(vault: AzureKeyVaultEmulator) -> str:
-    name = f"k-{uuid.uuid4().hex[:8]}"
-    vault.create_key(name)
-    return name
-
-
-def credential_for(app: ClientSettings, assertion: str | None = None) -> ClientAssertionCredential:
-    return ClientAssertionCredential(
-        func=(lambda: assertion) if assertion is not None else app.mint_assertion, **app.credential_kwargs()
-    )
-
-
-def crypto_for(
-    vault: AzureKeyVaultEmulator, app: ClientSettings, key_name: str, credential: Any = None, **kwargs: Any
-) -> CryptographyClient:
-    return CryptographyClient(
-        vault.key_id(key_name), credential or credential_for(app), **app.client_kwargs(), **kwargs
-    )
-
-
-class StaticToken:
-    """A credential that presents a fixed token whatever the challenge asks for (to probe the server side)."""
-
-    def __init__(self, token: str) -> None:
-        self.token = token
-
-    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
-        return AccessToken(self.token, int(time.time()) + 3600)
-
+# The shared fixtures, bound in this module so that pytest finds them without a conftest (the suite also runs
+# with --noconftest) and so that module-scoped ones start one emulator per test module.
+app, entra, key_name, vault = support.app, support.entra, support.key_name, support.vault
+loopback_only, no_faults = support.loopback_only, support.no_faults
 
 # -- wrap / unwrap -------------------------------------------------------------------------------------------
 
@@ -379,138 +288,6 @@ def test_it_keeps_two_customer_directories_apart(
         assert {c.directory_id for c in vault_b.calls(status=200)} == {vault_b.directory_id}
 
 
-# -- federated credentials -----------------------------------------------------------------------------------
-
-
-def _assertion(entra: EntraEmulator, app: ClientSettings, case: str) -> str:
-    if case == "wrong_subject":
-        return entra.mint_assertion("system:serviceaccount:other:intruder")
-    if case == "wrong_audience":
-        return entra.mint_assertion(app.subject, audience="api://SomethingElse")
-    if case == "expired":
-        return entra.mint_assertion(app.subject, lifetime=-600)
-    if case == "unknown_issuer":
-        rogue = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        return entra.mint_assertion(app.subject, issuer="https://rogue.example", signing_key=rogue)
-    if case == "trusted_issuer_not_on_app":
-        other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        entra.register_issuer("https://other-issuer.example", other_key.public_key())
-        return entra.mint_assertion(app.subject, issuer="https://other-issuer.example", signing_key=other_key)
-    if case == "forged_signature":
-        rogue = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        return entra.mint_assertion(app.subject, signing_key=rogue)
-    if case == "unsigned":
-        payload = entra.mint_assertion(app.subject).split(".")[1]
-        return "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0." + payload + "."  # {"alg":"none"}
-    raise AssertionError(case)
-
-
-@pytest.mark.parametrize(
-    ("case", "code"),
-    [
-        ("wrong_subject", "AADSTS700213"),
-        ("wrong_audience", "AADSTS700212"),
-        ("expired", "AADSTS700024"),
-        ("unknown_issuer", "AADSTS700027"),
-        ("trusted_issuer_not_on_app", "AADSTS700211"),
-        ("forged_signature", "AADSTS700027"),
-        ("unsigned", "AADSTS50027"),
-    ],
-)
-def test_it_refuses_a_bad_federated_assertion(
-    entra: EntraEmulator,
-    vault: AzureKeyVaultEmulator,
-    app: ClientSettings,
-    key_name: str,
-    case: str,
-    code: str,
-) -> None:
-    credential = credential_for(app, assertion=_assertion(entra, app, case))
-
-    with pytest.raises(ClientAuthenticationError) as excinfo:
-        credential.get_token(VAULT_SCOPE)
-    assert code in excinfo.value.message
-
-    # Through the vault client the same failure surfaces as an authentication error, never as data.
-    with pytest.raises(ClientAuthenticationError):
-        crypto_for(vault, app, key_name, credential=credential).unwrap_key(OAEP256, b"\0" * 256)
-
-
-def test_it_refuses_an_app_the_directory_never_consented(
-    entra: EntraEmulator, vault: AzureKeyVaultEmulator
-) -> None:
-    client_id = entra.register_application()  # federated credential exists, but no service principal here
-    credential = ClientAssertionCredential(
-        vault.directory_id,
-        client_id,
-        entra.mint_assertion,
-        authority=entra.url,
-        connection_verify=str(entra.ca_path),
-    )
-
-    with pytest.raises(ClientAuthenticationError) as excinfo:
-        credential.get_token(VAULT_SCOPE)
-    assert "AADSTS700016" in excinfo.value.message
-
-
-def test_it_refuses_client_secrets(
-    entra: EntraEmulator, vault: AzureKeyVaultEmulator, app: ClientSettings
-) -> None:
-    credential = ClientSecretCredential(
-        vault.directory_id,
-        app.client_id,
-        "a-client-secret",
-        authority=entra.url,
-        disable_instance_discovery=True,  # or MSAL asks login.microsoftonline.com about the authority
-        connection_verify=app.ca_path,
-    )
-    with pytest.raises(ClientAuthenticationError) as excinfo:
-        credential.get_token(VAULT_SCOPE)
-    assert "client secrets are not accepted" in str(excinfo.value).lower()
-
-    response = requests.post(
-        f"{entra.url}/{vault.directory_id}/oauth2/v2.0/token",
-        data={
-            "grant_type": "client_credentials",
-            "client_id": app.client_id,
-            "client_secret": "x",
-            "scope": VAULT_SCOPE,
-        },
-        verify=app.ca_path,
-        timeout=5,
-    )
-    assert response.status_code == 401
-    assert response.json()["error"] == "invalid_client"
-    assert response.json()["error_codes"] == [7000215]
-
-
-def test_it_keeps_a_kept_alive_connection_usable_after_a_refusal(
-    entra: EntraEmulator, app: ClientSettings
-) -> None:
-    session = requests.Session()
-    refused = session.post(f"{entra.url}/nowhere", data={"x": "y" * 1000}, verify=app.ca_path, timeout=5)
-    minted = session.post(f"{entra.url}/_emulator/assertion", json={}, verify=app.ca_path, timeout=5)
-
-    assert refused.status_code == 404
-    assert minted.status_code == 200 and minted.json()["assertion"].count(".") == 2
-
-
-def test_it_accepts_a_workload_identity_token_file(
-    entra: EntraEmulator, vault: AzureKeyVaultEmulator, app: ClientSettings, key_name: str, tmp_path: Path
-) -> None:
-    token_file = entra.write_assertion_file(tmp_path / "federated-token", app.subject)
-    credential = WorkloadIdentityCredential(
-        tenant_id=app.directory_id,
-        client_id=app.client_id,
-        token_file_path=str(token_file),
-        authority=app.authority,
-        connection_verify=app.ca_path,
-    )
-    client = crypto_for(vault, app, key_name, credential=credential)
-
-    assert client.unwrap_key(OAEP256, client.wrap_key(OAEP256, b"w" * 32).encrypted_key).key == b"w" * 32
-
-
 # -- faults --------------------------------------------------------------------------------------------------
 
 FAST_RETRIES = {"retry_total": 3, "retry_backoff_factor": 0.01, "retry_backoff_max": 0.05}
@@ -626,68 +403,3 @@ def test_it_counts_calls_for_tests(vault: AzureKeyVaultEmulator, app: ClientSett
         response.json()["count"] == 3 == vault.call_count("unwrapKey", key=key_name, principal=app.client_id)
     )
     assert {c["principal"] for c in response.json()["calls"]} == {app.client_id}
-
-
-# -- state, TLS and the command line -------------------------------------------------------------------------
-
-
-def test_it_keeps_persisted_keys_across_restarts(tmp_path: Path) -> None:
-    with AzureKeyVaultEmulator(tmp_path, persist=True) as first:
-        app = first.register_client()
-        kid = first.create_key("durable")
-        client = CryptographyClient(kid, credential_for(app), **app.client_kwargs())
-        wrapped = client.wrap_key(OAEP256, b"p" * 32).encrypted_key
-        directory_id = first.directory_id
-
-    with AzureKeyVaultEmulator(tmp_path, persist=True) as second:
-        app = second.register_client()
-        version = kid.rsplit("/", 1)[1]
-        client = CryptographyClient(
-            second.key_id("durable", version), credential_for(app), **app.client_kwargs()
-        )
-
-        assert second.directory_id == directory_id
-        assert client.unwrap_key(OAEP256, wrapped).key == b"p" * 32
-
-
-def test_it_issues_a_server_certificate_for_loopback_and_reuses_it(tmp_path: Path) -> None:
-    first = ensure_tls_material(tmp_path)
-    second = ensure_tls_material(tmp_path)
-    cert = x509.load_pem_x509_certificates(first.cert.read_bytes())[0]
-    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-
-    assert first.ca.read_bytes() == second.ca.read_bytes()
-    assert {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)} == {"127.0.0.1", "::1"}
-    assert sans.get_values_for_type(x509.DNSName) == ["localhost"]
-    assert oct(first.key.stat().st_mode & 0o777) == "0o600"
-
-
-def test_it_runs_from_the_command_line(tmp_path: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "-m", "emulators.azure_keyvault", "--state-dir", str(tmp_path)]
-    help_text = subprocess.run(
-        [*command, "--help"], capture_output=True, text=True, env=env, check=True
-    ).stdout
-    assert "--vault-port" in help_text
-
-    process = subprocess.Popen(
-        [*command, "--vault-port", "0", "--entra-port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-    )
-    try:
-        assert process.stdout is not None
-        lines = [process.stdout.readline() for _ in range(10)]
-        settings_file = tmp_path / "settings.json"
-        assert settings_file.exists(), "".join(lines)
-        settings = json.loads(settings_file.read_text())
-        response = requests.get(f"{settings['control_api']}/keys", verify=settings["ca_path"], timeout=5)
-        assert [k["name"] for k in response.json()["keys"]] == ["kodori-demo"]
-        assert any(settings["key_id"] in line for line in lines)
-        assert Path(settings["federated_token_file"]).read_text().count(".") == 2
-    finally:
-        process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=10) == 0
