@@ -36,9 +36,7 @@ Decryption lives in :mod:`encryption.cobblestone_read`.
 
 from __future__ import annotations
 
-import mmap
 import os
-from typing import Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -46,6 +44,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
 from encryption.errors import NotAuthentic
+from encryption.streamio import Readable, Writable, buffer, fill, write_all
 
 __all__ = [
     "CHUNK_SIZE",
@@ -60,8 +59,6 @@ __all__ = [
     "TAG_SIZE",
     "ChunkCipher",
     "Encryptor",
-    "Readable",
-    "Writable",
     "check_key",
     "ciphertext_size",
     "derive_message_keys",
@@ -88,23 +85,6 @@ _DERIVED_SIZE = KEY_SIZE + NONCE_SIZE + COMMITMENT_SIZE
 BATCH_CHUNKS = 64
 # Streams start with a small batch so that small blobs do not pay for megabyte buffers.
 FIRST_BATCH_CHUNKS = 4
-_MMAP_THRESHOLD = 128 * 1024
-
-
-class Readable(Protocol):
-    """What the stream functions need from a source: ``read`` (``readinto`` is used if present)."""
-
-    def read(self, size: int = ..., /) -> bytes: ...
-
-
-class Writable(Protocol):
-    """What the stream functions need from a sink.
-
-    ``write`` receives memoryviews into reused buffers and must consume them before returning,
-    as every ``io`` object does.
-    """
-
-    def write(self, data: memoryview, /) -> object: ...
 
 
 def check_key(key: bytes) -> bytes:
@@ -221,50 +201,6 @@ class ChunkCipher:
             dst[:] = bytes(len(dst))
             return False
         return True
-
-
-def buffer(size: int) -> memoryview:
-    """A zeroed, writable buffer of ``size`` bytes, page-aligned when large.
-
-    Large ``bytearray`` objects start 16 bytes past a page boundary and copies into them ran
-    3-4x slower, so large buffers are anonymous mmaps; small ones come from the heap, where they
-    cost about a microsecond instead of a 20 us mmap syscall.
-    """
-    if size >= _MMAP_THRESHOLD:
-        return memoryview(mmap.mmap(-1, size))
-    return memoryview(bytearray(size))
-
-
-def fill(source: Readable, view: memoryview) -> int:
-    """Read into ``view`` until it is full or the source is exhausted; return the byte count.
-
-    Uses ``readinto`` when the source has it (no intermediate bytes objects), and loops because
-    pipes, sockets and upload streams legitimately return short reads before the end.
-    """
-    readinto = getattr(source, "readinto", None)
-    total, want = 0, len(view)
-    while total < want:
-        if readinto is not None:
-            got = readinto(view[total:])
-        else:
-            data = source.read(want - total)
-            got = len(data)
-            view[total : total + got] = data
-        if got is None:
-            raise BlockingIOError("non-blocking source returned no data")
-        if not got:
-            break
-        total += got
-    return total
-
-
-def write_all(sink: Writable, view: memoryview) -> None:
-    """Write all of ``view``; raw (unbuffered) files may accept only part of it per call."""
-    while view:
-        written = sink.write(view)
-        if not isinstance(written, int) or written >= len(view):
-            return
-        view = view[written:]
 
 
 class Encryptor:

@@ -31,16 +31,12 @@ from encryption.cobblestone import (
     SEALED_CHUNK_SIZE,
     TAG_SIZE,
     ChunkCipher,
-    Readable,
-    Writable,
-    buffer,
     check_key,
     derive_message_keys,
-    fill,
     plaintext_size,
-    write_all,
 )
 from encryption.errors import NotAuthentic
+from encryption.streamio import Readable, Writable, buffer, fill, write_all
 
 __all__ = ["RandomAccessReader", "StreamDecryptor", "decrypt_stream", "iter_decrypt", "open_header"]
 

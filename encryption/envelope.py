@@ -37,10 +37,11 @@ import io
 import uuid
 
 from encryption import cobblestone, cobblestone_read
-from encryption.cobblestone import Readable, Writable, check_key
+from encryption.cobblestone import check_key
 from encryption.cobblestone_read import RandomAccessReader as _RawReader
 from encryption.cobblestone_read import Seekable, StreamDecryptor
 from encryption.errors import EnvelopeError, MalformedHeader, NotAuthentic, UnknownFormatVersion
+from encryption.streamio import Readable, Writable, fill
 
 __all__ = [
     "FORMAT_VERSION",
@@ -97,7 +98,7 @@ def parse_prefix(data: bytes) -> int:
 
 def _read_prefix(source: Readable) -> None:
     prefix = bytearray(PREFIX_SIZE)
-    got = cobblestone.fill(source, memoryview(prefix))
+    got = fill(source, memoryview(prefix))
     parse_prefix(bytes(prefix[:got]))
 
 
