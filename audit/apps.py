@@ -1,4 +1,4 @@
-"""App configuration for audit."""
+"""App configuration for audit: connects the receivers of tenants' signals and the settings checks."""
 
 from __future__ import annotations
 
@@ -8,3 +8,6 @@ from django.apps import AppConfig
 class AuditConfig(AppConfig):
     name = "audit"
     verbose_name = "Audit log"
+
+    def ready(self) -> None:
+        from . import checks, receivers  # noqa: F401  (importing connects them)

@@ -225,3 +225,31 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# --- Audit (the audit app; docs/audit.md) ------------------------------------------------------------------
+# Ed25519 key that signs each tenant's chain head (checkpoints): the base64 of a raw 32-byte private key, from
+# `manage.py generate_audit_signing_key`. Required in production. Development and test default: empty, which
+# means a key derived from SECRET_KEY (audit/signing.py): stable per checkout, never secret. To rotate, move the
+# old key's *public* half into AUDIT_PREVIOUS_PUBLIC_KEYS and set the new private key.
+if PRODUCTION and not env.str("AUDIT_SIGNING_KEY", default=""):
+    raise ImproperlyConfigured("AUDIT_SIGNING_KEY must be set when DJANGO_ENV=production")
+AUDIT_SIGNING_KEY = env.str("AUDIT_SIGNING_KEY", default="")
+AUDIT_PREVIOUS_PUBLIC_KEYS: list[str] = env.list("AUDIT_PREVIOUS_PUBLIC_KEYS", default=[])
+# Downloads are frequent and rarely key-custody evidence: recorded only when switched on.
+AUDIT_BLOB_DOWNLOADS = env.bool("AUDIT_BLOB_DOWNLOADS", default=False)
+# /audit shows this many events a page, and verifies at most this many new events per view (the rest later).
+AUDIT_PAGE_SIZE = env.int("AUDIT_PAGE_SIZE", default=50)
+AUDIT_PAGE_VERIFY_LIMIT = env.int("AUDIT_PAGE_VERIFY_LIMIT", default=50_000)
+CELERY_BEAT_SCHEDULE["audit-sign-checkpoints"] = {
+    "task": "audit.tasks.sign_checkpoints",
+    "schedule": env.float("AUDIT_CHECKPOINT_INTERVAL_SECONDS", default=300.0),
+}
+CELERY_BEAT_SCHEDULE["audit-verify-chains"] = {
+    "task": "audit.tasks.verify_chains",
+    "schedule": env.float("AUDIT_FULL_VERIFY_INTERVAL_SECONDS", default=86400.0),
+}
+if DJANGO_ENV == "test":
+    # The test runner empties tables with TRUNCATE between transactional tests; the audit tables' trigger
+    # refuses TRUNCATE unless this session setting is on (audit/migrations/0002_append_only.py).
+    _options = DATABASES["default"].setdefault("OPTIONS", {})
+    _options["options"] = f"{_options.get('options', '')} -c kodori.audit_allow_truncate=on".strip()

@@ -17,4 +17,5 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),
     path("", include("tenants.urls")),
+    path("", include("audit.urls")),
 ]

@@ -1,0 +1,185 @@
+"""Payload builders: the one place that decides each event type's payload keys (docs/audit.md lists them).
+
+Callers pass what they have, full key identifiers included; the builders keep only ``keyIdSuffix`` values
+and pass free text (error messages, file and token names) through ``redact_key_ids``, so a payload built
+here always passes ``audit.hygiene.check_payload``. Keys are camelCase, as the product's documentation
+spells them.
+
+The rotation chip on ``/audit`` reads exactly the four keys of ``key_rotated``: ``fromProvider``,
+``fromKeyIdSuffix``, ``toProvider``, ``toKeyIdSuffix``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .hygiene import key_id_suffix, redact_key_ids
+
+MAX_TEXT = 500
+
+# The encryption app's wrap methods (ARCHITECTURE.md, "Providers") and the short names events carry.
+PROVIDER_LABELS = {
+    "global": "kodori-managed",
+    "operator_kms_aws": "operator-aws-kms",
+    "operator_kms_azure": "operator-azure-kv",
+    "operator_kms_gcp": "operator-gcp-kms",
+    "customer_kms_aws": "aws-kms",
+    "customer_kms_azure": "azure-kv",
+    "customer_kms_gcp": "gcp-kms",
+}
+
+ROTATED_KEYS = ("fromProvider", "fromKeyIdSuffix", "toProvider", "toKeyIdSuffix")
+
+
+def provider_label(wrap_method: str) -> str:
+    """``customer_kms_aws`` → ``aws-kms``; a label that is already short passes through."""
+    return PROVIDER_LABELS.get(wrap_method, wrap_method)
+
+
+def text(value: object, limit: int = MAX_TEXT) -> str:
+    """Free text made safe to record: key identifiers redacted, NULs and broken Unicode removed, shortened."""
+    cleaned = redact_key_ids(str(value)).replace("\x00", "")
+    cleaned = cleaned.encode("utf-8", errors="replace").decode("utf-8")
+    return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
+
+
+def _ident(value: int | str) -> int | str:
+    """Row ids stay integers; anything else (a UUID) is recorded as its text."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else str(value)
+
+
+def _key(provider: str, key_id: str, prefix: str = "") -> dict[str, str]:
+    name = f"{prefix}Provider" if prefix else "provider"
+    suffix = f"{prefix}KeyIdSuffix" if prefix else "keyIdSuffix"
+    return {name: provider_label(provider), suffix: key_id_suffix(key_id)}
+
+
+# --- Key custody --------------------------------------------------------------------------------------------
+
+
+def key_registered(*, key_row_id: int, provider: str, key_id: str, region: str = "") -> dict[str, Any]:
+    payload: dict[str, Any] = {"keyRowId": key_row_id, **_key(provider, key_id)}
+    if region:
+        payload["region"] = text(region, 64)
+    return payload
+
+
+def key_rotated(
+    *,
+    from_provider: str,
+    from_key_id: str,
+    to_provider: str,
+    to_key_id: str,
+    from_key_row_id: int | None = None,
+    to_key_row_id: int | None = None,
+) -> dict[str, Any]:
+    """The payload of ``tenant-kms.rotated``; the first four keys make the diff chip."""
+    return {
+        **_key(from_provider, from_key_id, "from"),
+        **_key(to_provider, to_key_id, "to"),
+        "fromKeyRowId": from_key_row_id,
+        "toKeyRowId": to_key_row_id,
+    }
+
+
+def key_disabled(
+    *, key_row_id: int, previous_status: str, provider: str = "", key_id: str = ""
+) -> dict[str, Any]:
+    return {"keyRowId": key_row_id, "previousStatus": text(previous_status, 32), **_key(provider, key_id)}
+
+
+def key_verify_failed(*, key_row_id: int, provider: str, key_id: str, error: str) -> dict[str, Any]:
+    return {"keyRowId": key_row_id, **_key(provider, key_id), "error": text(error)}
+
+
+def tenant_sealed(
+    *, reason: str, provider: str = "", key_id: str = "", key_row_id: int | None = None
+) -> dict[str, Any]:
+    return {"reason": text(reason), "keyRowId": key_row_id, **_key(provider, key_id)}
+
+
+def tenant_unsealed(
+    *, reason: str = "", provider: str = "", key_id: str = "", key_row_id: int | None = None
+) -> dict[str, Any]:
+    return {"reason": text(reason), "keyRowId": key_row_id, **_key(provider, key_id)}
+
+
+def cloud_kms_switched(*, enabled: bool) -> dict[str, Any]:
+    return {"cloudKmsEnabled": bool(enabled)}
+
+
+def rewrap_started(*, to_key_row_id: int, to_provider: str, to_key_id: str, data_keys: int) -> dict[str, Any]:
+    return {"toKeyRowId": to_key_row_id, **_key(to_provider, to_key_id, "to"), "dataKeys": data_keys}
+
+
+def rewrap_completed(
+    *, to_key_row_id: int, to_provider: str, to_key_id: str, rewrapped: int, retired_key_row_ids: list[int]
+) -> dict[str, Any]:
+    return {
+        "toKeyRowId": to_key_row_id,
+        **_key(to_provider, to_key_id, "to"),
+        "rewrapped": rewrapped,
+        "retiredKeyRowIds": list(retired_key_row_ids),
+    }
+
+
+def rewrap_failed(
+    *, to_key_row_id: int, to_provider: str, to_key_id: str, rewrapped: int, error: str
+) -> dict[str, Any]:
+    return {
+        "toKeyRowId": to_key_row_id,
+        **_key(to_provider, to_key_id, "to"),
+        "rewrapped": rewrapped,
+        "error": text(error),
+    }
+
+
+# --- People and tokens --------------------------------------------------------------------------------------
+
+
+def membership_added(*, user_id: int, email: str, role: str, created_account: bool) -> dict[str, Any]:
+    return {
+        "userId": user_id,
+        "email": text(email, 254),
+        "role": str(role),
+        "createdAccount": created_account,
+    }
+
+
+def membership_role_changed(*, user_id: int, email: str, from_role: str, to_role: str) -> dict[str, Any]:
+    return {"userId": user_id, "email": text(email, 254), "fromRole": str(from_role), "toRole": str(to_role)}
+
+
+def membership_removed(*, user_id: int, email: str, role: str) -> dict[str, Any]:
+    return {"userId": user_id, "email": text(email, 254), "role": str(role)}
+
+
+def api_token_created(
+    *, token_id: int | str, name: str, role: str = "", expires_at: str | None = None
+) -> dict[str, Any]:
+    return {"tokenId": _ident(token_id), "name": text(name, 200), "role": str(role), "expiresAt": expires_at}
+
+
+def api_token_revoked(*, token_id: int | str, name: str) -> dict[str, Any]:
+    return {"tokenId": _ident(token_id), "name": text(name, 200)}
+
+
+# --- Blobs and the log itself -------------------------------------------------------------------------------
+
+
+def blob_uploaded(
+    *, blob_id: int | str, name: str, size: int, key_version: int | None = None
+) -> dict[str, Any]:
+    return {"blobId": _ident(blob_id), "name": text(name, 300), "size": size, "keyVersion": key_version}
+
+
+def blob_deleted(*, blob_id: int | str, name: str, size: int) -> dict[str, Any]:
+    return {"blobId": _ident(blob_id), "name": text(name, 300), "size": size}
+
+
+def blob_downloaded(*, blob_id: int | str, name: str, byte_range: str = "") -> dict[str, Any]:
+    return {"blobId": _ident(blob_id), "name": text(name, 300), "range": text(byte_range, 64)}
+
+
+def audit_exported(*, export_format: str, first_seq: int, last_seq: int, filters: str) -> dict[str, Any]:
+    return {"format": export_format, "firstSeq": first_seq, "lastSeq": last_seq, "filters": text(filters)}

@@ -1,0 +1,101 @@
+"""How an event reads on ``/audit`` and in the CSV: a one-line summary, and the rotation diff chip."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .models import AuditEvent, EventType
+
+
+@dataclass(frozen=True)
+class KeyRef:
+    """One side of a diff chip: ``aws-kms …a1b2c3d4e5f6``."""
+
+    provider: str
+    suffix: str
+
+    def __str__(self) -> str:
+        return f"{self.provider} …{self.suffix}" if self.suffix else self.provider
+
+
+@dataclass(frozen=True)
+class Chip:
+    before: KeyRef
+    after: KeyRef
+
+    def __str__(self) -> str:
+        return f"{self.before} → {self.after}"
+
+
+def chip(event: AuditEvent) -> Chip | None:
+    """The diff chip of a ``tenant-kms.rotated`` event (payload keys from ``payloads.key_rotated``)."""
+    if event.type != EventType.TENANT_KMS_ROTATED:
+        return None
+    p = event.payload
+    return Chip(
+        KeyRef(str(p.get("fromProvider", "?")), str(p.get("fromKeyIdSuffix", ""))),
+        KeyRef(str(p.get("toProvider", "?")), str(p.get("toKeyIdSuffix", ""))),
+    )
+
+
+def _key(p: dict[str, Any], prefix: str = "") -> str:
+    provider = p.get(f"{prefix}Provider" if prefix else "provider") or "key"
+    suffix = p.get(f"{prefix}KeyIdSuffix" if prefix else "keyIdSuffix") or ""
+    return str(KeyRef(str(provider), str(suffix)))
+
+
+def _size(n: Any) -> str:
+    if not isinstance(n, int):
+        return "?"
+    size = float(n)
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{n} bytes" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{n} bytes"
+
+
+_SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
+    EventType.TENANT_KMS_REGISTERED: lambda p: f"Registered {_key(p)} (key #{p.get('keyRowId')})",
+    EventType.TENANT_KMS_ROTATED: lambda p: f"Rotated {_key(p, 'from')} → {_key(p, 'to')}",
+    EventType.TENANT_KMS_DISABLED: lambda p: f"Disabled {_key(p)} (was {p.get('previousStatus', '?')})",
+    EventType.TENANT_KMS_VERIFY_FAILED: lambda p: f"Verification of {_key(p)} failed: {p.get('error', '')}",
+    EventType.TENANT_SEALED: lambda p: f"Tenant sealed: {p.get('reason', '')}",
+    EventType.TENANT_UNSEALED: lambda p: "Tenant unsealed" + (f": {p['reason']}" if p.get("reason") else ""),
+    EventType.TENANT_CLOUD_KMS_ENABLED: lambda p: "Support switched cloud KMS on",
+    EventType.TENANT_CLOUD_KMS_DISABLED: lambda p: "Support switched cloud KMS off",
+    EventType.REWRAP_STARTED: lambda p: (
+        f"Re-wrap of {p.get('dataKeys', '?')} data keys to {_key(p, 'to')} started"
+    ),
+    EventType.REWRAP_COMPLETED: lambda p: (
+        f"Re-wrap to {_key(p, 'to')} completed: {p.get('rewrapped', '?')} data keys"
+    ),
+    EventType.REWRAP_FAILED: lambda p: (
+        f"Re-wrap to {_key(p, 'to')} failed after {p.get('rewrapped', '?')}: {p.get('error', '')}"
+    ),
+    EventType.MEMBERSHIP_ADDED: lambda p: f"Added {p.get('email', '?')} as {p.get('role', '?')}",
+    EventType.MEMBERSHIP_ROLE_CHANGED: lambda p: (
+        f"Changed {p.get('email', '?')} from {p.get('fromRole', '?')} to {p.get('toRole', '?')}"
+    ),
+    EventType.MEMBERSHIP_REMOVED: lambda p: f"Removed {p.get('email', '?')} ({p.get('role', '?')})",
+    EventType.API_TOKEN_CREATED: lambda p: f"Created API token “{p.get('name', '')}”",
+    EventType.API_TOKEN_REVOKED: lambda p: f"Revoked API token “{p.get('name', '')}”",
+    EventType.BLOB_UPLOADED: lambda p: f"Uploaded “{p.get('name', '')}” ({_size(p.get('size'))})",
+    EventType.BLOB_DELETED: lambda p: f"Deleted “{p.get('name', '')}” ({_size(p.get('size'))})",
+    EventType.BLOB_DOWNLOADED: lambda p: f"Downloaded “{p.get('name', '')}”",
+    EventType.AUDIT_EXPORTED: lambda p: (
+        f"Exported the audit log as {p.get('format', '?')} (#{p.get('firstSeq')} to #{p.get('lastSeq')})"
+    ),
+}
+
+
+def summary(event: AuditEvent) -> str:
+    """One readable line; an unknown type (from a newer release) falls back to its name."""
+    describe = _SUMMARIES.get(event.type)
+    payload = event.payload if isinstance(event.payload, dict) else {}
+    try:
+        return describe(payload) if describe else event.type
+    except (KeyError, TypeError, ValueError):
+        return event.type

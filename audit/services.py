@@ -1,0 +1,178 @@
+"""The audit log's verbs: ``record`` (what every other app calls) and signing checkpoints of chain heads.
+
+``record`` appends to the tenant's chain inside the caller's transaction. Appends of one tenant are
+serialized by a PostgreSQL transaction-level advisory lock on the tenant, held until the caller commits or
+rolls back, so the event and the action it describes stand or fall together and two writers never see the
+same head: no forks, no gaps, sequence numbers 1..n. The unique (tenant, seq) constraint backs this up
+should the lock ever be bypassed. Appends need READ COMMITTED (Django's default): each statement after the
+lock sees the previous holder's commit.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from typing import Any
+
+import orjson
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Max
+from django.http import HttpRequest
+from django.utils import timezone
+
+from tenants.models import Tenant
+
+from . import chain, signing
+from .encoding import canonical_json, event_hash, format_time
+from .hygiene import check_payload, key_id_suffix, redact_key_ids
+from .models import AuditEvent, Checkpoint, CheckpointReason, EventType
+from .verify_bundle import GENESIS_HASH
+
+__all__ = ["key_id_suffix", "record", "sign_checkpoint", "sign_checkpoints", "verify_chains"]
+
+logger = logging.getLogger(__name__)
+
+# First key of the two-integer advisory lock: "KDAU". The two-key and one-key lock spaces do not overlap.
+LOCK_NAMESPACE = 0x4B444155
+_LOCK_SQL = "SELECT pg_advisory_xact_lock(%s::int4, %s::int4)"
+_HEAD_SQL = (
+    "SELECT seq, hash, created_at FROM audit_auditevent WHERE tenant_id = %s ORDER BY seq DESC LIMIT 1"
+)
+
+
+def record(
+    tenant: Tenant,
+    event_type: EventType | str,
+    *,
+    actor: Any = None,
+    payload: dict[str, Any],
+    request: HttpRequest | None = None,
+) -> AuditEvent | None:
+    """Append an event to ``tenant``'s chain in the current transaction and return it.
+
+    ``actor`` is the user who acted, or None for the system. ``payload`` must pass ``hygiene.check_payload``
+    (build it with ``audit.payloads``); a full key identifier in it raises ``PayloadError``. Returns None, and
+    records nothing, only for ``blob.downloaded`` while ``AUDIT_BLOB_DOWNLOADS`` is off.
+    """
+    kind = EventType(event_type)
+    if kind == EventType.BLOB_DOWNLOADED and not settings.AUDIT_BLOB_DOWNLOADS:
+        return None
+    check_payload(payload)
+    # Exactly the value that gets hashed is stored (tuples become lists, and so on).
+    payload = orjson.loads(canonical_json(payload))
+    actor_id, actor_name, actor_email = _actor_fields(actor)
+    request_id, ip = _request_fields(request)
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(_LOCK_SQL, [LOCK_NAMESPACE, tenant.pk % 2**31])
+            cursor.execute(_HEAD_SQL, [tenant.pk])
+            last = cursor.fetchone()
+        seq, prev_hash = (last[0] + 1, last[1]) if last else (1, GENESIS_HASH)
+        # Never earlier than the previous event, so time order is sequence order even if clocks disagree.
+        created_at = max(timezone.now(), last[2]) if last else timezone.now()
+        event = AuditEvent(
+            tenant=tenant,
+            seq=seq,
+            type=kind.value,
+            created_at=created_at,
+            actor_id=actor_id,
+            actor_name=actor_name,
+            actor_email=actor_email,
+            request_id=request_id,
+            ip=ip,
+            payload=payload,
+            prev_hash=prev_hash,
+        )
+        event.hash = event_hash(chain.event_record(event))
+        event.save()
+    return event
+
+
+def _clean(value: str, limit: int) -> str:
+    return redact_key_ids(value).replace("\x00", "").encode("utf-8", "replace").decode()[:limit]
+
+
+def _actor_fields(actor: Any) -> tuple[int | None, str, str]:
+    if actor is None or not getattr(actor, "is_authenticated", False):
+        return None, "system", ""
+    name = actor.get_full_name() if hasattr(actor, "get_full_name") else ""
+    name = name or actor.get_username()
+    return actor.pk, _clean(name, 200), _clean(getattr(actor, "email", "") or "", 254)
+
+
+def _request_fields(request: HttpRequest | None) -> tuple[str, str]:
+    if request is None:
+        # Signal receivers get no request; the request id middleware still knows which request this is.
+        from kodori.middleware import request_id_var
+
+        current = request_id_var.get()
+        return ("" if current == "-" else current[:64]), ""
+    request_id = str(getattr(request, "request_id", ""))[:64]
+    try:
+        ip = str(ipaddress.ip_address(request.META.get("REMOTE_ADDR", "")))
+    except ValueError:
+        ip = ""
+    return request_id, ip
+
+
+# --- Checkpoints --------------------------------------------------------------------------------------------
+
+
+def sign_checkpoint(
+    tenant: Tenant, *, upto: AuditEvent | None = None, reason: CheckpointReason = CheckpointReason.SCHEDULED
+) -> Checkpoint | None:
+    """Sign event ``upto`` (default: the head) of ``tenant``'s chain, unless it is already signed.
+
+    Refuses (returns None, logs an error) when the chain does not verify: Kodori never vouches for a broken
+    chain.
+    """
+    event = upto or chain.head(tenant)
+    if event is None:
+        return None
+    existing = Checkpoint.objects.for_tenant(tenant).filter(seq=event.seq).first()
+    if existing is not None:
+        return existing
+    status = chain.verify(tenant)
+    if not status.ok or status.verified_seq < event.seq:
+        logger.error("audit: not signing tenant %s at #%s: %s", tenant.slug, event.seq, status.broken)
+        return None
+    signed_at = timezone.now()
+    key_id, public_key, signature = signing.sign(tenant.pk, event.seq, event.hash, format_time(signed_at))
+    try:
+        with transaction.atomic():
+            return Checkpoint.objects.create(
+                tenant=tenant,
+                seq=event.seq,
+                hash=event.hash,
+                signed_at=signed_at,
+                key_id=key_id,
+                public_key=public_key,
+                signature=signature,
+                reason=reason,
+            )
+    except IntegrityError:  # another signer got there first
+        return Checkpoint.objects.for_tenant(tenant).filter(seq=event.seq).first()
+
+
+def sign_checkpoints() -> int:
+    """Sign the head of every chain that moved since its last checkpoint; returns how many were signed."""
+    heads = dict(AuditEvent.objects.values_list("tenant").annotate(Max("seq")).order_by())
+    signed = dict(Checkpoint.objects.values_list("tenant").annotate(Max("seq")).order_by())
+    count = 0
+    for tenant in Tenant.objects.filter(pk__in=[t for t, seq in heads.items() if seq > signed.get(t, 0)]):
+        if sign_checkpoint(tenant) is not None:
+            count += 1
+    return count
+
+
+def verify_chains(*, full: bool = True, tenant: Tenant | None = None) -> list[chain.ChainStatus]:
+    """Verify every tenant's chain (or one) and log each break: the periodic full check and the command."""
+    tenants = [tenant] if tenant is not None else list(Tenant.objects.order_by("slug"))
+    results = []
+    for each in tenants:
+        status = chain.verify(each, full=full)
+        if not status.ok:
+            logger.error("audit: chain of tenant %s %s", each.slug, status.broken)
+        results.append(status)
+    return results

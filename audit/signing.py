@@ -1,0 +1,115 @@
+"""Ed25519 signatures over chain checkpoints with the deployment's audit key.
+
+``settings.AUDIT_SIGNING_KEY`` is the base64 of a raw 32-byte Ed25519 private key (``manage.py
+generate_audit_signing_key`` prints one). Production must set it; elsewhere an empty value means a development
+key derived from ``SECRET_KEY`` (stable per checkout, never secret). Public keys of retired signing keys go in
+``AUDIT_PREVIOUS_PUBLIC_KEYS`` so checkpoints they signed still verify after a rotation (docs/audit.md).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+from .encoding import format_time
+from .verify_bundle import checkpoint_message, key_id
+
+if TYPE_CHECKING:
+    from .models import Checkpoint
+
+_DEV_DERIVATION_LABEL = b"kodori development audit signing key v1\x00"
+
+
+def private_key_bytes() -> bytes:
+    """The raw private key from settings, or the development key derived from ``SECRET_KEY``."""
+    text = getattr(settings, "AUDIT_SIGNING_KEY", "")
+    if not text:
+        if getattr(settings, "PRODUCTION", False):
+            raise ImproperlyConfigured("AUDIT_SIGNING_KEY must be set when DJANGO_ENV=production")
+        return hashlib.sha256(_DEV_DERIVATION_LABEL + settings.SECRET_KEY.encode()).digest()
+    try:
+        raw = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != 32:
+        raise ImproperlyConfigured(
+            "AUDIT_SIGNING_KEY must be the base64 of a raw 32-byte Ed25519 private key"
+        )
+    return raw
+
+
+@lru_cache(maxsize=4)
+def _keypair(raw: bytes) -> tuple[Ed25519PrivateKey, bytes]:
+    private = Ed25519PrivateKey.from_private_bytes(raw)
+    return private, private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def public_key() -> bytes:
+    return _keypair(private_key_bytes())[1]
+
+
+def public_key_b64() -> str:
+    return base64.b64encode(public_key()).decode()
+
+
+def current_key_id() -> str:
+    return key_id(public_key())
+
+
+def trusted_public_keys() -> dict[str, bytes]:
+    """Key id → raw public key, for the current key and every retired one named in settings."""
+    keys = {current_key_id(): public_key()}
+    for text in getattr(settings, "AUDIT_PREVIOUS_PUBLIC_KEYS", []):
+        try:
+            raw = base64.b64decode(text.strip(), validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ImproperlyConfigured(
+                f"AUDIT_PREVIOUS_PUBLIC_KEYS holds a value that is not base64: {text!r}"
+            ) from exc
+        if len(raw) != 32:
+            raise ImproperlyConfigured(
+                f"AUDIT_PREVIOUS_PUBLIC_KEYS holds a value that is not a public key: {text!r}"
+            )
+        keys[key_id(raw)] = raw
+    return keys
+
+
+def sign(tenant_id: int, seq: int, hash_: str, signed_at: str) -> tuple[str, str, str]:
+    """Sign a checkpoint; returns (key id, base64 public key, base64 signature)."""
+    private, public = _keypair(private_key_bytes())
+    signature = private.sign(checkpoint_message(tenant_id, seq, hash_, signed_at))
+    return key_id(public), base64.b64encode(public).decode(), base64.b64encode(signature).decode()
+
+
+def verify_checkpoint(checkpoint: Checkpoint) -> bool:
+    """True when ``checkpoint`` carries a valid signature by a key Kodori trusts (not the one it names)."""
+    public = trusted_public_keys().get(checkpoint.key_id)
+    if public is None:
+        return False
+    message = checkpoint_message(
+        checkpoint.tenant_id, checkpoint.seq, checkpoint.hash, format_time(checkpoint.signed_at)
+    )
+    try:
+        Ed25519PublicKey.from_public_bytes(public).verify(base64.b64decode(checkpoint.signature), message)
+    except (InvalidSignature, ValueError, binascii.Error):
+        return False
+    return True
+
+
+def generate_private_key() -> tuple[str, str]:
+    """A fresh (base64 private key, base64 public key) pair for AUDIT_SIGNING_KEY."""
+    private = Ed25519PrivateKey.generate()
+    from cryptography.hazmat.primitives.serialization import NoEncryption, PrivateFormat
+
+    raw = private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+    public = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return base64.b64encode(raw).decode(), base64.b64encode(public).decode()

@@ -1,0 +1,157 @@
+"""``/audit`` and its exports, for owners and admins of the current tenant."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, cast
+
+from django.conf import settings
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_POST
+
+from tenants.access import MANAGERS, tenant_required
+
+from . import chain, export, payloads, services, signing
+from .filters import AuditFilters
+from .models import AuditEvent, Checkpoint, CheckpointReason, EventType
+from .presenters import chip, summary
+
+
+def _positive_int(value: str | None) -> int | None:
+    return int(value) if value and value.isdigit() and 0 < int(value) < 2**63 else None
+
+
+def _page(
+    events: Any, before: int | None, after: int | None, size: int
+) -> tuple[list[AuditEvent], bool, bool]:
+    """Keyset pagination on ``seq``, newest first: (rows, has_newer, has_older). No COUNT(*)."""
+    if after is not None:
+        rows = list(events.filter(seq__gt=after).order_by("seq")[: size + 1])
+        has_newer = len(rows) > size
+        rows = rows[:size][::-1]
+        return rows, has_newer, bool(rows) and events.filter(seq__lt=rows[-1].seq).exists()
+    if before is not None:
+        events = events.filter(seq__lt=before)
+    rows = list(events.order_by("-seq")[: size + 1])
+    has_older = len(rows) > size
+    return rows[:size], before is not None and bool(rows[:size]), has_older
+
+
+def _row(event: AuditEvent) -> dict[str, Any]:
+    pretty = json.dumps(event.payload, indent=2, sort_keys=True, ensure_ascii=False)
+    return {"event": event, "chip": chip(event), "summary": summary(event), "payload_json": pretty}
+
+
+@require_GET
+@tenant_required(*MANAGERS)
+def index(request: HttpRequest) -> HttpResponse:
+    tenant = request.tenant  # type: ignore[attr-defined]
+    filters = AuditFilters.from_query(request.GET)
+    rows: list[AuditEvent] = []
+    has_newer = has_older = False
+    if not filters.errors:
+        events = filters.apply(AuditEvent.objects.for_tenant(tenant))
+        before, after = _positive_int(request.GET.get("before")), _positive_int(request.GET.get("after"))
+        rows, has_newer, has_older = _page(events, before, after, settings.AUDIT_PAGE_SIZE)
+    status = chain.verify(tenant, limit=settings.AUDIT_PAGE_VERIFY_LIMIT)
+    ctx = {
+        "filters": filters,
+        "rows": [_row(e) for e in rows],
+        "newer_url": f"?{filters.querystring(after=str(rows[0].seq))}" if has_newer and rows else "",
+        "older_url": f"?{filters.querystring(before=str(rows[-1].seq))}" if has_older and rows else "",
+        "status": status,
+        "checkpoint": Checkpoint.objects.for_tenant(tenant).order_by("-seq").first(),
+        "public_key": signing.public_key_b64(),
+        "key_id": signing.current_key_id(),
+        "event_types": list(EventType),
+        "query": filters.querystring(),
+    }
+    return render(request, "audit/index.html", ctx, status=400 if filters.errors else 200)
+
+
+def _export_filters(request: HttpRequest) -> AuditFilters | HttpResponse:
+    filters = AuditFilters.from_query(request.GET)
+    if filters.errors:
+        return HttpResponse(" ".join(filters.errors), status=400, content_type="text/plain; charset=utf-8")
+    return filters
+
+
+def _stamp() -> str:
+    return timezone.now().strftime("%Y%m%dT%H%M%SZ")
+
+
+@require_GET
+@tenant_required(*MANAGERS)
+def export_csv(request: HttpRequest) -> HttpResponse:
+    tenant = request.tenant  # type: ignore[attr-defined]
+    filters = _export_filters(request)
+    if isinstance(filters, HttpResponse):
+        return filters
+    events = filters.apply(AuditEvent.objects.for_tenant(tenant))
+    span = export.bundle_range(events) or (0, 0)
+    # Pin the range before streaming, so the export's own event is not part of it.
+    events = events.filter(seq__lte=span[1])
+    payload = payloads.audit_exported(
+        export_format="csv", first_seq=span[0], last_seq=span[1], filters=filters.querystring()
+    )
+    services.record(tenant, EventType.AUDIT_EXPORTED, actor=request.user, payload=payload, request=request)
+    response = StreamingHttpResponse(export.csv_rows(events), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="kodori-audit-{tenant.slug}-{_stamp()}.csv"'
+    return cast(HttpResponse, response)  # streamed; the access decorators are typed for HttpResponse
+
+
+@require_GET
+@tenant_required(*MANAGERS)
+def export_bundle(request: HttpRequest) -> HttpResponse:
+    tenant = request.tenant  # type: ignore[attr-defined]
+    filters = _export_filters(request)
+    if isinstance(filters, HttpResponse):
+        return filters
+    span = export.bundle_range(filters.apply(AuditEvent.objects.for_tenant(tenant)))
+    if span is None:
+        messages.info(request, "No events match these filters: there is nothing to export.")
+        return redirect(f"{reverse('audit:index')}?{filters.querystring()}")
+    first, last = span
+    status = chain.verify(tenant)
+    end = AuditEvent.objects.for_tenant(tenant).get(seq=last)
+    # The export signs its last event, so a bundle cut short fails offline verification.
+    services.sign_checkpoint(tenant, upto=end, reason=CheckpointReason.EXPORT)
+    checkpoints = list(
+        Checkpoint.objects.for_tenant(tenant).filter(seq__gte=first, seq__lte=last).order_by("seq")
+    )
+    header = export.bundle_header(
+        tenant,
+        first,
+        last,
+        exported_by=request.user.get_username(),
+        filters=filters,
+        status=status,
+        checkpoints=checkpoints,
+    )
+    payload = payloads.audit_exported(
+        export_format="bundle", first_seq=first, last_seq=last, filters=filters.querystring()
+    )
+    services.record(tenant, EventType.AUDIT_EXPORTED, actor=request.user, payload=payload, request=request)
+    response = StreamingHttpResponse(
+        export.bundle_chunks(tenant, header, checkpoints), content_type="application/zip"
+    )
+    name = f"kodori-audit-{tenant.slug}-{first}-{last}-{_stamp()}.zip"
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
+    return cast(HttpResponse, response)
+
+
+@require_POST
+@tenant_required(*MANAGERS)
+def verify_now(request: HttpRequest) -> HttpResponse:
+    """Re-verify the whole chain from genesis (a page view only checks what is new)."""
+    tenant = request.tenant  # type: ignore[attr-defined]
+    status = chain.verify(tenant, full=True)
+    if status.broken is None:
+        messages.success(request, f"The whole chain verifies: events #1 to #{status.verified_seq}.")
+    else:
+        messages.error(request, f"The audit chain is broken at #{status.broken.seq}: {status.broken.reason}")
+    return redirect("audit:index")
