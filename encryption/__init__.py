@@ -1,1 +1,1 @@
-"""Envelope encryption: the blob format, the tenant key hierarchy and the key providers. Never imports ``blobs``."""
+"""Envelope encryption: blob format, tenant key hierarchy and key providers. Never imports ``blobs``."""

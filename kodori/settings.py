@@ -208,6 +208,14 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     },
 }
 
+# --- Keys ----------------------------------------------------------------------------------------------------
+# How long a process keeps an unwrapped tenant key version: short for customer KMS so a revocation bites soon.
+KODORI_TKV_CACHE_TTL_CUSTOMER = env.float("KODORI_TKV_CACHE_TTL_CUSTOMER", default=300.0)
+KODORI_TKV_CACHE_TTL_DEFAULT = env.float("KODORI_TKV_CACHE_TTL_DEFAULT", default=3600.0)
+KODORI_TKV_CACHE_MAX_ENTRIES = env.int("KODORI_TKV_CACHE_MAX_ENTRIES", default=10_000)
+# DEKs wrapped under one key version (random 96-bit nonces) before it is rotated: far below AES-GCM's 2^32 bound.
+KODORI_TKV_MAX_WRAPS = env.int("KODORI_TKV_MAX_WRAPS", default=2**30)
+
 # --- Tenancy -----------------------------------------------------------------------------------------------
 # The one address support answers, shown to owners who want cloud KMS switched on.
 SUPPORT_EMAIL = env.str("SUPPORT_EMAIL", default="support@kodori.example")
