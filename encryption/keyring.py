@@ -267,3 +267,8 @@ def open_data_key(tenant: Tenant, blob_id: uuid.UUID) -> bytes:
         )
     except NotAuthentic:
         raise ProviderError(FailureKind.INTEGRITY, "This blob's data key does not match its blob.") from None
+
+
+def delete_data_key(tenant: Tenant, blob_id: uuid.UUID) -> None:
+    """Forget ``blob_id``'s DEK: once the row is gone the blob's bytes can never be decrypted again."""
+    DataKey.objects.for_tenant(tenant).filter(blob_id=blob_id).delete()

@@ -199,3 +199,12 @@ def test_exception_reports_hide_keys(tenant: Tenant) -> None:
         raise AssertionError("a tampered wrapped DEK opened")
     assert "open_data_key" in report and "********" in report
     assert repr(key) not in report and key.hex() not in report
+
+
+def test_deleting_a_data_key_makes_its_blob_unreadable(tenant: Tenant, other_tenant: Tenant) -> None:
+    blob_id, _ = new_key(tenant)
+    keyring.delete_data_key(other_tenant, blob_id)  # another tenant cannot delete it
+    assert DataKey.objects.filter(blob_id=blob_id).exists()
+    keyring.delete_data_key(tenant, blob_id)
+    with pytest.raises(DataKey.DoesNotExist):
+        keyring.open_data_key(tenant, blob_id)
