@@ -131,7 +131,7 @@ class KmsServicer:
         message = _VersionPb(
             name=key.version_name(number),
             state=_VersionPb.CryptoKeyVersionState.Value(version.state.value),
-            protection_level=resources.ProtectionLevel.SOFTWARE.value,
+            protection_level=int(resources.ProtectionLevel.SOFTWARE),
             algorithm=_VersionPb.CryptoKeyVersionAlgorithm.Value("GOOGLE_SYMMETRIC_ENCRYPTION"),
         )
         message.create_time.CopyFrom(_timestamp(version.create_time))
@@ -145,7 +145,7 @@ class KmsServicer:
         message.version_template.algorithm = _VersionPb.CryptoKeyVersionAlgorithm.Value(
             "GOOGLE_SYMMETRIC_ENCRYPTION"
         )
-        message.version_template.protection_level = resources.ProtectionLevel.SOFTWARE.value
+        message.version_template.protection_level = int(resources.ProtectionLevel.SOFTWARE)
         if key.primary is not None:
             message.primary.CopyFrom(self._version_pb(key, key.primary))
         return message
@@ -219,7 +219,7 @@ class KmsServicer:
             verified_additional_authenticated_data_crc32c=request.HasField(
                 "additional_authenticated_data_crc32c"
             ),
-            protection_level=resources.ProtectionLevel.SOFTWARE.value,
+            protection_level=int(resources.ProtectionLevel.SOFTWARE),
         )
 
     def decrypt(self, request: Any, principal: str) -> Any:
@@ -242,7 +242,7 @@ class KmsServicer:
             plaintext=plaintext,
             plaintext_crc32c={"value": crc32c(plaintext)},
             used_primary=used_primary,
-            protection_level=resources.ProtectionLevel.SOFTWARE.value,
+            protection_level=int(resources.ProtectionLevel.SOFTWARE),
         )
 
 
