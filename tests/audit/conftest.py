@@ -48,6 +48,8 @@ def triggers_disabled() -> Iterator[None]:
     """
     tables = ("audit_auditevent", "audit_checkpoint")
     with connection.cursor() as cursor:
+        # ALTER TABLE must not find deferred foreign-key checks of this transaction's inserts pending.
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
         for table in tables:
             cursor.execute(f"ALTER TABLE {table} DISABLE TRIGGER {table}_append_only")
     try:
@@ -58,7 +60,7 @@ def triggers_disabled() -> Iterator[None]:
                 cursor.execute(f"ALTER TABLE {table} ENABLE TRIGGER {table}_append_only")
 
 
-def raw(sql: str, params: list[Any] | None = None) -> None:
+def raw(sql: str, params: Any = None) -> None:
     """Tamper with raw SQL, triggers off."""
     with triggers_disabled(), connection.cursor() as cursor:
         cursor.execute(sql, params or [])
