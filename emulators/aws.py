@@ -41,7 +41,7 @@ from moto.server import ThreadedMotoServer
 from emulators.aws_auth import CredentialStore, Principal
 from emulators.aws_enforce import Gatekeeper
 from emulators.aws_proxy import AwsProxyServer
-from emulators.faults import FaultInjector
+from emulators.faults import FaultControls, FaultInjector
 
 CUSTOMER_ACCOUNT = "123456789012"  # moto's default account
 KODORI_ACCOUNT = "111122223333"
@@ -81,8 +81,13 @@ def _shared_moto_address() -> tuple[str, int]:
         return host, int(port)
 
 
-class AwsKmsEmulator:
-    """Starts, configures and stops moto + the enforcing proxy. Every public method is also an admin call."""
+class AwsKmsEmulator(FaultControls):
+    """Starts, configures and stops moto + the enforcing proxy. Every public method is also an admin call.
+
+    Faults: ``throttle`` answers HTTP 400 ``ThrottlingException`` (KMS) / ``Throttling`` (STS);
+    ``unavailable`` answers HTTP 500 ``KMSInternalException`` (KMS) / 503 ``ServiceUnavailable`` (STS), which
+    boto3 retries. Counters cover KMS and STS operations (``Encrypt``, ``AssumeRole``…), not IAM/S3.
+    """
 
     ADMIN_METHODS = frozenset(
         {
@@ -119,8 +124,7 @@ class AwsKmsEmulator:
             Principal(f"arn:aws:iam::{CUSTOMER_ACCOUNT}:root", *self.customer_root, is_root=True)
         )
 
-    # -- lifecycle
-    # -----------------------------------------------------------------------------------------------
+    # -- lifecycle -------------------------------------------------------------------------------------------
 
     def start(self) -> AwsKmsEmulator:
         host, moto_port = _shared_moto_address()
@@ -174,8 +178,7 @@ class AwsKmsEmulator:
         if self.gatekeeper is not None:
             self.gatekeeper.invalidate()
 
-    # -- keys
-    # ----------------------------------------------------------------------------------------------------
+    # -- keys ------------------------------------------------------------------------------------------------
 
     def _key_id(self, key: str) -> str:
         # moto's state-changing calls want the bare key id; callers hold ARNs and aliases too.
@@ -209,8 +212,7 @@ class AwsKmsEmulator:
         self._admin("kms").cancel_key_deletion(KeyId=self._key_id(key_id))
         self._changed()
 
-    # -- roles and access
-    # ----------------------------------------------------------------------------------------
+    # -- roles and access ------------------------------------------------------------------------------------
 
     def create_tenant_role(
         self,
@@ -290,40 +292,7 @@ class AwsKmsEmulator:
         """Make issued temporary credentials (of one role, or all) stop working: ``ExpiredTokenException``."""
         return self.credentials.expire_sessions(role_arn)
 
-    # -- faults and accounting
-    # -----------------------------------------------------------------------------------
-
-    def throttle(
-        self, count: int | None = None, ratio: float | None = None, operations: list[str] | None = None
-    ) -> None:
-        """HTTP 400 ``ThrottlingException`` (KMS) / ``Throttling`` (STS) for ``count`` calls or a
-        ``ratio``."""
-        self.faults.add("throttle", count, ratio, operations)
-
-    def unavailable(
-        self, count: int | None = None, ratio: float | None = None, operations: list[str] | None = None
-    ) -> None:
-        """HTTP 500 ``KMSInternalException`` (KMS) / 503 (STS); boto3 retries these by default."""
-        self.faults.add("unavailable", count, ratio, operations)
-
-    def set_latency(self, ms: float) -> None:
-        self.faults.set_latency(ms)
-
-    def clear_faults(self) -> None:
-        self.faults.clear()
-
-    def faults_state(self) -> dict[str, Any]:
-        return self.faults.describe()
-
-    def counts(self) -> dict[str, int]:
-        """Calls per KMS/STS operation that reached the proxy, e.g. ``{"Encrypt": 3, "AssumeRole": 1}``."""
-        return self.faults.counts()
-
-    def outcome_counts(self) -> dict[str, int]:
-        return self.faults.outcome_counts()
-
-    def calls(self, limit: int | None = None) -> list[dict[str, Any]]:
-        return self.faults.calls(limit)
+    # -- faults and accounting -------------------------------------------------------------------------------
 
     def reset(self) -> None:
         """Wipe moto's state, issued sessions, faults and counters (the long-term identities stay)."""

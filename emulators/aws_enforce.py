@@ -94,8 +94,7 @@ class Gatekeeper:
             self._cache[key] = value
         return value
 
-    # -- facts
-    # ---------------------------------------------------------------------------------------------------
+    # -- facts -----------------------------------------------------------------------------------------------
 
     def key_info(self, key_id: str, region: str) -> KeyInfo:
         def load() -> KeyInfo:
@@ -153,8 +152,7 @@ class Gatekeeper:
             return self.role_policies(principal.role_arn.rsplit("/", 1)[-1])
         return list(principal.identity_policies)
 
-    # -- decisions
-    # -----------------------------------------------------------------------------------------------
+    # -- decisions -------------------------------------------------------------------------------------------
 
     def authorize_assume_role(self, principal: Principal, role_arn: str, external_id: str | None) -> None:
         refusal = Refusal(

@@ -112,8 +112,7 @@ class _ProxyHandler(JsonRequestHandler):
     def do_HEAD(self) -> None:
         self._dispatch()
 
-    # -- routing
-    # -------------------------------------------------------------------------------------------------
+    # -- routing ---------------------------------------------------------------------------------------------
 
     def _dispatch(self) -> None:
         self.parse_target()
@@ -157,8 +156,7 @@ class _ProxyHandler(JsonRequestHandler):
         self._error(service, Refusal(code, message, status))
         return True
 
-    # -- KMS
-    # -----------------------------------------------------------------------------------------------------
+    # -- KMS -------------------------------------------------------------------------------------------------
 
     def _kms(self, operation: str, headers: dict[str, str], body: bytes) -> None:
         principal = self._authenticate("kms", operation, headers, body)
@@ -202,8 +200,7 @@ class _ProxyHandler(JsonRequestHandler):
         self.server.faults.record(operation, principal.arn, "ok" if status < 400 else _json_error_code(data))
         self._relay(status, response_headers, data)
 
-    # -- STS
-    # -----------------------------------------------------------------------------------------------------
+    # -- STS -------------------------------------------------------------------------------------------------
 
     def _sts(self, headers: dict[str, str], body: bytes) -> None:
         query = urlsplit(self.path).query
@@ -258,8 +255,7 @@ class _ProxyHandler(JsonRequestHandler):
         )
         self._relay(200, [("Content-Type", "text/xml")], xml.encode())
 
-    # -- answers
-    # -------------------------------------------------------------------------------------------------
+    # -- answers ---------------------------------------------------------------------------------------------
 
     def _error(self, service: str, refusal: Refusal) -> None:
         request_id = str(uuid.uuid4())

@@ -72,8 +72,7 @@ class FaultInjector:
     def __post_init__(self) -> None:
         self._random = random.Random(self.seed)  # noqa: S311 (fault ratios, not cryptography)
 
-    # -- configuration
-    # -------------------------------------------------------------------------------------------
+    # -- configuration ---------------------------------------------------------------------------------------
 
     def add(
         self,
@@ -117,8 +116,7 @@ class FaultInjector:
             self._outcomes.clear()
             self._random = random.Random(self.seed)  # noqa: S311 (fault ratios, not cryptography)
 
-    # -- use by the servers
-    # --------------------------------------------------------------------------------------
+    # -- use by the servers ----------------------------------------------------------------------------------
 
     def before_call(self, operation: str) -> str | None:
         """Sleep the added latency, then return the fault kind to inject for this call, if any."""
@@ -153,8 +151,7 @@ class FaultInjector:
             if len(self._calls) > MAX_LOGGED_CALLS:
                 del self._calls[: len(self._calls) - MAX_LOGGED_CALLS]
 
-    # -- reading
-    # -------------------------------------------------------------------------------------------------
+    # -- reading ---------------------------------------------------------------------------------------------
 
     def counts(self) -> dict[str, int]:
         """Calls per operation, whatever their outcome (faults included: they reached the service)."""
@@ -185,3 +182,46 @@ class FaultInjector:
                     for p in self.plans
                 ],
             }
+
+
+class FaultControls:
+    """The fault and accounting half of an emulator's public (and admin) API, over its ``faults`` injector.
+
+    Each emulator says in its docs what ``throttle`` and ``unavailable`` look like on its wire.
+    """
+
+    faults: FaultInjector
+
+    def throttle(
+        self, count: int | None = None, ratio: float | None = None, operations: list[str] | None = None
+    ) -> None:
+        """Throttle the next ``count`` calls, or ``ratio`` of calls; ``operations`` narrows it to some."""
+        self.faults.add("throttle", count, ratio, operations)
+
+    def unavailable(
+        self, count: int | None = None, ratio: float | None = None, operations: list[str] | None = None
+    ) -> None:
+        """Answer the next ``count`` calls (or ``ratio`` of calls) with the service's transient error."""
+        self.faults.add("unavailable", count, ratio, operations)
+
+    def set_latency(self, ms: float) -> None:
+        """Delay every call by ``ms`` milliseconds (0 to stop)."""
+        self.faults.set_latency(ms)
+
+    def clear_faults(self) -> None:
+        self.faults.clear()
+
+    def faults_state(self) -> dict[str, Any]:
+        return self.faults.describe()
+
+    def counts(self) -> dict[str, int]:
+        """Calls per operation that reached the emulator, e.g. ``{"Encrypt": 3}``, whatever their outcome."""
+        return self.faults.counts()
+
+    def outcome_counts(self) -> dict[str, int]:
+        """Calls per ``operation:outcome``, e.g. ``{"Encrypt:ok": 1, "Encrypt:RESOURCE_EXHAUSTED": 2}``."""
+        return self.faults.outcome_counts()
+
+    def calls(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """The call log (newest last): time, operation, principal, outcome."""
+        return self.faults.calls(limit)

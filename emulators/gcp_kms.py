@@ -31,7 +31,8 @@ from typing import Any
 
 import grpc
 
-from emulators.faults import FaultInjector
+from emulators import gcp_persist
+from emulators.faults import FaultControls, FaultInjector
 from emulators.gcp_kms_service import KmsServicer
 from emulators.gcp_state import KmsStore, VersionState
 from emulators.gcp_sts import (
@@ -56,8 +57,13 @@ KMS_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 EMULATOR_UNIVERSE = "kodori-emulator.test"
 
 
-class GcpKmsEmulator:
-    """Starts, configures and stops the GCP KMS + STS emulator. Every public method is also an admin call."""
+class GcpKmsEmulator(FaultControls):
+    """Starts, configures and stops the GCP KMS + STS emulator. Every public method is also an admin call.
+
+    Faults: ``throttle`` answers RESOURCE_EXHAUSTED, ``unavailable`` answers UNAVAILABLE (which
+    google-cloud-kms's default retry policy retries for up to 60 s). With ``state_dir``, keys and bindings are
+    kept in ``<state_dir>/gcp-kms-state.json`` across restarts.
+    """
 
     ADMIN_METHODS = frozenset(
         {
@@ -78,6 +84,7 @@ class GcpKmsEmulator:
         project_number: str = DEFAULT_PROJECT_NUMBER,
         issuer: str = DEFAULT_ISSUER,
         token_lifetime: int = 3600,
+        state_dir: str | None = None,
     ) -> None:
         self.project = project
         self.project_number = project_number
@@ -92,9 +99,18 @@ class GcpKmsEmulator:
         self.port = 0
         self.sts_port = 0
         self._register_default_provider()
+        self._save_lock = threading.Lock()
+        if state_dir is not None:
+            path = Path(state_dir) / "gcp-kms-state.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            gcp_persist.restore(self, path)
+            self.store.on_change = lambda: self._save(path)
 
-    # -- lifecycle
-    # -----------------------------------------------------------------------------------------------
+    def _save(self, path: Path) -> None:
+        with self._save_lock:
+            gcp_persist.save(self, path)
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
 
     def start(self) -> GcpKmsEmulator:
         server = grpc.server(
@@ -164,8 +180,7 @@ class GcpKmsEmulator:
     def _register_default_provider(self) -> None:
         self.federation.add_provider(self._default_provider())
 
-    # -- resources
-    # -----------------------------------------------------------------------------------------------
+    # -- resources -------------------------------------------------------------------------------------------
 
     def create_key_ring(self, key_ring_id: str, project: str | None = None, location: str = "global") -> str:
         return self.store.create_key_ring(project or self.project, location, key_ring_id)
@@ -201,8 +216,7 @@ class GcpKmsEmulator:
     def set_primary(self, crypto_key: str, version_number: int) -> None:
         self.store.set_primary(crypto_key, int(version_number))
 
-    # -- identities and IAM
-    # --------------------------------------------------------------------------------------
+    # -- identities and IAM ----------------------------------------------------------------------------------
 
     def principal(self, subject: str = DEFAULT_SUBJECT, pool: str = DEFAULT_POOL) -> str:
         """The IAM member a federated subject becomes, e.g. for :meth:`grant`."""
@@ -221,6 +235,7 @@ class GcpKmsEmulator:
 
     def create_service_account(self, email: str) -> str:
         self.federation.service_accounts.add(email)
+        self.store.changed()
         return f"serviceAccount:{email}"
 
     def allow_impersonation(self, email: str, member: str | None = None) -> None:
@@ -250,10 +265,12 @@ class GcpKmsEmulator:
             project_number or self.project_number, pool, provider, issuer, keys, allowed_audiences or []
         )
         self.federation.add_provider(entry)
+        self.store.changed()
         return entry.audience
 
     def set_provider_enabled(self, enabled: bool, audience: str | None = None) -> None:
         self.federation.providers[audience or self.default_audience].enabled = bool(enabled)
+        self.store.changed()
 
     def mint_subject_token(
         self, subject: str = DEFAULT_SUBJECT, audience: str | None = None, lifetime: int = 600, **claims: Any
@@ -289,50 +306,17 @@ class GcpKmsEmulator:
             )
         return config
 
-    # -- faults and accounting
-    # -----------------------------------------------------------------------------------
-
-    def throttle(
-        self, count: int | None = None, ratio: float | None = None, operations: list[str] | None = None
-    ) -> None:
-        """RESOURCE_EXHAUSTED on the next ``count`` calls, or on ``ratio`` of calls (e.g. ``["Encrypt"]``
-        only)."""
-        self.faults.add("throttle", count, ratio, operations)
-
-    def unavailable(
-        self, count: int | None = None, ratio: float | None = None, operations: list[str] | None = None
-    ) -> None:
-        """UNAVAILABLE on the next ``count`` calls or a ``ratio`` (the client library retries these by
-        default)."""
-        self.faults.add("unavailable", count, ratio, operations)
-
-    def set_latency(self, ms: float) -> None:
-        self.faults.set_latency(ms)
-
-    def clear_faults(self) -> None:
-        self.faults.clear()
-
-    def faults_state(self) -> dict[str, Any]:
-        return self.faults.describe()
-
-    def counts(self) -> dict[str, int]:
-        return self.faults.counts()
-
-    def outcome_counts(self) -> dict[str, int]:
-        return self.faults.outcome_counts()
-
-    def calls(self, limit: int | None = None) -> list[dict[str, Any]]:
-        return self.faults.calls(limit)
+    # -- faults and accounting -------------------------------------------------------------------------------
 
     def sts_exchanges(self) -> list[dict[str, Any]]:
         return list(self.federation.exchanges)
 
     def reset(self) -> None:
         """Forget keys, bindings, tokens, service accounts, extra providers, faults and counters."""
-        self.store.reset()
         self.federation.reset()
         self.faults.reset()
         self._register_default_provider()
+        self.store.reset()  # last: it saves the (now empty) state
 
     def settings(self) -> dict[str, Any]:
         return {
@@ -368,12 +352,18 @@ def main(argv: list[str] | None = None) -> int:
         "--issuer", default=DEFAULT_ISSUER, help="iss of the built-in workload identity issuer"
     )
     parser.add_argument("--settings-file", help="also write the settings JSON to this file")
+    parser.add_argument("--state-dir", help="keep keys and bindings in this directory across restarts")
     args = parser.parse_args(argv)
 
-    emulator = GcpKmsEmulator(port=args.port, sts_port=args.sts_port, issuer=args.issuer).start()
+    emulator = GcpKmsEmulator(
+        port=args.port, sts_port=args.sts_port, issuer=args.issuer, state_dir=args.state_dir
+    )
+    emulator.start()
     for spec in args.key:
         ring, _, key = spec.partition("/")
-        emulator.create_key(ring, key or "kek")
+        name = f"projects/{emulator.project}/locations/global/keyRings/{ring}/cryptoKeys/{key or 'kek'}"
+        if name not in emulator.store.keys:  # kept from an earlier run with --state-dir
+            emulator.create_key(ring, key or "kek")
     settings = emulator.settings()
     if args.subject_token_file:
         emulator.write_subject_token_file(args.subject_token_file)

@@ -123,8 +123,7 @@ class KmsServicer:
                 f"Permission '{permission}' denied on resource '{resource}' (or it may not exist).",
             )
 
-    # -- resources
-    # -----------------------------------------------------------------------------------------------
+    # -- resources -------------------------------------------------------------------------------------------
 
     def _version_pb(self, key: CryptoKey, number: int) -> Any:
         version = key.versions[number]
@@ -186,8 +185,7 @@ class KmsServicer:
         with self.store.lock:
             return self._key_pb(self.store.get_key(name))
 
-    # -- cryptography
-    # --------------------------------------------------------------------------------------------
+    # -- cryptography ----------------------------------------------------------------------------------------
 
     def encrypt(self, request: Any, principal: str) -> Any:
         key_name, number = split_version_name(request.name)

@@ -20,21 +20,30 @@ GetCryptoKey needs ``roles/cloudkms.viewer`` as on GCP.
 
 from __future__ import annotations
 
+import importlib
 import os
 import secrets
 import struct
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-try:  # google-crc32c is the library Google's own samples use; the table below keeps us free of it.
-    import google_crc32c as _google_crc32c
-except ImportError:  # pragma: no cover - depends on the environment
-    _google_crc32c = None
+
+def _fast_crc32c() -> Callable[[bytes], int] | None:
+    # google-crc32c (C, the library Google's samples use) when installed; the table below keeps us free of it.
+    try:
+        module = importlib.import_module("google_crc32c")
+    except ImportError:  # pragma: no cover - depends on the environment
+        return None
+    return module.value
+
+
+_FAST_CRC32C = _fast_crc32c()
 
 
 def _make_crc32c_table() -> list[int]:
@@ -52,8 +61,8 @@ _CRC32C_TABLE = _make_crc32c_table()
 
 def crc32c(data: bytes) -> int:
     """CRC32C (Castagnoli), the checksum Cloud KMS uses for its integrity fields."""
-    if _google_crc32c is not None:
-        return int(_google_crc32c.value(data))
+    if _FAST_CRC32C is not None:
+        return int(_FAST_CRC32C(data))
     crc = 0xFFFFFFFF
     for byte in data:
         crc = (crc >> 8) ^ _CRC32C_TABLE[(crc ^ byte) & 0xFF]
@@ -164,6 +173,12 @@ class KmsStore:
         self.bindings: set[tuple[str, str, str]] = set()
         self.tokens: dict[str, TokenGrant] = {}
         self.token_lifetime = token_lifetime
+        # Called after every change to keys or bindings, so a state file can follow (see gcp_persist).
+        self.on_change: Callable[[], None] | None = None
+
+    def changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
 
     def reset(self) -> None:
         with self.lock:
@@ -171,9 +186,9 @@ class KmsStore:
             self.keys.clear()
             self.bindings.clear()
             self.tokens.clear()
+        self.changed()
 
-    # -- resources
-    # -----------------------------------------------------------------------------------------------
+    # -- resources -------------------------------------------------------------------------------------------
 
     def create_key_ring(self, project: str, location: str, key_ring_id: str) -> str:
         name = f"projects/{project}/locations/{location}/keyRings/{key_ring_id}"
@@ -181,6 +196,7 @@ class KmsStore:
             if name in self.key_rings:
                 raise KmsError("ALREADY_EXISTS", f"KeyRing {name} already exists.")
             self.key_rings[name] = time.time()
+        self.changed()
         return name
 
     def create_crypto_key(self, key_ring: str, crypto_key_id: str, with_version: bool = True) -> str:
@@ -194,6 +210,7 @@ class KmsStore:
             self.keys[name] = CryptoKey(name=name, uid=secrets.token_bytes(8))
             if with_version:
                 self.create_version(name, make_primary=True)
+        self.changed()
         return name
 
     def create_version(self, key_name: str, make_primary: bool = False) -> str:
@@ -203,7 +220,9 @@ class KmsStore:
             key.versions[number] = KeyVersion(number=number, material=os.urandom(32))
             if make_primary or key.primary is None:
                 key.primary = number
-            return key.version_name(number)
+        self.changed()
+        self.changed()
+        return key.version_name(number)
 
     def set_primary(self, key_name: str, number: int) -> None:
         with self.lock:
@@ -228,6 +247,7 @@ class KmsStore:
                 # Destroyed key material is gone for good on GCP; a restore cannot bring it back.
                 version.material = b""
                 version.destroy_time = time.time()
+        self.changed()
 
     def get_key(self, key_name: str) -> CryptoKey:
         _check_key_name(key_name)
@@ -243,14 +263,14 @@ class KmsStore:
             raise KmsError("NOT_FOUND", f"CryptoKeyVersion {key.version_name(number or 0)} not found.")
         return key.versions[number]
 
-    # -- IAM
-    # -----------------------------------------------------------------------------------------------------
+    # -- IAM -------------------------------------------------------------------------------------------------
 
     def grant(self, resource: str, member: str, role: str) -> None:
         if role not in ROLE_PERMISSIONS:
             raise ValueError(f"unknown role {role!r}; known: {sorted(ROLE_PERMISSIONS)}")
         with self.lock:
             self.bindings.add((resource.rstrip("/"), role, member))
+        self.changed()
 
     def revoke(self, resource: str, member: str, role: str | None = None) -> int:
         """Remove the member's bindings on exactly this resource (all roles unless one is named)."""
@@ -261,7 +281,8 @@ class KmsStore:
                 if b[0] == resource.rstrip("/") and b[2] == member and role in (None, b[1])
             }
             self.bindings -= doomed
-            return len(doomed)
+        self.changed()
+        return len(doomed)
 
     def has_permission(self, principal: str, permission: str, resource: str) -> bool:
         with self.lock:
@@ -275,8 +296,7 @@ class KmsStore:
                 return True
         return False
 
-    # -- tokens
-    # --------------------------------------------------------------------------------------------------
+    # -- tokens ----------------------------------------------------------------------------------------------
 
     def issue_token(
         self, principal: str, scopes: tuple[str, ...] = (), lifetime: int | None = None
@@ -302,8 +322,7 @@ class KmsStore:
                 del self.tokens[token]
             return len(doomed)
 
-    # -- cryptography
-    # --------------------------------------------------------------------------------------------
+    # -- cryptography ----------------------------------------------------------------------------------------
 
     def encrypt(self, key: CryptoKey, number: int, plaintext: bytes, aad: bytes) -> bytes:
         version = key.versions[number]

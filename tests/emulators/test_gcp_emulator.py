@@ -418,6 +418,21 @@ def test_it_serves_the_admin_api_over_http(emulator: GcpKmsEmulator, tmp_path: P
     assert requests.post(f"{admin}/no_such_thing", json={}, timeout=5).status_code == 404
 
 
+def test_it_keeps_keys_and_bindings_across_restarts_with_a_state_dir(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    with GcpKmsEmulator(state_dir=str(state)) as first:
+        key = first.create_key("kodori", "kek")
+        first.create_version(key, make_primary=True)
+        first.set_version_state(key + "/cryptoKeyVersions/1", "DISABLED")
+        kms = make_client(first.endpoint, federated(first, tmp_path))
+        ciphertext = encrypt(kms, key, b"survives", b"ctx").ciphertext
+    assert (state / "gcp-kms-state.json").stat().st_mode & 0o077 == 0  # key material: owner-only
+    with GcpKmsEmulator(state_dir=str(state)) as second:
+        kms = make_client(second.endpoint, federated(second, tmp_path))
+        assert decrypt(kms, key, ciphertext, b"ctx").plaintext == b"survives"
+        assert second.store.get_key(key).versions[1].state.value == "DISABLED"
+
+
 def test_it_runs_as_a_program_and_prints_its_settings(tmp_path: Path) -> None:
     help_text = subprocess.run(
         [sys.executable, "-m", "emulators.gcp_kms", "--help"], capture_output=True, text=True, timeout=60
