@@ -356,6 +356,33 @@ def test_it_supports_service_account_impersonation(
     assert {c["principal"] for c in emulator.calls()} == {f"serviceAccount:{email}"}
 
 
+class MintingSupplier(identity_pool.SubjectTokenSupplier):
+    """Stands in for Kodori minting its own workload identity JWT in-process instead of reading a file."""
+
+    def __init__(self, emulator: GcpKmsEmulator) -> None:
+        self.emulator = emulator
+        self.calls = 0
+
+    def get_subject_token(self, context: Any, request: Any) -> str:
+        self.calls += 1
+        return self.emulator.mint_subject_token()
+
+
+def test_it_accepts_a_subject_token_supplier(emulator: GcpKmsEmulator, key: str) -> None:
+    supplier = MintingSupplier(emulator)
+    creds = identity_pool.Credentials(
+        audience=emulator.default_audience,
+        subject_token_type="urn:ietf:params:oauth:token-type:jwt",
+        token_url=emulator.sts_url,
+        subject_token_supplier=supplier,
+        universe_domain=EMULATOR_UNIVERSE,
+        scopes=[KMS_SCOPE],
+    )
+    kms = make_client(emulator.endpoint, creds)
+    assert decrypt(kms, key, encrypt(kms, key, b"x", b"").ciphertext, b"").plaintext == b"x"
+    assert supplier.calls == 1  # one exchange, then the federated token is reused until it expires
+
+
 def test_it_throttles_then_succeeds_with_a_short_retry(emulator: GcpKmsEmulator, kms: Any, key: str) -> None:
     emulator.throttle(count=2, operations=["Encrypt"])
     with pytest.raises(gexc.ResourceExhausted, match="Quota exceeded"):
@@ -440,7 +467,7 @@ def test_it_runs_as_a_program_and_prints_its_settings(tmp_path: Path) -> None:
     assert help_text.returncode == 0 and "--subject-token-file" in help_text.stdout
     settings_file, token_file = tmp_path / "settings.json", tmp_path / "token.jwt"
     process = subprocess.Popen(
-        [sys.executable, "-m", "emulators.gcp_kms", "--key", "kodori/kek",
+        [sys.executable, "-m", "emulators.gcp_kms", "--port", "0", "--sts-port", "0", "--key", "kodori/kek",
          "--subject-token-file", str(token_file), "--settings-file", str(settings_file)],
         stdout=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(Path.cwd())},
     )  # fmt: skip
