@@ -1,0 +1,373 @@
+"""Offline verifier of a Kodori audit evidence bundle: Python's standard library only, no Django, no database.
+
+Usage (an auditor, anywhere)::
+
+    python verify_audit_bundle.py BUNDLE [--public-key KEY ...] [--require-signatures]
+    python -m audit.verify_bundle BUNDLE ...          # the same, from a Kodori checkout
+
+``BUNDLE`` is the ``.zip`` that ``/audit`` exports, or the ``bundle.jsonl`` inside it. ``KEY`` is the base64
+Ed25519 public key shown on ``/audit`` (obtain it from Kodori out of band, not from the bundle).
+
+What it checks, and the definitions it uses (``docs/audit.md`` is the prose version):
+
+* Every event's ``hash`` = SHA-256(``prev_hash`` as 32 raw bytes ‖ canonical JSON of the event body),
+  where the body is ``{"v": 1}`` plus every field of the event except ``hash`` and ``prev_hash``, and
+  canonical JSON is ``json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)``
+  encoded as UTF-8. The first event of a tenant has ``prev_hash`` = 64 zeros ("genesis").
+* Sequence numbers are contiguous, each event's ``prev_hash`` is the previous event's ``hash``, and every
+  event belongs to the bundle's tenant.
+* Checkpoints: Ed25519 signatures by Kodori's deployment key over the canonical JSON of
+  ``{"hash", "kind": "kodori-audit-checkpoint", "seq", "signed_at", "tenant", "v": 1}``; each checkpoint
+  inside the bundle's range must name the hash of its event, and the bundle's last event must be covered by
+  one (the export signs it), so a bundle cut short is detected. Signatures are verified when the
+  ``cryptography`` package is importable; otherwise the script says plainly that it checked the chain only.
+
+Exit status: 0 = PASS, 1 = FAIL (the first broken sequence is named), 2 = the bundle cannot be read. This
+file is shipped inside every exported bundle as ``verify_audit_bundle.py``; keep it standard-library only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import hashlib
+import io
+import json
+import sys
+import zipfile
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENCODING_VERSION = 1
+GENESIS_HASH = "0" * 64
+BUNDLE_FORMAT = "kodori-audit-bundle"
+CHECKPOINT_KIND = "kodori-audit-checkpoint"
+# The fields of an event that its hash covers: all but ``hash`` and ``prev_hash`` (which is prefixed).
+HASHED_FIELDS = (
+    "seq",
+    "tenant",
+    "type",
+    "created_at",
+    "actor_id",
+    "actor_name",
+    "actor_email",
+    "request_id",
+    "ip",
+    "payload",
+)
+
+
+def canonical_json(value: Any) -> bytes:
+    """The canonical encoding: sorted keys, no whitespace, UTF-8, no floats (the writer refuses them)."""
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode()
+
+
+def event_body(event: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of an event that its hash covers, besides ``prev_hash``."""
+    body = {name: event[name] for name in HASHED_FIELDS}
+    body["v"] = ENCODING_VERSION
+    return body
+
+
+def chain_hash(prev_hash: str, body: bytes) -> str:
+    """SHA-256 over the previous hash (32 raw bytes) followed by the canonical body."""
+    return hashlib.sha256(bytes.fromhex(prev_hash) + body).hexdigest()
+
+
+def event_hash(event: Mapping[str, Any]) -> str:
+    """The hash ``event`` must carry, computed with the standard library."""
+    return chain_hash(event["prev_hash"], canonical_json(event_body(event)))
+
+
+def checkpoint_message(tenant: int, seq: int, hash_: str, signed_at: str) -> bytes:
+    """The bytes a checkpoint signature covers."""
+    body = {"kind": CHECKPOINT_KIND, "v": ENCODING_VERSION, "tenant": tenant, "seq": seq, "hash": hash_}
+    body["signed_at"] = signed_at
+    return canonical_json(body)
+
+
+def key_id(public_key: bytes) -> str:
+    """A short, stable name for a public key: the first 16 hex digits of its SHA-256."""
+    return hashlib.sha256(public_key).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Break:
+    """Where a chain first fails to verify, and why."""
+
+    seq: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"chain broken at #{self.seq}: {self.reason}"
+
+
+@dataclass
+class ChainVerifier:
+    """Feeds on events in sequence order and remembers the first break.
+
+    ``expected_hashes`` maps sequence numbers to hashes that signed checkpoints vouch for. ``hash_event`` lets
+    Kodori plug in a faster encoder that produces the same bytes (tested in tests/audit/test_canonical.py).
+    """
+
+    tenant: int
+    prev_hash: str = GENESIS_HASH
+    next_seq: int = 1
+    expected_hashes: Mapping[int, str] = field(default_factory=dict)
+    hash_event: Callable[[Mapping[str, Any]], str] = event_hash
+    count: int = 0
+    broken: Break | None = None
+
+    @property
+    def last_seq(self) -> int:
+        return self.next_seq - 1
+
+    def feed(self, event: Mapping[str, Any]) -> Break | None:
+        if self.broken is not None:
+            return self.broken
+        self.broken = self._check(event)
+        if self.broken is None:
+            self.prev_hash = event["hash"]
+            self.next_seq += 1
+            self.count += 1
+        return self.broken
+
+    def _check(self, event: Mapping[str, Any]) -> Break | None:
+        expected = self.next_seq
+        seq = event.get("seq")
+        if not isinstance(seq, int) or isinstance(seq, bool):
+            return Break(expected, f"event after #{expected - 1} has no valid sequence number")
+        if seq > expected:
+            missing = f"#{expected}" if seq == expected + 1 else f"#{expected}..#{seq - 1}"
+            return Break(expected, f"event {missing} is missing (the next event is #{seq})")
+        if seq < expected:
+            return Break(expected, f"event #{seq} appears again or out of order after #{expected - 1}")
+        if event.get("tenant") != self.tenant:
+            return Break(seq, f"event #{seq} belongs to tenant {event.get('tenant')!r}, not {self.tenant}")
+        if event.get("prev_hash") != self.prev_hash:
+            return Break(
+                seq, f"prev_hash of #{seq} is not the hash of #{seq - 1} (event inserted or removed?)"
+            )
+        try:
+            computed = self.hash_event(event)
+        except (KeyError, TypeError, ValueError) as exc:
+            return Break(seq, f"event #{seq} cannot be encoded: {exc!r}")
+        if computed != event.get("hash"):
+            return Break(seq, f"hash of #{seq} does not match its content (edited?)")
+        vouched = self.expected_hashes.get(seq)
+        if vouched is not None and vouched != computed:
+            return Break(seq, f"#{seq} differs from the signed checkpoint of #{seq} (chain rewritten?)")
+        return None
+
+    def run(self, events: Iterable[Mapping[str, Any]]) -> Break | None:
+        for event in events:
+            if self.feed(event) is not None:
+                break
+        return self.broken
+
+
+# --- Signatures (optional: needs the `cryptography` package) ------------------------------------------------
+
+
+def _ed25519_verifier() -> Callable[[bytes, bytes, bytes], bool] | None:
+    try:
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    except ImportError:
+        return None
+
+    def verify(public_key: bytes, signature: bytes, message: bytes) -> bool:
+        try:
+            Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
+        except (InvalidSignature, ValueError):
+            return False
+        return True
+
+    return verify
+
+
+def b64decode(text: str) -> bytes:
+    return base64.b64decode(text.strip(), validate=True)
+
+
+# --- Reading and checking a bundle --------------------------------------------------------------------------
+
+
+class BundleError(Exception):
+    """The file is not a readable Kodori audit bundle."""
+
+
+@dataclass
+class Bundle:
+    header: dict[str, Any]
+    events: list[dict[str, Any]]
+    checkpoints: list[dict[str, Any]]
+
+
+def read_bundle(path: Path) -> Bundle:
+    """Read a ``.zip`` export (its ``bundle.jsonl``) or a bare ``.jsonl`` bundle."""
+    try:
+        raw = path.read_bytes()
+        if zipfile.is_zipfile(io.BytesIO(raw)):
+            with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+                raw = archive.read("bundle.jsonl")
+        lines = raw.decode("utf-8").splitlines()
+        records = [json.loads(line) for line in lines if line.strip()]
+    except (OSError, KeyError, UnicodeDecodeError, ValueError, zipfile.BadZipFile) as exc:
+        raise BundleError(f"cannot read {path}: {exc}") from exc
+    if not records or not isinstance(records[0], dict) or records[0].get("record") != "header":
+        raise BundleError("the first line must be the bundle header")
+    header = records[0]
+    if header.get("format") != BUNDLE_FORMAT or header.get("version") != 1:
+        raise BundleError(f"unknown bundle format {header.get('format')!r} version {header.get('version')!r}")
+    events, checkpoints = [], []
+    for number, record in enumerate(records[1:], start=2):
+        kind = record.get("record") if isinstance(record, dict) else None
+        if kind == "event":
+            events.append(record)
+        elif kind == "checkpoint":
+            checkpoints.append(record)
+        else:
+            raise BundleError(f"line {number}: unknown record {kind!r}")
+    return Bundle(header, events, checkpoints)
+
+
+@dataclass
+class Report:
+    lines: list[str] = field(default_factory=list)
+    failure: str | None = None
+
+    def say(self, line: str) -> None:
+        self.lines.append(line)
+
+    def fail(self, reason: str) -> None:
+        if self.failure is None:
+            self.failure = reason
+        self.lines.append(f"FAIL: {reason}")
+
+
+def _trusted_keys(bundle: Bundle, given: list[str], report: Report) -> dict[str, bytes]:
+    source = given or [k.get("public_key", "") for k in bundle.header.get("public_keys", [])]
+    keys: dict[str, bytes] = {}
+    for text in source:
+        try:
+            raw = b64decode(text)
+        except (binascii.Error, ValueError):
+            raw = b""
+        if len(raw) != 32:
+            raise BundleError(f"not a base64 Ed25519 public key: {text!r}")
+        keys[key_id(raw)] = raw
+    if given:
+        report.say(f"trusted keys (from --public-key): {', '.join(sorted(keys))}")
+    else:
+        report.say(
+            "WARNING: no --public-key given; signatures are checked against the keys inside the bundle, "
+            "which proves consistency only. Pass the key shown on /audit to tie the checkpoints to Kodori."
+        )
+    return keys
+
+
+def _check_signatures(
+    bundle: Bundle, tenant: int, trusted: dict[str, bytes], require: bool, report: Report
+) -> None:
+    verify = _ed25519_verifier()
+    if verify is None:
+        note = "signatures NOT checked: the `cryptography` package is not installed (hash chain only)"
+        if require:
+            report.fail(note)
+        else:
+            report.say(f"NOTE: {note}")
+        return
+    for cp in bundle.checkpoints:
+        seq, name = cp.get("seq"), cp.get("key_id", "?")
+        if cp.get("tenant") != tenant:
+            report.fail(f"checkpoint #{seq} is for tenant {cp.get('tenant')!r}, not {tenant}")
+            return
+        public_key = trusted.get(str(name))
+        if public_key is None:
+            report.fail(f"checkpoint #{seq} is signed by key {name}, which is not trusted")
+            return
+        try:
+            message = checkpoint_message(tenant, int(cp["seq"]), str(cp["hash"]), str(cp["signed_at"]))
+            signature = b64decode(str(cp["signature"]))
+        except (KeyError, TypeError, ValueError, binascii.Error):
+            report.fail(f"checkpoint #{seq} is malformed")
+            return
+        if not verify(public_key, signature, message):
+            report.fail(f"chain broken at #{seq}: the signature of checkpoint #{seq} is not valid (forged?)")
+            return
+    report.say(f"signatures: {len(bundle.checkpoints)} checkpoint signature(s) valid (Ed25519)")
+
+
+def verify(bundle: Bundle, public_keys: list[str], require_signatures: bool = False) -> Report:
+    """Check ``bundle``; the report says what was checked and the first failure, if any."""
+    report = Report()
+    header = bundle.header
+    tenant_info = header.get("tenant") or {}
+    tenant = tenant_info.get("id")
+    first, last = header.get("first_seq"), header.get("last_seq")
+    report.say(
+        f"bundle: tenant {tenant_info.get('slug')!r} (id {tenant}), events #{first}..#{last}, "
+        f"exported {header.get('exported_at')} by {header.get('exported_by')}"
+    )
+    if not isinstance(first, int) or not isinstance(last, int) or not isinstance(tenant, int):
+        raise BundleError("the header lacks tenant id, first_seq or last_seq")
+    trusted = _trusted_keys(bundle, public_keys, report)
+    expected = {cp["seq"]: cp["hash"] for cp in bundle.checkpoints if first <= cp.get("seq", 0) <= last}
+    start_prev = GENESIS_HASH
+    if first > 1:
+        start_prev = bundle.events[0].get("prev_hash", "") if bundle.events else ""
+        report.say(f"note: the bundle starts at #{first}; its link to #{first - 1} is taken from the bundle")
+    verifier = ChainVerifier(tenant=tenant, prev_hash=start_prev, next_seq=first, expected_hashes=expected)
+    broken = verifier.run(bundle.events)
+    if broken is None and verifier.last_seq != last:
+        broken = Break(
+            verifier.last_seq + 1, f"the bundle should end at #{last} but ends at #{verifier.last_seq}"
+        )
+    if broken is not None:
+        report.fail(str(broken))
+        return report
+    report.say(
+        f"hash chain: OK, {verifier.count} events #{first}..#{last}"
+        + (" anchored at genesis" if first == 1 else "")
+    )
+    if not any(cp.get("seq") == last for cp in bundle.checkpoints):
+        report.fail(
+            f"chain broken at #{last}: no signed checkpoint covers the last event (bundle cut short?)"
+        )
+        return report
+    outside = [cp.get("seq") for cp in bundle.checkpoints if cp.get("seq") not in expected]
+    if outside:
+        report.say(f"note: checkpoints outside the range not checked: {outside}")
+    report.say(f"checkpoints: {len(expected)} match their events; the last event #{last} is signed")
+    _check_signatures(bundle, tenant, trusted, require_signatures, report)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Verify a Kodori audit evidence bundle offline.")
+    parser.add_argument("bundle", type=Path, help="the exported .zip, or its bundle.jsonl")
+    parser.add_argument("--public-key", action="append", default=[], help="base64 Ed25519 key from /audit")
+    parser.add_argument(
+        "--require-signatures", action="store_true", help="fail if signatures cannot be checked"
+    )
+    args = parser.parse_args(argv)
+    try:
+        bundle = read_bundle(args.bundle)
+        report = verify(bundle, args.public_key, args.require_signatures)
+    except BundleError as exc:
+        print(f"ERROR: {exc}", file=sys.stderr)
+        return 2
+    for line in report.lines:
+        print(line)
+    print("RESULT: FAIL" if report.failure else "RESULT: PASS")
+    return 1 if report.failure else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
