@@ -12,12 +12,10 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,46 +30,26 @@ from botocore.config import Config  # noqa: E402
 from botocore.exceptions import ClientError  # noqa: E402
 
 from emulators.aws import KODORI_ARN, AwsKmsEmulator  # noqa: E402
+from tests.emulators.aws_support import (  # noqa: E402
+    NO_RETRIES,
+    REGION,
+    Tenant,
+    customer_root_client,
+    error_code,
+    isolate_from_real_aws,
+    sts_client,
+    tenant_kms,
+)
+from tests.emulators.loopback import refuse_non_loopback  # noqa: E402
 
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
-REGION = "us-east-1"
-NO_RETRIES = Config(retries={"mode": "standard", "total_max_attempts": 1})
+CONTEXT = {"tenant": "acme", "tkv": "1"}
 
 
 @pytest.fixture(autouse=True)
 def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[list[Any]]:
     """Empty AWS config files, no ambient credentials, and no DNS lookup or connection beyond 127.0.0.1."""
-    empty = tmp_path / "aws-empty"
-    empty.write_text("")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(empty))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(empty))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    ambient = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
-               "AWS_ENDPOINT_URL", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE",
-               "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")  # fmt: skip
-    for name in ambient:
-        monkeypatch.delenv(name, raising=False)
-    attempts: list[Any] = []
-    real_getaddrinfo, real_connect = socket.getaddrinfo, socket.socket.connect
-
-    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
-        if host not in LOOPBACK and not str(host).startswith("127."):
-            attempts.append(host)
-            raise socket.gaierror(f"test guard: no lookups of {host!r}")
-        return real_getaddrinfo(host, *args, **kwargs)
-
-    def connect(sock: socket.socket, address: Any) -> Any:
-        if (
-            isinstance(address, tuple)
-            and address[0] not in LOOPBACK
-            and not str(address[0]).startswith("127.")
-        ):
-            attempts.append(address)
-            raise OSError(f"test guard: no connections to {address!r}")
-        return real_connect(sock, address)
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    monkeypatch.setattr(socket.socket, "connect", connect)
+    isolate_from_real_aws(monkeypatch, tmp_path)
+    attempts = refuse_non_loopback(monkeypatch)
     yield attempts
     assert attempts == [], f"something tried to leave loopback: {attempts}"
 
@@ -85,14 +63,6 @@ def emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsKmsEmulator]:
         yield emu
 
 
-@dataclass(frozen=True)
-class Tenant:
-    key_arn: str
-    role_arn: str
-    role_name: str
-    external_id: str
-
-
 @pytest.fixture
 def tenant(emulator: AwsKmsEmulator) -> Tenant:
     key_arn = emulator.create_key(alias="alias/acme-kek")
@@ -100,55 +70,9 @@ def tenant(emulator: AwsKmsEmulator) -> Tenant:
     return Tenant(key_arn, role_arn, "kodori-acme", "kodori-ext-3f9a1c")
 
 
-def sts_client(endpoint_url: str, config: Config | None = None) -> Any:
-    """Kodori's STS client: its own identity from the default chain, the emulator as endpoint."""
-    return boto3.session.Session(region_name=REGION).client("sts", endpoint_url=endpoint_url, config=config)
-
-
-def tenant_kms(
-    endpoint_url: str, tenant: Tenant, config: Config | None = None, external_id: str | None = None
-) -> Any:
-    """Exactly what Kodori's provider does: AssumeRole with the tenant's ExternalId, KMS with the session."""
-    credentials = sts_client(endpoint_url).assume_role(
-        RoleArn=tenant.role_arn,
-        RoleSessionName="kodori-tenant-acme",
-        ExternalId=external_id or tenant.external_id,
-        DurationSeconds=900,
-    )["Credentials"]
-    return boto3.client(
-        "kms",
-        region_name=REGION,
-        endpoint_url=endpoint_url,
-        aws_access_key_id=credentials["AccessKeyId"],
-        aws_secret_access_key=credentials["SecretAccessKey"],
-        aws_session_token=credentials["SessionToken"],
-        config=config or NO_RETRIES,
-    )
-
-
 @pytest.fixture
 def kms(emulator: AwsKmsEmulator, tenant: Tenant) -> Any:
     return tenant_kms(emulator.endpoint_url, tenant)
-
-
-CONTEXT = {"tenant": "acme", "tkv": "1"}
-
-
-def customer_root_client(emulator: AwsKmsEmulator, service: str) -> Any:
-    """The customer account's own administrator, as when they edit their key or role themselves."""
-    key, secret = emulator.customer_root
-    return boto3.client(
-        service,
-        region_name=REGION,
-        endpoint_url=emulator.endpoint_url,
-        aws_access_key_id=key,
-        aws_secret_access_key=secret,
-        config=NO_RETRIES,
-    )
-
-
-def error_code(caught: pytest.ExceptionInfo[ClientError]) -> str:
-    return str(caught.value.response["Error"]["Code"])
 
 
 def test_it_round_trips_with_assumed_role_credentials(kms: Any, tenant: Tenant) -> None:
@@ -437,7 +361,7 @@ def test_it_runs_as_a_program_and_prints_its_settings(
     assert help_text.returncode == 0 and "--tenant" in help_text.stdout
     settings_file = tmp_path / "settings.json"
     process = subprocess.Popen(
-        [sys.executable, "-m", "emulators.aws", "--tenant", "kodori-acme:ext-1",
+        [sys.executable, "-m", "emulators.aws", "--port", "0", "--tenant", "kodori-acme:ext-1",
          "--settings-file", str(settings_file)],
         stdout=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(Path.cwd())},
     )  # fmt: skip

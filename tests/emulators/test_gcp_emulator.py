@@ -1,20 +1,17 @@
 """The GCP Cloud KMS emulator, driven through the real google-cloud-kms client and google-auth federation.
 
-Every client here is built the way Kodori's ``customer_kms_gcp`` provider builds it (see
-``docs/emulators.md``):
-``identity_pool.Credentials`` from an ``external_account`` config whose ``token_url`` is the emulator's STS,
-and a
-``KeyManagementServiceClient`` whose gRPC transport uses local channel credentials. A guard fails any test
-that tries to resolve or connect to anything but loopback.
+Every client here is built the way Kodori's ``customer_kms_gcp`` provider builds it
+(``gcp_support.make_client``, documented in ``docs/emulators.md``): ``identity_pool.Credentials`` from an
+``external_account`` config whose ``token_url`` is the emulator's STS, and a ``KeyManagementServiceClient``
+whose gRPC transport uses local channel credentials. A guard fails any test that tries to resolve or connect
+to anything but loopback.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,7 +25,6 @@ import pytest
 pytest.importorskip("google.cloud.kms_v1", reason="google-cloud-kms is not installed")
 pytest.importorskip("google_crc32c", reason="google-crc32c is not installed")
 
-import google_crc32c
 import grpc
 import requests
 from google.api_core import exceptions as gexc
@@ -44,34 +40,14 @@ from google.cloud.kms_v1.services.key_management_service.transports import (
 
 from emulators.gcp_kms import EMULATOR_UNIVERSE, KMS_SCOPE, GcpKmsEmulator
 from emulators.gcp_sts import WorkloadIdentityIssuer
-
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
+from tests.emulators.gcp_support import MintingSupplier, crc, decrypt, encrypt, federated, make_client
+from tests.emulators.loopback import refuse_non_loopback
 
 
 @pytest.fixture(autouse=True)
 def loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Any]]:
-    """Refuse (and remember) any DNS lookup or connection beyond 127.0.0.1 made by the SDKs under test."""
-    attempts: list[Any] = []
-    real_getaddrinfo, real_connect = socket.getaddrinfo, socket.socket.connect
-
-    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
-        if host not in LOOPBACK and not str(host).startswith("127."):
-            attempts.append(host)
-            raise socket.gaierror(f"test guard: no lookups of {host!r}")
-        return real_getaddrinfo(host, *args, **kwargs)
-
-    def connect(sock: socket.socket, address: Any) -> Any:
-        if (
-            isinstance(address, tuple)
-            and address[0] not in LOOPBACK
-            and not str(address[0]).startswith("127.")
-        ):
-            attempts.append(address)
-            raise OSError(f"test guard: no connections to {address!r}")
-        return real_connect(sock, address)
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    monkeypatch.setattr(socket.socket, "connect", connect)
+    """No DNS lookup or connection beyond 127.0.0.1, and no ambient Google credentials."""
+    attempts = refuse_non_loopback(monkeypatch)
     for name in ("GOOGLE_APPLICATION_CREDENTIALS", "GCE_METADATA_HOST", "GOOGLE_API_USE_CLIENT_CERTIFICATE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "kodori-dev")
@@ -92,59 +68,9 @@ def key(emulator: GcpKmsEmulator) -> str:
     return emulator.create_key("kodori", "kek")
 
 
-def make_client(endpoint: str, credentials: Any) -> kms_v1.KeyManagementServiceClient:
-    """Exactly what Kodori's provider does when a GCP KMS endpoint override is configured."""
-    transport = functools.partial(
-        KeyManagementServiceGrpcTransport,
-        ssl_channel_credentials=grpc.local_channel_credentials(grpc.LocalConnectionType.LOCAL_TCP),
-    )
-    return kms_v1.KeyManagementServiceClient(
-        credentials=credentials,
-        transport=transport,
-        client_options={"api_endpoint": endpoint, "universe_domain": EMULATOR_UNIVERSE},
-    )
-
-
-def federated(emulator: GcpKmsEmulator, tmp_path: Path, token: str | None = None, **config: Any) -> Any:
-    token_file = tmp_path / "subject-token.jwt"
-    token_file.write_text(token if token is not None else emulator.mint_subject_token())
-    info = {**emulator.credential_config(str(token_file)), **config}
-    return identity_pool.Credentials.from_info(info, scopes=[KMS_SCOPE])
-
-
 @pytest.fixture
 def kms(emulator: GcpKmsEmulator, tmp_path: Path) -> kms_v1.KeyManagementServiceClient:
     return make_client(emulator.endpoint, federated(emulator, tmp_path))
-
-
-def crc(data: bytes) -> int:
-    return int(google_crc32c.value(data))
-
-
-def encrypt(
-    kms: kms_v1.KeyManagementServiceClient, name: str, plaintext: bytes, aad: bytes, **kw: Any
-) -> Any:
-    request = {
-        "name": name,
-        "plaintext": plaintext,
-        "additional_authenticated_data": aad,
-        "plaintext_crc32c": crc(plaintext),
-        "additional_authenticated_data_crc32c": crc(aad),
-    }
-    return kms.encrypt(request=request, **kw)
-
-
-def decrypt(
-    kms: kms_v1.KeyManagementServiceClient, name: str, ciphertext: bytes, aad: bytes, **kw: Any
-) -> Any:
-    request = {
-        "name": name,
-        "ciphertext": ciphertext,
-        "additional_authenticated_data": aad,
-        "ciphertext_crc32c": crc(ciphertext),
-        "additional_authenticated_data_crc32c": crc(aad),
-    }
-    return kms.decrypt(request=request, **kw)
 
 
 def test_it_round_trips_with_aad_and_integrity_fields(kms: Any, key: str) -> None:
@@ -354,18 +280,6 @@ def test_it_supports_service_account_impersonation(
     assert decrypt(kms, key, encrypt(kms, key, b"x", b"").ciphertext, b"").plaintext == b"x"
     assert creds.service_account_email == email
     assert {c["principal"] for c in emulator.calls()} == {f"serviceAccount:{email}"}
-
-
-class MintingSupplier(identity_pool.SubjectTokenSupplier):
-    """Stands in for Kodori minting its own workload identity JWT in-process instead of reading a file."""
-
-    def __init__(self, emulator: GcpKmsEmulator) -> None:
-        self.emulator = emulator
-        self.calls = 0
-
-    def get_subject_token(self, context: Any, request: Any) -> str:
-        self.calls += 1
-        return self.emulator.mint_subject_token()
 
 
 def test_it_accepts_a_subject_token_supplier(emulator: GcpKmsEmulator, key: str) -> None:
