@@ -208,13 +208,34 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     },
 }
 
-# --- Keys ----------------------------------------------------------------------------------------------------
+# --- Keys
+# ----------------------------------------------------------------------------------------------------
 # How long a process keeps an unwrapped tenant key version: short for customer KMS so a revocation bites soon.
 KODORI_TKV_CACHE_TTL_CUSTOMER = env.float("KODORI_TKV_CACHE_TTL_CUSTOMER", default=300.0)
 KODORI_TKV_CACHE_TTL_DEFAULT = env.float("KODORI_TKV_CACHE_TTL_DEFAULT", default=3600.0)
 KODORI_TKV_CACHE_MAX_ENTRIES = env.int("KODORI_TKV_CACHE_MAX_ENTRIES", default=10_000)
-# DEKs wrapped under one key version (random 96-bit nonces) before it is rotated: far below AES-GCM's 2^32 bound.
+# DEKs wrapped under one key version (random 96-bit nonces) before it is rotated: far below AES-GCM's 2^32
+# bound.
 KODORI_TKV_MAX_WRAPS = env.int("KODORI_TKV_MAX_WRAPS", default=2**30)
+# Calls to a KMS: transient failures are retried with jittered exponential backoff within this deadline.
+KODORI_KMS_DEADLINE_SECONDS = env.float("KODORI_KMS_DEADLINE_SECONDS", default=10.0)
+KODORI_KMS_MAX_ATTEMPTS = env.int("KODORI_KMS_MAX_ATTEMPTS", default=5)
+KODORI_KMS_BACKOFF_BASE = env.float("KODORI_KMS_BACKOFF_BASE", default=0.1)
+KODORI_KMS_BACKOFF_MAX = env.float("KODORI_KMS_BACKOFF_MAX", default=2.0)
+
+# Azure Key Vault: Kodori's multi-tenant application, authenticated by a federated (workload identity) token.
+KODORI_AZURE_CLIENT_ID = env.str("KODORI_AZURE_CLIENT_ID", default="")
+KODORI_AZURE_FEDERATED_TOKEN_FILE = env.str(
+    "KODORI_AZURE_FEDERATED_TOKEN_FILE", default=env.str("AZURE_FEDERATED_TOKEN_FILE", default="")
+)
+# The operator key (wrap method operator_kms_azure) and the directory of the deployment's own identity.
+KODORI_AZURE_OPERATOR_KEY_URL = env.str("KODORI_AZURE_OPERATOR_KEY_URL", default="")
+KODORI_AZURE_OPERATOR_DIRECTORY_ID = env.str("KODORI_AZURE_OPERATOR_DIRECTORY_ID", default="")
+# Emulator only (deployment settings, never per tenant): where vault requests and token requests really go,
+# and the CA that signs the emulator's certificates.
+KODORI_AZURE_VAULT_ENDPOINT = env.str("KODORI_AZURE_VAULT_ENDPOINT", default="")
+KODORI_AZURE_AUTHORITY_HOST = env.str("KODORI_AZURE_AUTHORITY_HOST", default="")
+KODORI_AZURE_CA_BUNDLE = env.str("KODORI_AZURE_CA_BUNDLE", default="")
 
 # --- Tenancy -----------------------------------------------------------------------------------------------
 # The one address support answers, shown to owners who want cloud KMS switched on.
@@ -237,7 +258,8 @@ LOGGING = {
 # --- Audit (the audit app; docs/audit.md) ------------------------------------------------------------------
 # Ed25519 key that signs each tenant's chain head (checkpoints): the base64 of a raw 32-byte private key, from
 # `manage.py generate_audit_signing_key`. Required in production. Development and test default: empty, which
-# means a key derived from SECRET_KEY (audit/signing.py): stable per checkout, never secret. To rotate, move the
+# means a key derived from SECRET_KEY (audit/signing.py): stable per checkout, never secret. To rotate, move
+# the
 # old key's *public* half into AUDIT_PREVIOUS_PUBLIC_KEYS and set the new private key.
 if PRODUCTION and not env.str("AUDIT_SIGNING_KEY", default=""):
     raise ImproperlyConfigured("AUDIT_SIGNING_KEY must be set when DJANGO_ENV=production")
@@ -261,3 +283,44 @@ if DJANGO_ENV == "test":
     # refuses TRUNCATE unless this session setting is on (audit/migrations/0002_append_only.py).
     _options = DATABASES["default"].setdefault("OPTIONS", {})
     _options["options"] = f"{_options.get('options', '')} -c kodori.audit_allow_truncate=on".strip()
+
+# --- Blobs (the blobs app; docs/api.md) -------------------------------------------------------------------
+# Where blob ciphertext goes: "filesystem" (under BLOB_ROOT, default MEDIA_ROOT/blobs) or "s3" (any
+# S3-compatible service through django-storages; credentials from the standard AWS chain, never settings).
+BLOB_STORAGE = env.str("BLOB_STORAGE", default="filesystem")
+if BLOB_STORAGE == "filesystem":
+    STORAGES["blobs"] = {
+        "BACKEND": "blobs.storage.BlobFileSystemStorage",
+        "OPTIONS": {"location": env.str("BLOB_ROOT", default=str(MEDIA_ROOT / "blobs"))},
+    }
+elif BLOB_STORAGE == "s3":
+    if not env.str("BLOB_S3_BUCKET", default=""):
+        raise ImproperlyConfigured("BLOB_S3_BUCKET must be set when BLOB_STORAGE=s3")
+    STORAGES["blobs"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": env.str("BLOB_S3_BUCKET"),
+            "region_name": env.str("BLOB_S3_REGION", default="") or None,
+            # An S3-compatible service or a local emulator; a deployment setting, never per tenant.
+            "endpoint_url": env.str("BLOB_S3_ENDPOINT_URL", default="") or None,
+            "location": env.str("BLOB_S3_PREFIX", default=""),
+            "default_acl": None,
+            "querystring_auth": False,
+            "file_overwrite": True,
+        },
+    }
+else:
+    raise ImproperlyConfigured(f"BLOB_STORAGE must be filesystem or s3, not {BLOB_STORAGE!r}")
+# Multipart part size for S3 writes (5 MiB minimum; 10,000 parts make the largest object 10,000 x this).
+AWS_S3_FILE_BUFFER_SIZE = env.int("BLOB_S3_PART_SIZE", default=16 * 1024 * 1024)
+# Limits, per tenant, in bytes: one blob, and all of a tenant's blobs together (uploads in flight count).
+BLOB_MAX_SIZE = env.int("BLOB_MAX_SIZE", default=10 * 1024**3)
+BLOB_TENANT_QUOTA = env.int("BLOB_TENANT_QUOTA", default=100 * 1024**3)
+# An upload still "uploading" after this long was cut off by a crash: the sweeper deletes it and its object.
+BLOB_STALE_UPLOAD_SECONDS = env.int("BLOB_STALE_UPLOAD_SECONDS", default=6 * 3600)
+BLOB_PAGE_SIZE = env.int("BLOB_PAGE_SIZE", default=25)
+BLOB_API_PAGE_SIZE = env.int("BLOB_API_PAGE_SIZE", default=50)
+CELERY_BEAT_SCHEDULE["blobs-sweep-stale-uploads"] = {
+    "task": "blobs.tasks.sweep_stale_uploads",
+    "schedule": env.float("BLOB_SWEEP_INTERVAL_SECONDS", default=900.0),
+}

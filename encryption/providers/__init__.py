@@ -21,6 +21,17 @@ def provider_for(key: TenantKey) -> KeyProvider:
         from .local import GlobalKeyProvider
 
         return GlobalKeyProvider(key.tenant_id)
+    if method in (WrapMethod.CUSTOMER_KMS_AZURE, WrapMethod.OPERATOR_KMS_AZURE):
+        from django.conf import settings
+
+        from .azure import AzureKeyProvider
+
+        if method == WrapMethod.OPERATOR_KMS_AZURE:
+            return AzureKeyProvider(
+                key.key_id or settings.KODORI_AZURE_OPERATOR_KEY_URL,
+                settings.KODORI_AZURE_OPERATOR_DIRECTORY_ID,
+            )
+        return AzureKeyProvider(key.key_id, str(key.config.get("directory_id", "")))
     raise ProviderError(
         FailureKind.CONFIGURATION,
         f"{method.label} keys are not available in this deployment yet; the tenant stays on its current key.",

@@ -14,9 +14,17 @@ wrapped key moved to another tenant or version fails to unwrap.
 from __future__ import annotations
 
 import os
+import random
+import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TypeVar
+
+from django.conf import settings
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -98,3 +106,39 @@ class KeyProvider(ABC):
     def __repr__(self) -> str:
         # Subclasses hold key material or clients; never let a repr print either.
         return f"<{type(self).__name__}>"
+
+
+def call_with_retries(
+    operation: Callable[[], T],
+    classify: Callable[[Exception], ProviderError],
+    *,
+    deadline: float | None = None,
+    max_attempts: int | None = None,
+) -> T:
+    """Run ``operation``; retry transient failures with jittered exponential backoff under a deadline.
+
+    ``classify`` turns an SDK exception into a ``ProviderError``. Only ``TRANSIENT`` failures are retried;
+    access denied, disabled, not found and integrity failures are raised at once, because retrying them in a
+    loop only hammers the customer's KMS (and its audit log) without changing the answer.
+    """
+    deadline = settings.KODORI_KMS_DEADLINE_SECONDS if deadline is None else deadline
+    max_attempts = settings.KODORI_KMS_MAX_ATTEMPTS if max_attempts is None else max_attempts
+    started = time.monotonic()
+    attempt = 0
+    while True:
+        try:
+            return operation()
+        except ProviderError:
+            raise
+        except Exception as exc:
+            error = classify(exc)
+            attempt += 1
+            if error.kind != FailureKind.TRANSIENT:
+                raise error from exc
+            backoff = min(
+                settings.KODORI_KMS_BACKOFF_MAX, settings.KODORI_KMS_BACKOFF_BASE * 2 ** (attempt - 1)
+            )
+            delay = backoff * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not cryptography
+            if attempt >= max_attempts or time.monotonic() - started + delay > deadline:
+                raise error from exc
+            time.sleep(delay)
