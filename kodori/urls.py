@@ -18,4 +18,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include("tenants.urls")),
     path("", include("audit.urls")),
+    path("", include("blobs.urls")),
 ]

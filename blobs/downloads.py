@@ -1,0 +1,231 @@
+"""Streaming, decrypting downloads with single byte ranges, validators and safe headers.
+
+Range rules (RFC 9110 section 14), the same for pages and the API:
+
+* ``bytes=a-b``, ``bytes=a-`` and ``bytes=-n`` (the last ``n`` bytes) are served as 206 with Content-Range;
+  ``b`` past the end is clipped to the end; only the chunks covering the range are read and decrypted.
+* A range that starts at or past the end, or ``bytes=-0``, is 416 with ``Content-Range: bytes */<size>``.
+  A zero-length blob has no satisfiable first-byte range (416); a suffix range there is served as the
+  whole (empty) blob, 200, since no 206 can describe zero bytes.
+* Several ranges (``bytes=0-1,5-6``) and malformed Range headers are ignored: the whole blob, 200. Serving a
+  multipart/byteranges body would let one request multiply the server's decryption work.
+* ``If-Range`` with the current ETag or Last-Modified keeps the range; anything else gets the whole blob.
+  ``If-None-Match`` / ``If-Modified-Since`` that match answer 304.
+
+Every response is an attachment with a safe filename (RFC 6266, ``filename*`` for non-ASCII), carries
+``X-Content-Type-Options: nosniff`` and a sandboxing Content-Security-Policy, and never has an active media
+type: HTML, SVG, XML and script types are served as ``application/octet-stream``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.utils.http import content_disposition_header, http_date, parse_http_date_safe
+from django.views.decorators.debug import sensitive_variables
+
+from audit import payloads
+from audit.models import EventType
+from audit.services import record
+from encryption import envelope, keyring
+from encryption.errors import EnvelopeError
+from encryption.providers import ProviderError
+
+from .errors import CorruptBlob, RangeNotSatisfiable, StorageUnavailable, check_not_sealed, from_key_error
+from .models import Blob
+from .storage import open_ranged
+
+logger = logging.getLogger(__name__)
+
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+# Media types a browser would run or render as a document: never sent as such.
+ACTIVE_TYPES = {
+    "text/html",
+    "application/xhtml+xml",
+    "image/svg+xml",
+    "text/xml",
+    "application/xml",
+    "text/javascript",
+    "application/javascript",
+    "application/ecmascript",
+    "text/ecmascript",
+    "application/x-shockwave-flash",
+    "text/xsl",
+    "application/rdf+xml",
+    "multipart/x-mixed-replace",
+}
+
+
+@dataclass(frozen=True)
+class ByteRange:
+    start: int
+    stop: int  # exclusive
+
+    def header(self, size: int) -> str:
+        return f"bytes {self.start}-{self.stop - 1}/{size}"
+
+
+class Unsatisfiable(Exception):
+    """The Range header names no byte of the blob: 416."""
+
+
+def parse_range(header: str, size: int) -> ByteRange | None:
+    """The single byte range ``header`` asks for, None to serve everything, or raise ``Unsatisfiable``."""
+    match = _RANGE.match(header.strip().replace(" ", ""))
+    if match is None:
+        return None  # several ranges, another unit, or malformed: ignored (RFC 9110 allows it)
+    first, last = match.groups()
+    if not first and not last:
+        return None
+    if not first:
+        suffix = int(last)
+        if suffix == 0:
+            raise Unsatisfiable
+        if size == 0:
+            return None
+        return ByteRange(max(0, size - suffix), size)
+    start = int(first)
+    if last and int(last) < start:
+        return None  # invalid range-spec: ignored
+    if start >= size:
+        raise Unsatisfiable
+    stop = size if not last else min(int(last) + 1, size)
+    return ByteRange(start, stop)
+
+
+def served_content_type(stored: str) -> str:
+    """The media type sent: the stored one unless a browser could run or render it as a document."""
+    media = stored.split(";", 1)[0].strip().lower()
+    if media in ACTIVE_TYPES or media.endswith("+xml") or (media.startswith("text/") and media != "text/plain"):
+        return "application/octet-stream"
+    return media or "application/octet-stream"
+
+
+def safe_filename(name: str) -> str:
+    return "".join(ch for ch in name if ch.isprintable()).strip() or "download"
+
+
+def _base_headers(response: HttpResponse, blob: Blob) -> None:
+    response["Content-Type"] = served_content_type(blob.content_type)
+    response["Content-Disposition"] = content_disposition_header(True, safe_filename(blob.name))
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    response["Accept-Ranges"] = "bytes"
+    response["ETag"] = blob.etag
+    response["Last-Modified"] = http_date(blob.completed_at.timestamp()) if blob.completed_at else ""
+    response["Cache-Control"] = "private, no-cache"
+
+
+def _last_modified(blob: Blob) -> int:
+    return int(blob.completed_at.timestamp()) if blob.completed_at else 0
+
+
+def _etag_matches(header: str, etag: str) -> bool:
+    if header.strip() == "*":
+        return True
+    tags = [t.strip().removeprefix("W/") for t in header.split(",")]
+    return etag in tags
+
+
+def _not_modified(request: HttpRequest, blob: Blob) -> bool:
+    if_none_match = request.META.get("HTTP_IF_NONE_MATCH")
+    if if_none_match is not None:
+        return _etag_matches(if_none_match, blob.etag)
+    since = parse_http_date_safe(request.META.get("HTTP_IF_MODIFIED_SINCE", ""))
+    return since is not None and _last_modified(blob) <= since
+
+
+def _range_applies(request: HttpRequest, blob: Blob) -> bool:
+    if_range = request.META.get("HTTP_IF_RANGE")
+    if if_range is None:
+        return True
+    if if_range.strip().startswith(('"', "W/")):
+        return if_range.strip() == blob.etag  # strong comparison only
+    date = parse_http_date_safe(if_range)
+    return date is not None and date == _last_modified(blob)
+
+
+def blob_response(request: HttpRequest, blob: Blob) -> HttpResponse:
+    """The GET or HEAD answer for ``blob``: 200, 206, 304 or 416, streaming decrypted bytes for GET."""
+    check_not_sealed(blob.tenant)
+    size = blob.size
+    if _not_modified(request, blob):
+        response = HttpResponse(status=304)
+        _base_headers(response, blob)
+        return response
+    byte_range: ByteRange | None = None
+    header = request.META.get("HTTP_RANGE")
+    if header and _range_applies(request, blob):
+        try:
+            byte_range = parse_range(header, size)
+        except Unsatisfiable:
+            raise RangeNotSatisfiable(
+                f"The range {header!r} names no byte of this {size}-byte file.",
+                headers={"Content-Range": f"bytes */{size}", "Accept-Ranges": "bytes"},
+            ) from None
+    start, stop = (byte_range.start, byte_range.stop) if byte_range else (0, size)
+    if request.method == "HEAD":
+        response = HttpResponse(status=206 if byte_range else 200)
+    else:
+        response = StreamingHttpResponse(_open_stream(blob, start, stop), status=206 if byte_range else 200)
+        _record_download(request, blob, header if byte_range else "")
+    _base_headers(response, blob)
+    response["Content-Length"] = str(stop - start)
+    if byte_range:
+        response["Content-Range"] = byte_range.header(size)
+    return response
+
+
+@sensitive_variables("dek")
+def _open_stream(blob: Blob, start: int, stop: int) -> Iterator[bytes]:
+    """Open the key and the object now (errors become proper answers), then yield ~1 MiB pieces lazily."""
+    try:
+        dek = keyring.open_data_key(blob.tenant, blob.pk)
+    except (keyring.KeyUnavailable, ProviderError) as exc:
+        raise from_key_error(exc) from exc
+    stored = envelope.ciphertext_size(blob.size)
+    try:
+        source: Any = open_ranged(blob.storage_key, stored)
+    except FileNotFoundError as exc:
+        logger.error("blobs: object of blob %s is missing", blob.pk)
+        raise CorruptBlob("This file's stored bytes are missing.") from exc
+    except Exception as exc:
+        raise StorageUnavailable("The file store is not reachable; try again shortly.") from exc
+    try:
+        reader = envelope.RandomAccessReader(dek, envelope.blob_context(blob.tenant_id, blob.pk), source, stored)
+    except (EnvelopeError, ValueError) as exc:
+        source.close()
+        logger.error("blobs: blob %s does not authenticate", blob.pk)
+        raise CorruptBlob("This file's stored bytes failed authentication and are not served.") from exc
+    return _stream(reader, source, start, stop, blob)
+
+
+def _stream(reader: envelope.RandomAccessReader, source: Any, start: int, stop: int, blob: Blob) -> Iterator[bytes]:
+    try:
+        yield from reader.iter_range(start, stop)
+    except EnvelopeError:
+        # Headers are gone already: cutting the connection short is the only honest signal left.
+        logger.error("blobs: blob %s failed authentication while streaming", blob.pk)
+        raise
+    finally:
+        source.close()
+
+
+def _record_download(request: HttpRequest, blob: Blob, byte_range: str) -> None:
+    if not settings.AUDIT_BLOB_DOWNLOADS:
+        return
+    with transaction.atomic():
+        record(
+            blob.tenant,
+            EventType.BLOB_DOWNLOADED,
+            actor=request.user,
+            payload=payloads.blob_downloaded(blob_id=str(blob.pk), name=blob.name, byte_range=byte_range),
+            request=request,
+        )

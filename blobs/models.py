@@ -1,0 +1,135 @@
+"""Blobs (tenants' files) and the API tokens programs use to reach them.
+
+A ``Blob`` row describes one encrypted object in the ``blobs`` storage. Its primary key is also the blob id
+bound into the ciphertext's context and into its wrapped data key (``encryption.DataKey.blob_id``), and its
+storage key is derived from the tenant id and that id only, never from a name a user chose.
+
+Only ``ready`` blobs exist for users: an ``uploading`` row is a reservation that the upload either flips to
+``ready`` in one short transaction or deletes (with its object and data key); the sweeper removes the ones a
+crash left behind.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Self
+
+from django.conf import settings
+from django.db import models
+
+from encryption.models import DataKey
+from tenants.models import Tenant
+from tenants.querysets import TenantScopedQuerySet
+
+
+class BlobStatus(models.TextChoices):
+    UPLOADING = "uploading", "Uploading"
+    READY = "ready", "Ready"
+
+
+class BlobQuerySet(TenantScopedQuerySet):
+    def ready(self) -> Self:
+        """What users see: finished uploads only."""
+        return self.filter(status=BlobStatus.READY)
+
+    def visible_in(self, tenant: Tenant) -> Self:
+        """The one door for pages and the API: this tenant's finished blobs."""
+        return self.for_tenant(tenant).ready()
+
+
+def storage_key_for(tenant_id: int, blob_id: uuid.UUID) -> str:
+    """Where a blob's ciphertext lives in the ``blobs`` storage: tenant and blob id only."""
+    return f"tenants/{tenant_id}/{blob_id.hex}.kdrb"
+
+
+class Blob(models.Model):
+    """One encrypted file of a tenant. ``size`` is the plaintext size (the declared size while uploading)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="blobs")
+    name = models.CharField(max_length=255)
+    content_type = models.CharField(max_length=255, default="application/octet-stream")
+    size = models.BigIntegerField(default=0)
+    status = models.CharField(max_length=16, choices=BlobStatus.choices, default=BlobStatus.UPLOADING)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # Copied so the uploader stays known after their account is gone.
+    created_by_email = models.CharField(max_length=254, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    storage_key = models.CharField(max_length=255, unique=True)
+    format_version = models.PositiveSmallIntegerField()
+    data_key = models.OneToOneField(DataKey, on_delete=models.PROTECT, related_name="blob")
+
+    objects = BlobQuerySet.as_manager()
+
+    class Meta:
+        db_table = "blobs"
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["tenant", "status", "-created_at", "-id"], name="blobs_tenant_recent"),
+            models.Index(fields=["tenant", "status", "name"], name="blobs_tenant_name"),
+            models.Index(fields=["status", "created_at"], name="blobs_status_created"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(status__in=[s.value for s in BlobStatus]), name="blob_status_valid"
+            ),
+            models.CheckConstraint(condition=models.Q(size__gte=0), name="blob_size_not_negative"),
+            models.CheckConstraint(
+                condition=models.Q(status="uploading") | models.Q(completed_at__isnull=False),
+                name="blob_ready_has_completed_at",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.pk})"
+
+    @property
+    def is_ready(self) -> bool:
+        return self.status == BlobStatus.READY
+
+    @property
+    def etag(self) -> str:
+        """Strong validator: a blob's bytes never change, so its id names its content."""
+        return f'"{self.pk.hex}"'
+
+    def owned_by(self, user: Any) -> bool:
+        return self.created_by_id is not None and self.created_by_id == getattr(user, "pk", None)
+
+
+class ApiTokenQuerySet(TenantScopedQuerySet):
+    def active(self) -> Self:
+        return self.filter(revoked_at__isnull=True)
+
+
+class ApiToken(models.Model):
+    """A program's credential for one user in one tenant. Only the SHA-256 of the secret is stored.
+
+    What it may do is the user's *current* role in the tenant, read on every request: a demoted member's
+    token is demoted with them, and a removed member's token stops working.
+    """
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="api_tokens")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100)
+    # The first characters of the secret ("kdr_" and 6 more): enough to recognise a token in a list.
+    prefix = models.CharField(max_length=16)
+    token_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ApiTokenQuerySet.as_manager()
+
+    class Meta:
+        db_table = "blob_api_tokens"
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None

@@ -1,0 +1,178 @@
+"""Pages of the blobs app: list, upload, detail, download, delete. API tokens are in ``token_views``.
+
+Each view reads "load, check access, act, redirect". Blobs are loaded only through
+``Blob.objects.visible_in(request.tenant)``, so another tenant's blob, or an unfinished upload, is a 404.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+from uuid import UUID
+
+from django.conf import settings
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
+from django.views.decorators.http import require_GET, require_http_methods
+
+from tenants.access import TenantRequest, tenant_required
+from tenants.models import Role
+
+from . import downloads, services, uploads
+from .errors import BlobError, check_not_sealed
+from .forms import SORT_LABELS, BlobListForm
+from .models import Blob
+from .upload_handler import EncryptingUploadHandler, parse_multipart
+
+UPLOADERS = (Role.OWNER, Role.ADMIN, Role.MEMBER)
+
+
+def error_page(request: HttpRequest, exc: BlobError) -> HttpResponse:
+    response = render(request, "blobs/error.html", {"error": exc}, status=exc.status)
+    for name, value in exc.headers.items():
+        response[name] = value
+    return response
+
+
+def _blob(request: TenantRequest, pk: UUID) -> Blob:
+    return get_object_or_404(Blob.objects.visible_in(request.tenant).select_related("tenant"), pk=pk)
+
+
+def _sort_links(form: BlobListForm) -> list[dict[str, Any]]:
+    current = form.sort_key()
+    links = []
+    for key, label in SORT_LABELS.items():
+        state = "ascending" if current == key else "descending" if current == f"-{key}" else ""
+        target = f"-{key}" if current == key else key
+        params = {"sort": target, **({"q": form.query()} if form.query() else {})}
+        links.append({"key": key, "label": label, "state": state, "url": "?" + urlencode(params)})
+    return links
+
+
+@require_GET
+@tenant_required()
+def blob_list(request: TenantRequest) -> HttpResponse:
+    form = BlobListForm(request.GET)
+    blobs = Blob.objects.visible_in(request.tenant)
+    if form.query():
+        blobs = blobs.filter(name__icontains=form.query())
+    paginator = Paginator(blobs.order_by(*form.ordering()), settings.BLOB_PAGE_SIZE)
+    page = paginator.get_page(request.GET.get("page"))
+    rows = [{"blob": b, "can_delete": services.can_delete(request.membership, b)} for b in page.object_list]
+    keep = {k: v for k, v in (("q", form.query()), ("sort", form.sort_key())) if v and v != "-created"}
+    ctx = {
+        "form": form,
+        "page": page,
+        "rows": rows,
+        "sort_links": _sort_links(form),
+        "page_query": urlencode(keep),
+        "can_upload": request.membership.role_enum in UPLOADERS,
+        "usage": uploads.tenant_usage(request.tenant),
+        "quota": settings.BLOB_TENANT_QUOTA,
+    }
+    return render(request, "blobs/list.html", ctx)
+
+
+@csrf_exempt  # CSRF is checked below, after the upload handlers are in place (Django's documented way)
+@require_http_methods(["GET", "POST"])
+@tenant_required(*UPLOADERS)
+def upload(request: TenantRequest) -> HttpResponse:
+    if request.method == "GET":
+        ctx = {"max_size": settings.BLOB_MAX_SIZE, "limits": uploads.limits_for(request.tenant)}
+        return render(request, "blobs/upload.html", ctx)
+    try:
+        check_not_sealed(request.tenant)
+    except BlobError as exc:
+        return _upload_error(request, exc)
+    if request.content_type == "multipart/form-data":
+        return _form_upload(request)
+    if request.content_type == "application/x-www-form-urlencoded":
+        return _upload_error(request, BlobError("Send the file as the request body or as multipart."))
+    return csrf_protect(_raw_upload)(request)
+
+
+def _upload_error(request: HttpRequest, exc: BlobError) -> HttpResponse:
+    if request.content_type == "multipart/form-data":
+        return error_page(request, exc)
+    response = JsonResponse({"error": {"code": exc.code, "message": exc.message}}, status=exc.status)
+    for name, value in exc.headers.items():
+        response[name] = value
+    return response
+
+
+def _raw_upload(request: TenantRequest) -> HttpResponse:
+    """The page's script sends each file as a raw body: ``POST /blobs/upload?name=...&type=...``."""
+    try:
+        blob = uploads.receive_raw(
+            request, request.tenant, request.user, request.GET.get("name", ""), request.GET.get("type")
+        )
+    except BlobError as exc:
+        return _upload_error(request, exc)
+    body = {"id": str(blob.pk), "name": blob.name, "size": blob.size, "url": reverse("blobs:detail", args=[blob.pk])}
+    return JsonResponse(body, status=201)
+
+
+def _form_upload(request: TenantRequest) -> HttpResponse:
+    """Without JavaScript the form posts multipart: encrypted as it arrives, then CSRF is checked."""
+    handler = EncryptingUploadHandler(request.tenant, request.user)
+    try:
+        post, _files = parse_multipart(request, handler)
+    except BlobError as exc:
+        return error_page(request, exc)
+    request.POST = post  # the CSRF check reads the token from here; the body is consumed
+
+    def finish(request: TenantRequest) -> HttpResponse:
+        if not handler.uploads:
+            return error_page(request, BlobError("Choose at least one file to upload."))
+        try:
+            names = [upload.finish(request=request).name for upload in handler.uploads]
+        except BlobError as exc:
+            return error_page(request, exc)
+        messages.success(request, f"Uploaded {', '.join(names)}.")
+        return redirect("blobs:list")
+
+    try:
+        return csrf_protect(finish)(request)
+    finally:
+        handler.abort_all()  # no-op for finished uploads; throws away the rest (e.g. CSRF refused)
+
+
+@require_GET
+@tenant_required()
+def detail(request: TenantRequest, pk: UUID) -> HttpResponse:
+    blob = get_object_or_404(
+        Blob.objects.visible_in(request.tenant).select_related("data_key__tkv__kek"), pk=pk
+    )
+    ctx = {"blob": blob, "tkv": blob.data_key.tkv, "kek": blob.data_key.tkv.kek}
+    ctx["can_delete"] = services.can_delete(request.membership, blob)
+    return render(request, "blobs/detail.html", ctx)
+
+
+@require_http_methods(["GET", "HEAD"])
+@tenant_required()
+def download(request: TenantRequest, pk: UUID) -> HttpResponse:
+    blob = _blob(request, pk)
+    try:
+        return downloads.blob_response(request, blob)
+    except BlobError as exc:
+        return error_page(request, exc)
+
+
+@require_http_methods(["GET", "POST"])
+@tenant_required(*UPLOADERS)
+def delete(request: TenantRequest, pk: UUID) -> HttpResponse:
+    blob = _blob(request, pk)
+    if not services.can_delete(request.membership, blob):
+        return render(request, "403.html", status=403)
+    if request.method == "GET":
+        return render(request, "blobs/delete.html", {"blob": blob})
+    try:
+        services.delete_blob(blob, actor=request.user, request=request)
+    except BlobError as exc:
+        return error_page(request, exc)
+    messages.success(request, f"Deleted {blob.name}.")
+    return redirect("blobs:list")
