@@ -201,6 +201,10 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("CELERY_VISIBIL
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE_FILENAME = str(DEV_STATE_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
+    "reverify-active-keys": {
+        "task": "encryption.tasks.reverify_active_keys",
+        "schedule": env.float("KODORI_REVERIFY_INTERVAL_SECONDS", default=300.0),
+    },
     "beat-heartbeat": {
         "task": "kodori.tasks.record_heartbeat",
         "schedule": env.float("HEARTBEAT_INTERVAL_SECONDS", default=60.0),
