@@ -33,11 +33,13 @@ from dataclasses import dataclass
 from typing import Literal
 
 __all__ = [
+    "AZURE_LOGIN_HOSTS",
     "AwsKeyArn",
     "AwsRoleArn",
     "AzureKeyUrl",
     "GcpCryptoKey",
     "InvalidKeyIdentifier",
+    "aws_dns_suffix",
     "check_aws_role_for_key",
     "endpoint_host_for",
     "login_host_for",
@@ -254,7 +256,7 @@ _AZURE_SUFFIXES: dict[str, tuple[AzureCloud, bool]] = {
     "managedhsm.usgovcloudapi.net": ("usgov", True),
 }
 _RETIRED_AZURE_SUFFIXES = ("vault.microsoftazure.de", "managedhsm.microsoftazure.de")
-_LOGIN_HOSTS: dict[AzureCloud, str] = {
+AZURE_LOGIN_HOSTS: dict[AzureCloud, str] = {
     "public": "login.microsoftonline.com",
     "china": "login.chinacloudapi.cn",
     "usgov": "login.microsoftonline.us",
@@ -390,7 +392,7 @@ def parse_azure_directory_id(value: object) -> str:
 
 def login_host_for(key: AzureKeyUrl) -> str:
     """The Entra ID sign-in host Kodori uses for the federated credential in the key's cloud."""
-    return _LOGIN_HOSTS[key.cloud]
+    return AZURE_LOGIN_HOSTS[key.cloud]
 
 
 # --- GCP ----------------------------------------------------------------------------------------------------
@@ -463,7 +465,7 @@ def parse_gcp_crypto_key(value: object) -> GcpCryptoKey:
 def endpoint_host_for(identifier: AwsKeyArn | AzureKeyUrl | GcpCryptoKey) -> str:
     """The only host Kodori contacts in production to use this key (emulators come from settings only)."""
     if isinstance(identifier, AwsKeyArn):
-        return f"kms.{identifier.region}.{_PARTITIONS[identifier.partition].dns_suffix}"
+        return f"kms.{identifier.region}.{aws_dns_suffix(identifier.partition)}"
     if isinstance(identifier, AzureKeyUrl):
         return identifier.host
     if isinstance(identifier, GcpCryptoKey):
@@ -473,4 +475,9 @@ def endpoint_host_for(identifier: AwsKeyArn | AzureKeyUrl | GcpCryptoKey) -> str
 
 def sts_host_for(key: AwsKeyArn) -> str:
     """The regional STS host Kodori calls to assume the tenant's role for this key."""
-    return f"sts.{key.region}.{_PARTITIONS[key.partition].dns_suffix}"
+    return f"sts.{key.region}.{aws_dns_suffix(key.partition)}"
+
+
+def aws_dns_suffix(partition: str) -> str:
+    """The domain of a partition's regional endpoints (``amazonaws.com``, ``amazonaws.com.cn`` ...)."""
+    return _PARTITIONS[partition].dns_suffix
