@@ -17,6 +17,8 @@ PRODUCTION_ENV = {
     "SECRET_KEY": "p" * 20 + "roduction-secret-key-with-plenty-of-entropy-0123456789",
     "AUTH_SECRET": "a-long-random-auth-secret-for-key-derivation-0123456789",
     "ALLOWED_HOSTS": "kodori.example.com",
+    # A fixed test key (never used anywhere else): 32 raw bytes, base64.
+    "AUDIT_SIGNING_KEY": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
 }
 
 
@@ -40,7 +42,8 @@ def test_production_settings_pass_check_deploy() -> None:
 
 
 @pytest.mark.parametrize(
-    "missing", ["DATABASE_URL", "REDIS_URL", "SECRET_KEY", "AUTH_SECRET", "ALLOWED_HOSTS"]
+    "missing",
+    ["DATABASE_URL", "REDIS_URL", "SECRET_KEY", "AUTH_SECRET", "ALLOWED_HOSTS", "AUDIT_SIGNING_KEY"],
 )
 def test_production_refuses_to_start_without(missing: str) -> None:
     env = {k: v for k, v in PRODUCTION_ENV.items() if k != missing}
