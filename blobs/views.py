@@ -163,9 +163,9 @@ def download(request: TenantRequest, pk: UUID) -> HttpResponse:
 
 
 @require_http_methods(["GET", "POST"])
-@tenant_required(*UPLOADERS)
+@tenant_required()
 def delete(request: TenantRequest, pk: UUID) -> HttpResponse:
-    blob = _blob(request, pk)
+    blob = _blob(request, pk)  # first: another tenant's blob is 404 for every role, never 403
     if not services.can_delete(request.membership, blob):
         return render(request, "403.html", status=403)
     if request.method == "GET":
