@@ -315,12 +315,21 @@ _REDACTED = "[REDACTED]"
 _PEM_BLOCK = re.compile(
     r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----.*?(?:-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----|\Z)", re.S
 )
+# name = value, name: "value", 'name': 'value', \"name\": \"value\" (JSON inside JSON): a quoted value is
+# redacted up to its closing quote, so a password with spaces goes entirely.
 _ASSIGNED_SECRET = re.compile(
-    r"(?i)(\b(?:aws_)?(?:secret_access_key|secret_key|session_token|security_token|access_key_id|"
-    r"client_?secret|private_key_id|private_key|password|passwd|api_?key|secret|token)\b[\"']?\s*[:=]\s*"
-    r"[\"']?)(?!\[REDACTED)([^\s\"',;&}]+)"
+    r"(?i)(\b(?:aws_)?(?:secret_access_key|secret_key|session_token|security_token|access_?key(?:_?id)?|"
+    r"client_?secret|private_key_id|private_key|password|passwd|passphrase|api_?key|secret|token)\b"
+    r"(?:\\?[\"'])?\s*[:=]\s*)(?![\\\"']*\[REDACTED)"
+    r"(\\\"(?:[^\"\\]|\\[^\"])*(?:\\\")?|\"(?:[^\"\\]|\\.)*\"?|'(?:[^'\\]|\\.)*'?|[^\s\"',;&}\\]+)"
 )
 _BEARER = re.compile(r"(?i)(\bbearer\s+)[A-Za-z0-9._~+/=-]+")
+
+
+def _redact_assigned(match: re.Match[str]) -> str:
+    value = match.group(2)
+    quote = '\\"' if value.startswith('\\"') else value[0] if value[0] in "\"'" else ""
+    return f"{match.group(1)}{quote}{_REDACTED}{quote}"
 
 
 def _redact_bare_secret(match: re.Match[str]) -> str:
@@ -330,7 +339,7 @@ def _redact_bare_secret(match: re.Match[str]) -> str:
 def redact_static_credentials(text: str) -> str:
     """``text`` with every credential shape replaced by ``[REDACTED]`` (names of fields are kept)."""
     text = _PEM_BLOCK.sub(_REDACTED, text)
-    text = _ASSIGNED_SECRET.sub(lambda m: m.group(1) + _REDACTED, text)
+    text = _ASSIGNED_SECRET.sub(_redact_assigned, text)
     text = _BEARER.sub(lambda m: m.group(1) + _REDACTED, text)
     for pattern, _kind in _TEXT_SHAPES:
         if pattern is not _GCP_SERVICE_ACCOUNT_TEXT and pattern is not _PRIVATE_KEY:
