@@ -7,7 +7,8 @@ truncation) and signatures by keys Kodori trusts.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import hashlib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,11 +20,14 @@ from django.utils import timezone
 from tenants.models import Tenant
 
 from . import signing
-from .encoding import event_hash, format_time
+from .encoding import format_time
 from .models import AuditEvent, ChainVerification, Checkpoint
-from .verify_bundle import GENESIS_HASH, Break, ChainVerifier
+from .verify_bundle import ENCODING_VERSION, GENESIS_HASH, HASHED_FIELDS, Break, ChainVerifier
 
 BATCH = 10_000
+# _checkable spells the hashed body out for speed; this keeps it honest if a field is ever added.
+assert set(HASHED_FIELDS) == {"seq", "tenant", "type", "created_at", "actor_id", "actor_name", "actor_email",
+                              "request_id", "ip", "payload"}  # fmt: skip
 
 
 def event_record(event: AuditEvent) -> dict[str, Any]:
@@ -44,26 +48,37 @@ def event_record(event: AuditEvent) -> dict[str, Any]:
     }
 
 
+# PostgreSQL formats the timestamp exactly as ``encoding.format_time`` does: parsing it into a datetime and
+# formatting it again would cost more than everything else a verification does per event.
 _SELECT = (
-    "SELECT seq, type, created_at, actor_id, actor_name, actor_email, request_id, ip, payload::text, "
-    "prev_hash, hash FROM audit_auditevent WHERE tenant_id = %s AND seq > %s AND seq <= %s "
-    "ORDER BY seq LIMIT %s"
+    "SELECT seq, type, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), "
+    "actor_id, actor_name, actor_email, request_id, ip, payload::text, prev_hash, hash FROM audit_auditevent "
+    "WHERE tenant_id = %s AND seq > %s AND seq <= %s ORDER BY seq LIMIT %s"
 )
 
 
-def iter_records(tenant_id: int, after: int = 0, upto: int | None = None) -> Iterator[dict[str, Any]]:
-    """Events ``after < seq <= upto`` in order, as chain records, without loading them all at once."""
+def _rows(tenant_id: int, after: int, upto: int | None) -> Iterator[list[tuple[Any, ...]]]:
+    """Batches of raw event rows ``after < seq <= upto``, in order (keyset batches: no server-side cursor)."""
     limit = upto if upto is not None else 2**62
     while True:
         with connection.cursor() as cursor:
             cursor.execute(_SELECT, [tenant_id, after, limit, BATCH])
             rows = cursor.fetchall()
+        yield rows
+        if len(rows) < BATCH:
+            return
+        after = rows[-1][0]
+
+
+def iter_records(tenant_id: int, after: int = 0, upto: int | None = None) -> Iterator[dict[str, Any]]:
+    """Events ``after < seq <= upto`` in order, as chain records, without loading them all at once."""
+    for rows in _rows(tenant_id, after, upto):
         for seq, type_, created, actor_id, name, email, request_id, ip, payload, prev, hash_ in rows:
             yield {
                 "seq": seq,
                 "tenant": tenant_id,
                 "type": type_,
-                "created_at": format_time(created),
+                "created_at": created,
                 "actor_id": actor_id,
                 "actor_name": name,
                 "actor_email": email,
@@ -73,9 +88,29 @@ def iter_records(tenant_id: int, after: int = 0, upto: int | None = None) -> Ite
                 "prev_hash": prev,
                 "hash": hash_,
             }
-        if len(rows) < BATCH:
-            return
-        after = rows[-1][0]
+
+
+def _checkable(tenant_id: int, after: int, upto: int | None) -> Iterator[dict[str, Any]]:
+    """What ``ChainVerifier`` needs per event, with the hash already computed straight from the row.
+
+    The same body as ``encoding.event_hash`` builds, without the intermediate record: verification is
+    dominated by per-event overhead, and this halves it.
+    """
+    dumps, loads, sha256, fromhex = orjson.dumps, orjson.loads, hashlib.sha256, bytes.fromhex
+    sort = orjson.OPT_SORT_KEYS
+    for rows in _rows(tenant_id, after, upto):
+        for seq, type_, created, actor_id, name, email, request_id, ip, payload, prev, hash_ in rows:
+            body = {
+                "actor_email": email, "actor_id": actor_id, "actor_name": name, "created_at": created,
+                "ip": ip, "payload": loads(payload), "request_id": request_id, "seq": seq,
+                "tenant": tenant_id, "type": type_, "v": ENCODING_VERSION,
+            }  # fmt: skip
+            computed = sha256(fromhex(prev) + dumps(body, option=sort)).hexdigest()
+            yield {"seq": seq, "tenant": tenant_id, "prev_hash": prev, "hash": hash_, "computed": computed}
+
+
+def _precomputed(event: Mapping[str, Any]) -> str:
+    return str(event["computed"])
 
 
 def head(tenant: Tenant) -> AuditEvent | None:
@@ -164,11 +199,11 @@ def verify(tenant: Tenant, *, full: bool = False, limit: int | None = None) -> C
         prev_hash=start_hash,
         next_seq=start_seq + 1,
         expected_hashes={cp.seq: cp.hash for cp in checkpoints if cp.seq > start_seq},
-        hash_event=event_hash,
+        hash_event=_precomputed,
     )
     if broken is None:
         upto = head_seq if limit is None else min(head_seq, start_seq + limit)
-        broken = verifier.run(iter_records(tenant.pk, start_seq, upto))
+        broken = verifier.run(_checkable(tenant.pk, start_seq, upto))
         if broken is None and verifier.last_seq < upto:
             broken = Break(verifier.last_seq + 1, f"event #{verifier.last_seq + 1} is missing")
     unchecked = [cp.pk for cp in checkpoints if cp.seq > verifier.last_seq]

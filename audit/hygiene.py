@@ -45,7 +45,14 @@ def key_id_suffix(key_id: str) -> str:
 
 def redact_key_ids(text: str) -> str:
     """``text`` with every full key identifier replaced by ``…`` and its suffix."""
-    return FULL_KEY_ID.sub(lambda m: "…" + key_id_suffix(m.group(0)), text)
+    return FULL_KEY_ID.sub(_suffix_of_match, text)
+
+
+def _suffix_of_match(match: re.Match[str]) -> str:
+    # Sentence punctuation after an identifier is not part of it: "…denied on <arn>."
+    found = match.group(0)
+    core = found.rstrip(".:!?")
+    return "…" + key_id_suffix(core) + found[len(core) :]
 
 
 def contains_full_key_id(text: str) -> bool:

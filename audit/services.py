@@ -5,7 +5,8 @@ serialized by a PostgreSQL transaction-level advisory lock on the tenant, held u
 rolls back, so the event and the action it describes stand or fall together and two writers never see the
 same head: no forks, no gaps, sequence numbers 1..n. The unique (tenant, seq) constraint backs this up
 should the lock ever be bypassed. Appends need READ COMMITTED (Django's default): each statement after the
-lock sees the previous holder's commit.
+lock sees the previous holder's commit. Lock, head read and insert are one call of the ``audit_append``
+database function, so no client round trip happens while the lock is held, until the caller commits.
 """
 
 from __future__ import annotations
@@ -24,21 +25,25 @@ from django.utils import timezone
 from tenants.models import Tenant
 
 from . import chain, signing
-from .encoding import canonical_json, event_hash, format_time
+from .encoding import body_pieces, canonical_json, event_hash, format_time
 from .hygiene import check_payload, key_id_suffix, redact_key_ids
 from .models import AuditEvent, Checkpoint, CheckpointReason, EventType
-from .verify_bundle import GENESIS_HASH
 
 __all__ = ["key_id_suffix", "record", "sign_checkpoint", "sign_checkpoints", "verify_chains"]
 
 logger = logging.getLogger(__name__)
 
-# First key of the two-integer advisory lock: "KDAU". The two-key and one-key lock spaces do not overlap.
+# One round trip: lock the tenant's chain (advisory lock "KDAU", tenant), read its head, insert, return the
+# event (audit/migrations/0003_append_function.py). The two-key and one-key lock spaces do not overlap.
 LOCK_NAMESPACE = 0x4B444155
-_LOCK_SQL = "SELECT pg_advisory_xact_lock(%s::int4, %s::int4)"
-_HEAD_SQL = (
-    "SELECT seq, hash, created_at FROM audit_auditevent WHERE tenant_id = %s ORDER BY seq DESC LIMIT 1"
+_APPEND_SQL = (
+    "SELECT * FROM audit_append(%s::bigint, %s::text, %s::timestamptz, %s::bigint, %s::text, %s::text, "
+    "%s::text, %s::text, %s::text, %s::bytea, %s::bytea, %s::bytea)"
 )
+
+
+class ChainIntegrityError(RuntimeError):
+    """The database computed a different hash than Kodori's definition: nothing is recorded."""
 
 
 def record(
@@ -63,29 +68,38 @@ def record(
     payload = orjson.loads(canonical_json(payload))
     actor_id, actor_name, actor_email = _actor_fields(actor)
     request_id, ip = _request_fields(request)
-    with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute(_LOCK_SQL, [LOCK_NAMESPACE, tenant.pk % 2**31])
-            cursor.execute(_HEAD_SQL, [tenant.pk])
-            last = cursor.fetchone()
-        seq, prev_hash = (last[0] + 1, last[1]) if last else (1, GENESIS_HASH)
-        # Never earlier than the previous event, so time order is sequence order even if clocks disagree.
-        created_at = max(timezone.now(), last[2]) if last else timezone.now()
-        event = AuditEvent(
-            tenant=tenant,
-            seq=seq,
-            type=kind.value,
-            created_at=created_at,
-            actor_id=actor_id,
-            actor_name=actor_name,
-            actor_email=actor_email,
-            request_id=request_id,
-            ip=ip,
-            payload=payload,
-            prev_hash=prev_hash,
-        )
-        event.hash = event_hash(chain.event_record(event))
-        event.save()
+    pieces = body_pieces(
+        tenant=tenant.pk, type_=kind.value, actor_id=actor_id, actor_name=actor_name, actor_email=actor_email,
+        request_id=request_id, ip=ip, payload=payload,
+    )  # fmt: skip
+    params = [tenant.pk, kind.value, timezone.now(), actor_id, actor_name, actor_email, request_id, ip,
+              canonical_json(payload).decode(), *pieces]  # fmt: skip
+    # Inside the caller's transaction the lock is held until they commit. Outside one (autocommit) the call is
+    # its own transaction: lock, insert and commit all happen in the server, with no client round trip
+    # while the lock is held, which is what lets concurrent writers of one tenant keep up.
+    with connection.cursor() as cursor:
+        cursor.execute(_APPEND_SQL, params)
+        event_id, seq, created_at, prev_hash, hash_ = cursor.fetchone()
+    event = AuditEvent(
+        id=event_id,
+        tenant=tenant,
+        seq=seq,
+        type=kind.value,
+        created_at=created_at,
+        actor_id=actor_id,
+        actor_name=actor_name,
+        actor_email=actor_email,
+        request_id=request_id,
+        ip=ip,
+        payload=payload,
+        prev_hash=prev_hash,
+        hash=hash_,
+    )
+    event._state.adding, event._state.db = False, connection.alias
+    # The database hashed the pieces; the definition is Python's. In a transaction, raising here rolls the
+    # action back; in autocommit the event stands and every verification reports it as broken.
+    if event_hash(chain.event_record(event)) != hash_:
+        raise ChainIntegrityError(f"audit_append and Python disagree on the hash of event #{seq}")
     return event
 
 
