@@ -360,7 +360,7 @@ class RedactStaticCredentialsFilter(logging.Filter):
         except (TypeError, ValueError):
             message = str(record.msg)  # a broken format string: still never let its pieces through unredacted
         redacted = redact_static_credentials(message)
-        if redacted != message or record.args:
+        if redacted != message:  # otherwise leave msg and args alone: tools group records by the template
             record.msg, record.args = redacted, None
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
