@@ -248,12 +248,20 @@ SUPPORT_EMAIL = env.str("SUPPORT_EMAIL", default="support@kodori.example")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"request_id": {"()": "kodori.middleware.RequestIdLogFilter"}},
+    "filters": {
+        "request_id": {"()": "kodori.middleware.RequestIdLogFilter"},
+        # A second line of defence: access keys, client secrets, private keys never reach a log line.
+        "redact_credentials": {"()": "encryption.credentials.RedactStaticCredentialsFilter"},
+    },
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["request_id"]},
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["request_id", "redact_credentials"],
+        },
     },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
