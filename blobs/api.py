@@ -22,7 +22,7 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db.models import Q
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -44,7 +44,7 @@ from .upload_handler import EncryptingUploadHandler, parse_multipart
 
 UPLOADERS = (Role.OWNER, Role.ADMIN, Role.MEMBER)
 OPENAPI_PATH = Path(__file__).with_name("openapi.json")
-ApiView = Callable[..., HttpResponse]
+ApiView = Callable[..., HttpResponseBase]
 
 
 def error_response(request: HttpRequest, exc: BlobError) -> HttpResponse:
@@ -64,7 +64,7 @@ def api_view(*methods: str) -> Callable[[ApiView], ApiView]:
     def decorator(view: ApiView) -> ApiView:
         @csrf_exempt
         @wraps(view)
-        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
             try:
                 if request.method not in methods:
                     raise MethodNotAllowed(
@@ -83,10 +83,14 @@ def api_view(*methods: str) -> Callable[[ApiView], ApiView]:
 def _authenticate(request: HttpRequest) -> None:
     scheme, _, secret = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
-        raise Unauthorized("Send an API token: Authorization: Bearer kdr_... (create one on the API tokens page).")
+        raise Unauthorized(
+            "Send an API token: Authorization: Bearer kdr_... (create one on the API tokens page)."
+        )
     identity = services.authenticate_token(secret.strip())
     if identity is None:
-        raise Unauthorized("This API token is not valid: it is unknown, revoked, or its user left the tenant.")
+        raise Unauthorized(
+            "This API token is not valid: it is unknown, revoked, or its user left the tenant."
+        )
     request.user = identity.membership.user
     request.membership = identity.membership  # type: ignore[attr-defined]
     request.tenant = identity.membership.tenant  # type: ignore[attr-defined]
@@ -95,7 +99,9 @@ def _authenticate(request: HttpRequest) -> None:
 
 def _require(request: TenantRequest, roles: tuple[Role, ...]) -> None:
     if request.membership.role_enum not in roles:
-        raise Forbidden(f"A {request.membership.role_enum.label.lower()} cannot do this in {request.tenant.name}.")
+        raise Forbidden(
+            f"A {request.membership.role_enum.label.lower()} cannot do this in {request.tenant.name}."
+        )
 
 
 def _load(request: TenantRequest, blob_id: str) -> Blob:
@@ -198,7 +204,7 @@ def _upload(request: TenantRequest) -> HttpResponse:
 
 
 @api_view("GET", "HEAD", "DELETE")
-def blob(request: TenantRequest, blob_id: str) -> HttpResponse:
+def blob(request: TenantRequest, blob_id: str) -> HttpResponseBase:
     found = _load(request, blob_id)
     if request.method == "DELETE":
         _require(request, UPLOADERS)

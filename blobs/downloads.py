@@ -27,7 +27,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.utils.http import content_disposition_header, http_date, parse_http_date_safe
 from django.views.decorators.debug import sensitive_variables
 
@@ -103,7 +103,11 @@ def parse_range(header: str, size: int) -> ByteRange | None:
 def served_content_type(stored: str) -> str:
     """The media type sent: the stored one unless a browser could run or render it as a document."""
     media = stored.split(";", 1)[0].strip().lower()
-    if media in ACTIVE_TYPES or media.endswith("+xml") or (media.startswith("text/") and media != "text/plain"):
+    if (
+        media in ACTIVE_TYPES
+        or media.endswith("+xml")
+        or (media.startswith("text/") and media != "text/plain")
+    ):
         return "application/octet-stream"
     return media or "application/octet-stream"
 
@@ -112,9 +116,11 @@ def safe_filename(name: str) -> str:
     return "".join(ch for ch in name if ch.isprintable()).strip() or "download"
 
 
-def _base_headers(response: HttpResponse, blob: Blob) -> None:
+def _base_headers(response: HttpResponseBase, blob: Blob) -> None:
     response["Content-Type"] = served_content_type(blob.content_type)
-    response["Content-Disposition"] = content_disposition_header(True, safe_filename(blob.name))
+    response["Content-Disposition"] = (
+        content_disposition_header(True, safe_filename(blob.name)) or "attachment"
+    )
     response["X-Content-Type-Options"] = "nosniff"
     response["Content-Security-Policy"] = "default-src 'none'; sandbox"
     response["Accept-Ranges"] = "bytes"
@@ -152,14 +158,14 @@ def _range_applies(request: HttpRequest, blob: Blob) -> bool:
     return date is not None and date == _last_modified(blob)
 
 
-def blob_response(request: HttpRequest, blob: Blob) -> HttpResponse:
+def blob_response(request: HttpRequest, blob: Blob) -> HttpResponseBase:
     """The GET or HEAD answer for ``blob``: 200, 206, 304 or 416, streaming decrypted bytes for GET."""
     check_not_sealed(blob.tenant)
     size = blob.size
     if _not_modified(request, blob):
-        response = HttpResponse(status=304)
-        _base_headers(response, blob)
-        return response
+        not_modified = HttpResponse(status=304)
+        _base_headers(not_modified, blob)
+        return not_modified
     byte_range: ByteRange | None = None
     header = request.META.get("HTTP_RANGE")
     if header and _range_applies(request, blob):
@@ -171,11 +177,12 @@ def blob_response(request: HttpRequest, blob: Blob) -> HttpResponse:
                 headers={"Content-Range": f"bytes */{size}", "Accept-Ranges": "bytes"},
             ) from None
     start, stop = (byte_range.start, byte_range.stop) if byte_range else (0, size)
+    response: HttpResponseBase
     if request.method == "HEAD":
         response = HttpResponse(status=206 if byte_range else 200)
     else:
         response = StreamingHttpResponse(_open_stream(blob, start, stop), status=206 if byte_range else 200)
-        _record_download(request, blob, header if byte_range else "")
+        _record_download(request, blob, (header or "") if byte_range else "")
     _base_headers(response, blob)
     response["Content-Length"] = str(stop - start)
     if byte_range:
@@ -199,7 +206,9 @@ def _open_stream(blob: Blob, start: int, stop: int) -> Iterator[bytes]:
     except Exception as exc:
         raise StorageUnavailable("The file store is not reachable; try again shortly.") from exc
     try:
-        reader = envelope.RandomAccessReader(dek, envelope.blob_context(blob.tenant_id, blob.pk), source, stored)
+        reader = envelope.RandomAccessReader(
+            dek, envelope.blob_context(blob.tenant_id, blob.pk), source, stored
+        )
     except (EnvelopeError, ValueError) as exc:
         source.close()
         logger.error("blobs: blob %s does not authenticate", blob.pk)
@@ -207,7 +216,9 @@ def _open_stream(blob: Blob, start: int, stop: int) -> Iterator[bytes]:
     return _stream(reader, source, start, stop, blob)
 
 
-def _stream(reader: envelope.RandomAccessReader, source: Any, start: int, stop: int, blob: Blob) -> Iterator[bytes]:
+def _stream(
+    reader: envelope.RandomAccessReader, source: Any, start: int, stop: int, blob: Blob
+) -> Iterator[bytes]:
     try:
         yield from reader.iter_range(start, stop)
     except EnvelopeError:

@@ -32,7 +32,7 @@ from .storage import delete_object
 
 logger = logging.getLogger(__name__)
 
-TOKEN_PREFIX = "kdr_"
+TOKEN_PREFIX = "kdr_"  # noqa: S105  # recognisable by secret scanners, not a secret itself
 # How often last_used_at is written at most: a busy token must not turn every request into a write.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 

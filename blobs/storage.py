@@ -2,8 +2,8 @@
 
 Two backends are supported and tested: ``BlobFileSystemStorage`` (the default, under ``MEDIA_ROOT``) and
 django-storages' ``S3Storage`` for any S3-compatible service. Ciphertext is written with
-``storage.open(key, "wb")`` in pieces, so neither backend ever holds a whole blob, and no plaintext ever reaches
-either (encryption happens before the first write).
+``storage.open(key, "wb")`` in pieces, so neither backend ever holds a whole blob, and no plaintext
+ever reaches either (encryption happens before the first write).
 
 Reads need random access for HTTP Range. A filesystem file seeks natively; an ``S3File`` opened for reading
 would download the whole object into a temporary file on first read, so ``open_ranged`` reads S3 objects with
@@ -36,7 +36,7 @@ class BlobFileSystemStorage(FileSystemStorage):
 
     def _open(self, name: str, mode: str = "rb") -> File[Any]:
         if not any(flag in mode for flag in "wax+"):
-            return super()._open(name, mode)
+            return super()._open(name, mode)  # type: ignore[misc]  # missing from django-stubs
         path = Path(self.path(name))
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
@@ -102,7 +102,7 @@ def open_ranged(key: str, size: int) -> IO[bytes] | S3RangeReader:
     if obj is not None and hasattr(obj, "get"):
         # django-storages' S3File: keep its object handle, never let it download the whole object.
         return S3RangeReader(obj, size)
-    return handle  # type: ignore[return-value]
+    return handle
 
 
 def delete_object(key: str) -> None:

@@ -9,5 +9,5 @@ from . import services
 
 @shared_task(name="blobs.tasks.sweep_stale_uploads")
 def sweep_stale_uploads() -> int:
-    """Remove uploads a crash left ``uploading`` (older than ``BLOB_STALE_UPLOAD_SECONDS``) and their objects."""
+    """Remove uploads a crash left ``uploading`` (older than ``BLOB_STALE_UPLOAD_SECONDS``), objects too."""
     return services.sweep_stale_uploads()

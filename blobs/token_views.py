@@ -24,7 +24,12 @@ def _tokens_page(
     tokens = ApiToken.objects.for_tenant(request.tenant).select_related("user").order_by("-created_at")
     if not request.membership.role_enum.manages_tenant:
         tokens = tokens.filter(user=request.user)
-    ctx = {"form": form, "tokens": tokens, "secret": secret, "api_base": request.build_absolute_uri("/api/v1")}
+    ctx = {
+        "form": form,
+        "tokens": tokens,
+        "secret": secret,
+        "api_base": request.build_absolute_uri("/api/v1"),
+    }
     response = render(request, "blobs/tokens.html", ctx, status=status)
     if secret:
         # The one response that holds the secret must not be kept by any cache.
@@ -55,5 +60,7 @@ def token_revoke(request: TenantRequest, pk: int) -> HttpResponse:
     if request.method == "GET":
         return render(request, "blobs/token_revoke.html", {"token": token})
     if services.revoke_token(token, actor=request.user, request=request):
-        messages.success(request, f"Revoked the token “{token.name}”. Programs using it are refused from now on.")
+        messages.success(
+            request, f"Revoked the token “{token.name}”. Programs using it are refused from now on."
+        )
     return redirect("blobs:tokens")

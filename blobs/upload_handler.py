@@ -10,7 +10,7 @@ Content-Length is noticed (the parser alone would treat the cut-off part as comp
 from __future__ import annotations
 
 import io
-from typing import Any
+from typing import IO, Any, cast
 
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
@@ -93,7 +93,7 @@ def parse_multipart(
         raise limits_for(handler.tenant).refuse(length)
     reader = _CountingReader(request)
     try:
-        parser = MultiPartParser(request.META, reader, [handler], request.encoding)
+        parser = MultiPartParser(request.META, cast(IO[bytes], reader), [handler], request.encoding)
         post, files = parser.parse()
         if reader.count < length:
             raise IncompleteUpload(

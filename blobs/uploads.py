@@ -56,8 +56,8 @@ logger = logging.getLogger(__name__)
 
 # Plaintext read from a request body per step: large enough that per-call overhead vanishes next to AES-GCM.
 READ_SIZE = 1024 * 1024
-_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
-_MEDIA_TYPE = re.compile(rf"^{_TOKEN}/{_TOKEN}$")
+_TCHAR = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"  # an RFC 9110 token
+_MEDIA_TYPE = re.compile(rf"^{_TCHAR}/{_TCHAR}$")
 MAX_NAME = 255
 
 
@@ -127,7 +127,7 @@ def limits_for(tenant: Tenant) -> Limits:
 
 
 class Upload:
-    """One blob being written. Not thread-safe; use ``begin``, then ``write``, then ``finish`` or ``abort``."""
+    """One blob being written. Not thread-safe: ``begin``, then ``write``, then ``finish`` or ``abort``."""
 
     def __init__(self, blob: Blob, encryptor: envelope.Encryptor, sink: IO[bytes], limits: Limits) -> None:
         self.blob = blob
@@ -278,9 +278,7 @@ def declared_length(request: HttpRequest) -> int:
     return length
 
 
-def receive_raw(
-    request: HttpRequest, tenant: Tenant, user: Any, name: str, content_type: str | None
-) -> Blob:
+def receive_raw(request: HttpRequest, tenant: Tenant, user: Any, name: str, content_type: str | None) -> Blob:
     """Stream a raw request body into a new blob: read ~1 MiB at a time straight into the encryptor."""
     length = declared_length(request)
     upload = Upload.begin(tenant, user, name, content_type, declared_size=length)

@@ -1,4 +1,4 @@
-"""URLs of the blobs app (mounted at the site root): pages under /blobs and /api-tokens, the API under /api/v1."""
+"""URLs of the blobs app (mounted at the root): pages under /blobs and /api-tokens, the API under /api/v1."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ Each view reads "load, check access, act, redirect". Blobs are loaded only throu
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlencode
 from uuid import UUID
 
@@ -112,7 +112,12 @@ def _raw_upload(request: TenantRequest) -> HttpResponse:
         )
     except BlobError as exc:
         return _upload_error(request, exc)
-    body = {"id": str(blob.pk), "name": blob.name, "size": blob.size, "url": reverse("blobs:detail", args=[blob.pk])}
+    body = {
+        "id": str(blob.pk),
+        "name": blob.name,
+        "size": blob.size,
+        "url": reverse("blobs:detail", args=[blob.pk]),
+    }
     return JsonResponse(body, status=201)
 
 
@@ -123,7 +128,7 @@ def _form_upload(request: TenantRequest) -> HttpResponse:
         post, _files = parse_multipart(request, handler)
     except BlobError as exc:
         return error_page(request, exc)
-    request.POST = post  # the CSRF check reads the token from here; the body is consumed
+    request.POST = post  # type: ignore[assignment]  # the CSRF check reads the token from here; the body is consumed
 
     def finish(request: TenantRequest) -> HttpResponse:
         if not handler.uploads:
@@ -157,7 +162,8 @@ def detail(request: TenantRequest, pk: UUID) -> HttpResponse:
 def download(request: TenantRequest, pk: UUID) -> HttpResponse:
     blob = _blob(request, pk)
     try:
-        return downloads.blob_response(request, blob)
+        # A StreamingHttpResponse; tenant_required's typing names HttpResponse for every view.
+        return cast(HttpResponse, downloads.blob_response(request, blob))
     except BlobError as exc:
         return error_page(request, exc)
 

@@ -62,7 +62,11 @@ ROUTES = [
         kwargs=_member_blob,
         headers={"HTTP_RANGE": "bytes=0-1"},
     ),
-    Route("blobs:delete", expect(403, anonymous=302, owner=200, admin=200, member=200, outsider=404), kwargs=_member_blob),
+    Route(
+        "blobs:delete",
+        expect(403, anonymous=302, owner=200, admin=200, member=200, outsider=404),
+        kwargs=_member_blob,
+    ),
     # A member deletes only their own blobs.
     Route("blobs:delete", expect(403, anonymous=302, owner=200, admin=200, outsider=404), kwargs=_owner_blob),
     Route(
@@ -102,7 +106,12 @@ TOKEN_ROUTES = [
         data=_a_file,
     ),
     Route("blobs:api_blob", API_ACME_OBJECT, kwargs=_api_blob),
-    Route("blobs:api_blob", expect(206, anonymous=401, staff=401, outsider=404), kwargs=_api_blob, headers={"HTTP_RANGE": "bytes=1-2"}),
+    Route(
+        "blobs:api_blob",
+        expect(206, anonymous=401, staff=401, outsider=404),
+        kwargs=_api_blob,
+        headers={"HTTP_RANGE": "bytes=1-2"},
+    ),
     Route("blobs:api_blob", API_ACME_OBJECT, method="HEAD", kwargs=_api_blob),
     Route(
         "blobs:api_blob",

@@ -1,4 +1,4 @@
-"""Helpers for the blobs tests: make blobs and tokens through the real services, talk HTTP to a live server."""
+"""Helpers for the blobs tests: blobs and tokens made by the real services, HTTP to a live server."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ from blobs.uploads import Upload
 from tenants.models import Membership, Tenant
 
 
-def make_blob(user: Any, data: bytes = b"hello, world\n", name: str = "hello.txt", tenant: Tenant | None = None) -> Blob:
+def make_blob(
+    user: Any, data: bytes = b"hello, world\n", name: str = "hello.txt", tenant: Tenant | None = None
+) -> Blob:
     """A ready blob uploaded by ``user`` (in their first tenant unless ``tenant`` is given)."""
     if tenant is None:
         tenant = Membership.objects.filter(user=user).select_related("tenant").first().tenant  # type: ignore[union-attr]
@@ -36,7 +38,7 @@ def make_token(user: Any, tenant: Tenant | None = None) -> str:
     return secret
 
 
-def bearer(secret: str) -> dict[str, str]:
+def bearer(secret: str) -> dict[str, Any]:
     return {"HTTP_AUTHORIZATION": f"Bearer {secret}"}
 
 
@@ -62,7 +64,13 @@ class LiveApi:
     def connection(self) -> http.client.HTTPConnection:
         return http.client.HTTPConnection(self.host, self.port, timeout=120, blocksize=1 << 20)
 
-    def upload(self, name: str, body: Iterable[bytes] | bytes, size: int, content_type: str = "application/octet-stream") -> tuple[int, dict[str, Any]]:
+    def upload(
+        self,
+        name: str,
+        body: Iterable[bytes] | bytes,
+        size: int,
+        content_type: str = "application/octet-stream",
+    ) -> tuple[int, dict[str, Any]]:
         import json
 
         conn = self.connection()
@@ -79,9 +87,15 @@ class LiveApi:
         finally:
             conn.close()
 
-    def download(self, blob_id: str, headers: dict[str, str] | None = None, method: str = "GET") -> tuple[int, dict[str, str], Iterator[bytes]]:
+    def download(
+        self, blob_id: str, headers: dict[str, str] | None = None, method: str = "GET"
+    ) -> tuple[int, dict[str, str], Iterator[bytes]]:
         conn = self.connection()
-        conn.request(method, f"/api/v1/blobs/{blob_id}", headers={"Authorization": f"Bearer {self.secret}", **(headers or {})})
+        conn.request(
+            method,
+            f"/api/v1/blobs/{blob_id}",
+            headers={"Authorization": f"Bearer {self.secret}", **(headers or {})},
+        )
         response = conn.getresponse()
 
         def chunks() -> Iterator[bytes]:

@@ -14,8 +14,24 @@ from tests.blobs.support import bearer, make_token
 
 
 @pytest.fixture
-def world(tenant: Any, other_tenant: Any, owner: Any, admin: Any, member: Any, viewer: Any, outsider: Any, staff: Any) -> World:
-    users = {"owner": owner, "admin": admin, "member": member, "viewer": viewer, "outsider": outsider, "staff": staff}
+def world(
+    tenant: Any,
+    other_tenant: Any,
+    owner: Any,
+    admin: Any,
+    member: Any,
+    viewer: Any,
+    outsider: Any,
+    staff: Any,
+) -> World:
+    users = {
+        "owner": owner,
+        "admin": admin,
+        "member": member,
+        "viewer": viewer,
+        "outsider": outsider,
+        "staff": staff,
+    }
     return World(tenant=tenant, other_tenant=other_tenant, users=users)
 
 
@@ -33,7 +49,9 @@ def _request(route: Route, world: World, role: str, client: Client) -> Any:
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("role", ROLES)
-@pytest.mark.parametrize("route", TOKEN_ROUTES, ids=lambda r: f"{r.method}-{r.name}-{'-'.join(r.headers.values())}")
+@pytest.mark.parametrize(
+    "route", TOKEN_ROUTES, ids=lambda r: f"{r.method}-{r.name}-{'-'.join(r.headers.values())}"
+)
 def test_role_gets_expected_status_with_its_token(route: Route, role: str, world: World) -> None:
     # CSRF is enforced as in production: the API must not need it, because it takes no cookies.
     response = _request(route, world, role, Client(enforce_csrf_checks=True))

@@ -1,4 +1,4 @@
-"""In Chromium: upload through the page (progress bars, several files, drag and drop), download byte-identical."""
+"""In Chromium: upload through the page (progress, several files, drag and drop), download byte-identical."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 RECORD_PROGRESS = """
 window.progressSeen = [];
 new MutationObserver((records) => {
-  for (const r of records) if (r.target.tagName === 'PROGRESS') window.progressSeen.push(Number(r.target.value));
+  for (const r of records)
+    if (r.target.tagName === 'PROGRESS') window.progressSeen.push(Number(r.target.value));
 }).observe(document.body, {subtree: true, attributes: true, attributeFilter: ['value']});
 """
 
@@ -33,7 +34,9 @@ DROP_TWO_FILES = """
 """
 
 
-def test_a_member_uploads_with_progress_and_downloads_the_same_bytes(live_server: Any, page: Any, member: Any, tmp_path: Path) -> None:
+def test_a_member_uploads_with_progress_and_downloads_the_same_bytes(
+    live_server: Any, page: Any, member: Any, tmp_path: Path
+) -> None:
     base = live_server.url
     data = os.urandom(6 * 1024 * 1024 + 123)
     sign_in(page, base, "member@acme.test")
@@ -56,7 +59,11 @@ def test_a_member_uploads_with_progress_and_downloads_the_same_bytes(live_server
     page.evaluate(DROP_TWO_FILES, ["first dropped file", "second dropped file"])
     page.get_by_role("link", name="Uploaded dropped-a.txt").wait_for()
     page.get_by_role("link", name="Uploaded dropped-b.txt").wait_for()
-    assert sorted(Blob.objects.values_list("name", flat=True)) == ["dropped-a.txt", "dropped-b.txt", "photo.raw"]
+    assert sorted(Blob.objects.values_list("name", flat=True)) == [
+        "dropped-a.txt",
+        "dropped-b.txt",
+        "photo.raw",
+    ]
 
     page.get_by_role("link", name="Uploaded photo.raw").click()
     page.get_by_role("heading", name="photo.raw").wait_for()
@@ -74,7 +81,9 @@ def test_a_refused_upload_shows_the_reason(live_server: Any, page: Any, member: 
     settings.BLOB_MAX_SIZE = 1000
     sign_in(page, live_server.url, "member@acme.test")
     page.goto(f"{live_server.url}/blobs/upload")
-    page.get_by_label("Choose files").set_input_files([{"name": "big.bin", "mimeType": "application/octet-stream", "buffer": b"x" * 5000}])
+    page.get_by_label("Choose files").set_input_files(
+        [{"name": "big.bin", "mimeType": "application/octet-stream", "buffer": b"x" * 5000}]
+    )
     page.get_by_role("button", name="Upload").click()
     page.get_by_text("files may be at most 1000 bytes").first.wait_for()
     assert not Blob.objects.exists()

@@ -31,7 +31,9 @@ def foreign_blob(outsider: Any) -> Blob:
 
 @pytest.mark.parametrize(("method", "name"), PAGES)
 @pytest.mark.parametrize("role", ["owner", "admin", "member", "viewer"])
-def test_pages_answer_404_for_another_tenants_blob(as_user: Any, foreign_blob: Blob, request: Any, role: str, method: str, name: str) -> None:
+def test_pages_answer_404_for_another_tenants_blob(
+    as_user: Any, foreign_blob: Blob, request: Any, role: str, method: str, name: str
+) -> None:
     user = request.getfixturevalue(role)
     response = getattr(as_user(user), method)(reverse(name, args=[foreign_blob.pk]))
     assert response.status_code == 404
@@ -40,16 +42,22 @@ def test_pages_answer_404_for_another_tenants_blob(as_user: Any, foreign_blob: B
 
 @pytest.mark.parametrize(("method", "headers"), API)
 @pytest.mark.parametrize("role", ["owner", "admin", "member", "viewer"])
-def test_the_api_answers_404_for_another_tenants_blob(foreign_blob: Blob, request: Any, role: str, method: str, headers: dict[str, str]) -> None:
+def test_the_api_answers_404_for_another_tenants_blob(
+    foreign_blob: Blob, request: Any, role: str, method: str, headers: dict[str, str]
+) -> None:
     token = make_token(request.getfixturevalue(role))
-    response = getattr(Client(), method)(reverse("blobs:api_blob", args=[foreign_blob.pk]), **bearer(token), **headers)
+    response = getattr(Client(), method)(
+        reverse("blobs:api_blob", args=[foreign_blob.pk]), **bearer(token), **headers
+    )
     assert response.status_code == 404
     if method != "head":
         assert response.json() == {"error": {"code": "not_found", "message": "No such blob."}}
     assert Blob.objects.filter(pk=foreign_blob.pk).exists()
 
 
-def test_another_tenants_blob_looks_exactly_like_one_that_never_existed(owner: Any, foreign_blob: Blob) -> None:
+def test_another_tenants_blob_looks_exactly_like_one_that_never_existed(
+    owner: Any, foreign_blob: Blob
+) -> None:
     import uuid
 
     token = make_token(owner)
@@ -61,7 +69,9 @@ def test_another_tenants_blob_looks_exactly_like_one_that_never_existed(owner: A
     assert theirs.content == nobodys.content == garbage.content
 
 
-def test_lists_and_searches_never_show_another_tenants_blobs(as_user: Any, owner: Any, foreign_blob: Blob) -> None:
+def test_lists_and_searches_never_show_another_tenants_blobs(
+    as_user: Any, owner: Any, foreign_blob: Blob
+) -> None:
     make_blob(owner, b"ours", name="acme.txt")
     page = as_user(owner).get(reverse("blobs:list"), {"q": "txt"})
     assert b"acme.txt" in page.content and b"globex.txt" not in page.content

@@ -19,7 +19,9 @@ pytestmark = pytest.mark.django_db
 
 def _raw(client: Client, secret: str, body: bytes, **extra: Any) -> Any:
     url = reverse("blobs:api_blobs") + "?name=big.bin"
-    return client.generic("POST", url, body, content_type="application/octet-stream", **bearer(secret), **extra)
+    return client.generic(
+        "POST", url, body, content_type="application/octet-stream", **bearer(secret), **extra
+    )
 
 
 def _nothing_left(blob_root: Path, keep: int = 0) -> None:
@@ -28,7 +30,9 @@ def _nothing_left(blob_root: Path, keep: int = 0) -> None:
     assert len(stored_files(blob_root)) == keep
 
 
-def test_it_refuses_a_blob_over_the_maximum_size_up_front(settings: Any, member: Any, blob_root: Path) -> None:
+def test_it_refuses_a_blob_over_the_maximum_size_up_front(
+    settings: Any, member: Any, blob_root: Path
+) -> None:
     settings.BLOB_MAX_SIZE = 1000
     response = _raw(Client(), make_token(member), b"x" * 1001)
     assert response.status_code == 413
@@ -55,7 +59,9 @@ def test_it_refuses_past_the_tenant_quota(settings: Any, member: Any, blob_root:
     assert _raw(Client(), make_token(member), b"x" * 1000).status_code == 201
 
 
-def test_a_multipart_file_over_the_limit_is_stopped_while_it_streams(settings: Any, member: Any, blob_root: Path) -> None:
+def test_a_multipart_file_over_the_limit_is_stopped_while_it_streams(
+    settings: Any, member: Any, blob_root: Path
+) -> None:
     # The multipart body's length only bounds the file's size, so the limit bites while the bytes arrive.
     settings.BLOB_MAX_SIZE = 100_000
     upload = SimpleUploadedFile("big.bin", b"z" * 150_000)
@@ -65,7 +71,9 @@ def test_a_multipart_file_over_the_limit_is_stopped_while_it_streams(settings: A
     _nothing_left(blob_root)
 
 
-def test_a_multipart_body_far_over_the_limit_is_refused_before_reading(settings: Any, member: Any, blob_root: Path, monkeypatch: Any) -> None:
+def test_a_multipart_body_far_over_the_limit_is_refused_before_reading(
+    settings: Any, member: Any, blob_root: Path, monkeypatch: Any
+) -> None:
     from blobs import uploads
 
     settings.BLOB_MAX_SIZE = 10
@@ -78,7 +86,9 @@ def test_a_multipart_body_far_over_the_limit_is_refused_before_reading(settings:
     assert began == []
 
 
-def test_the_upload_page_refuses_over_the_limit_with_a_message(settings: Any, as_user: Any, member: Any, blob_root: Path) -> None:
+def test_the_upload_page_refuses_over_the_limit_with_a_message(
+    settings: Any, as_user: Any, member: Any, blob_root: Path
+) -> None:
     settings.BLOB_MAX_SIZE = 10
     url = reverse("blobs:upload") + "?name=a.bin"
     raw = as_user(member).generic("POST", url, b"x" * 11, content_type="application/octet-stream")
@@ -92,7 +102,11 @@ def test_the_upload_page_refuses_over_the_limit_with_a_message(settings: Any, as
 
 def test_a_raw_upload_needs_a_content_length(member: Any) -> None:
     response = Client().generic(
-        "POST", reverse("blobs:api_blobs") + "?name=a", b"", content_type="application/octet-stream",
-        HTTP_TRANSFER_ENCODING="chunked", **bearer(make_token(member)),
+        "POST",
+        reverse("blobs:api_blobs") + "?name=a",
+        b"",
+        content_type="application/octet-stream",
+        HTTP_TRANSFER_ENCODING="chunked",
+        **bearer(make_token(member)),
     )
     assert response.status_code == 411

@@ -1,4 +1,4 @@
-"""Round trips through a live server over real HTTP with an API token: 0 bytes to 100 MiB, hashed on both ends."""
+"""Round trips through a live server over real HTTP with an API token, 0 B to 100 MiB, hashed both ends."""
 
 from __future__ import annotations
 

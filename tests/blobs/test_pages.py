@@ -1,4 +1,4 @@
-"""The blobs pages: list (search, sort, pages), upload, detail, download headers, delete with its audit event."""
+"""The blobs pages: list (search, sort, pages), upload, detail, download headers, delete (audited)."""
 
 from __future__ import annotations
 
@@ -33,7 +33,10 @@ def test_the_list_searches_sorts_and_pages_in_the_url(as_user: Any, member: Any,
     assert _names(client.get(reverse("blobs:list"), {"sort": "-size"}).content) == ["beta.txt", "gamma.log"]
     assert _names(client.get(reverse("blobs:list"), {"sort": "size"}).content) == ["alpha.txt", "gamma.log"]
     assert _names(client.get(reverse("blobs:list")).content) == ["gamma.log", "alpha.txt"]  # newest first
-    assert _names(client.get(reverse("blobs:list"), {"q": "TXT", "sort": "name"}).content) == ["alpha.txt", "beta.txt"]
+    assert _names(client.get(reverse("blobs:list"), {"q": "TXT", "sort": "name"}).content) == [
+        "alpha.txt",
+        "beta.txt",
+    ]
     page = client.get(reverse("blobs:list"), {"q": "txt", "sort": "name"}).content.decode()
     assert 'aria-sort="ascending"' in page and "sort=-name" in page
     assert client.get(reverse("blobs:list"), {"sort": "evil"}).status_code == 200
@@ -59,7 +62,9 @@ def test_the_upload_form_works_without_javascript(as_user: Any, member: Any, blo
     assert AuditEvent.objects.filter(type="blob.uploaded").count() == 2
 
 
-def test_the_raw_upload_used_by_the_page_needs_the_csrf_header(as_user: Any, member: Any, blob_root: Path) -> None:
+def test_the_raw_upload_used_by_the_page_needs_the_csrf_header(
+    as_user: Any, member: Any, blob_root: Path
+) -> None:
     client = as_user(member, csrf=True)
     client.get(reverse("blobs:upload"))
     url = reverse("blobs:upload") + "?name=hello.txt&type=text/plain"
@@ -67,7 +72,9 @@ def test_the_raw_upload_used_by_the_page_needs_the_csrf_header(as_user: Any, mem
     assert refused.status_code == 403
     assert not Blob.objects.exists() and stored_files(blob_root) == []
     token = client.cookies["csrftoken"].value
-    accepted = client.generic("POST", url, b"hello", content_type="application/octet-stream", HTTP_X_CSRFTOKEN=token)
+    accepted = client.generic(
+        "POST", url, b"hello", content_type="application/octet-stream", HTTP_X_CSRFTOKEN=token
+    )
     assert accepted.status_code == 201
     blob = Blob.objects.get()
     assert (blob.name, blob.content_type, blob.size) == ("hello.txt", "text/plain", 5)
@@ -88,13 +95,30 @@ def test_the_detail_page_names_the_key_that_protects_the_blob(as_user: Any, memb
         ("page.html", "text/html", "application/octet-stream", 'attachment; filename="page.html"'),
         ("logo.svg", "image/svg+xml", "application/octet-stream", 'attachment; filename="logo.svg"'),
         ("notes.txt", "text/plain", "text/plain", 'attachment; filename="notes.txt"'),
-        ("Grüße \"x\".txt", "text/plain", "text/plain", "attachment; filename*=utf-8''Gr%C3%BC%C3%9Fe%20%22x%22.txt"),
-        ('a"b.bin', "application/octet-stream", "application/octet-stream", 'attachment; filename="a\\"b.bin"'),
+        (
+            'Grüße "x".txt',
+            "text/plain",
+            "text/plain",
+            "attachment; filename*=utf-8''Gr%C3%BC%C3%9Fe%20%22x%22.txt",
+        ),
+        (
+            'a"b.bin',
+            "application/octet-stream",
+            "application/octet-stream",
+            'attachment; filename="a\\"b.bin"',
+        ),
         # A Windows path: only the last part is the name.
-        ("C:\\Users\\me\\c.bin", "application/octet-stream", "application/octet-stream", 'attachment; filename="c.bin"'),
+        (
+            "C:\\Users\\me\\c.bin",
+            "application/octet-stream",
+            "application/octet-stream",
+            'attachment; filename="c.bin"',
+        ),
     ],
 )
-def test_downloads_are_safe_attachments(as_user: Any, member: Any, tenant: Any, name: str, stored_type: str, served_type: str, disposition: str) -> None:
+def test_downloads_are_safe_attachments(
+    as_user: Any, member: Any, tenant: Any, name: str, stored_type: str, served_type: str, disposition: str
+) -> None:
     from blobs.uploads import Upload
 
     upload = Upload.begin(tenant, member, name, stored_type, declared_size=4)

@@ -41,7 +41,10 @@ def test_it_parses_single_ranges(header: str, size: int, expected: ByteRange | N
     assert parse_range(header, size) == expected
 
 
-@pytest.mark.parametrize(("header", "size"), [("bytes=10-", 10), ("bytes=10-20", 10), ("bytes=-0", 10), ("bytes=0-", 0), ("bytes=0-0", 0)])
+@pytest.mark.parametrize(
+    ("header", "size"),
+    [("bytes=10-", 10), ("bytes=10-20", 10), ("bytes=-0", 10), ("bytes=0-", 0), ("bytes=0-0", 0)],
+)
 def test_it_refuses_unsatisfiable_ranges(header: str, size: int) -> None:
     with pytest.raises(Unsatisfiable):
         parse_range(header, size)
@@ -53,11 +56,11 @@ def data() -> bytes:
 
 
 @pytest.fixture
-def api(member: Any) -> tuple[Client, dict[str, str]]:
+def api(member: Any) -> tuple[Client, dict[str, Any]]:
     return Client(), bearer(make_token(member))
 
 
-def _get(api: tuple[Client, dict[str, str]], blob_id: Any, **headers: str) -> Any:
+def _get(api: tuple[Client, dict[str, Any]], blob_id: Any, **headers: Any) -> Any:
     client, auth = api
     return client.get(reverse("blobs:api_blob", args=[blob_id]), **auth, **headers)
 
@@ -83,7 +86,9 @@ def _body(response: Any) -> bytes:
         ("bytes=100-999999999", 100, SIZE),  # end clipped
     ],
 )
-def test_it_serves_the_bytes_of_a_range(api: Any, member: Any, data: bytes, header: str, start: int, stop: int) -> None:
+def test_it_serves_the_bytes_of_a_range(
+    api: Any, member: Any, data: bytes, header: str, start: int, stop: int
+) -> None:
     blob = make_blob(member, data, name="data.bin")
     response = _get(api, blob.pk, HTTP_RANGE=header)
     assert response.status_code == 206
@@ -159,7 +164,9 @@ def test_head_gives_the_headers_of_get_without_a_body(api: Any, member: Any, dat
 
 
 @pytest.mark.django_db
-def test_a_range_decrypts_only_the_chunks_it_covers(api: Any, member: Any, data: bytes, monkeypatch: Any) -> None:
+def test_a_range_decrypts_only_the_chunks_it_covers(
+    api: Any, member: Any, data: bytes, monkeypatch: Any
+) -> None:
     from encryption.cobblestone import ChunkCipher
 
     blob = make_blob(member, data)

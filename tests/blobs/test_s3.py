@@ -20,7 +20,11 @@ BUCKET = "kodori-test-blobs"
 @pytest.fixture
 def s3(settings: Any, moto_s3: str) -> Any:
     client = boto3.client(
-        "s3", endpoint_url=moto_s3, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing"
+        "s3",
+        endpoint_url=moto_s3,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
     )
     client.create_bucket(Bucket=BUCKET)
     settings.AWS_S3_FILE_BUFFER_SIZE = 5 * 1024 * 1024  # S3's minimum part size: several parts per test blob
@@ -55,8 +59,14 @@ def test_it_round_trips_through_s3_with_ranges_and_delete(
 ) -> None:
     data = pattern(12 * 1024 * 1024 + 12345)
     auth = bearer(make_token(member))
-    client = Client()
-    created = client.generic("POST", reverse("blobs:api_blobs") + "?name=s3.bin", data, content_type="application/octet-stream", **auth)
+    client: Any = Client()
+    created = client.generic(
+        "POST",
+        reverse("blobs:api_blobs") + "?name=s3.bin",
+        data,
+        content_type="application/octet-stream",
+        **auth,
+    )
     assert created.status_code == 201, created.content
     blob_id = created.json()["id"]
     (key,) = _keys(s3)

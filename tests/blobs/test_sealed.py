@@ -50,7 +50,9 @@ def test_the_api_answers_503_naming_the_cause_and_changes_nothing(sealed: Any, b
         client.get(url, **auth),
         client.get(url, HTTP_RANGE="bytes=0-1", **auth),
         client.delete(url, **auth),
-        client.generic("POST", reverse("blobs:api_blobs") + "?name=n", b"new", content_type="text/plain", **auth),
+        client.generic(
+            "POST", reverse("blobs:api_blobs") + "?name=n", b"new", content_type="text/plain", **auth
+        ),
     ]
     for response in responses:
         assert response.status_code == 503
@@ -62,7 +64,9 @@ def test_the_api_answers_503_naming_the_cause_and_changes_nothing(sealed: Any, b
     assert client.get(reverse("blobs:api_blobs"), **auth).status_code == 200
 
 
-def test_the_pages_answer_503_naming_the_cause_and_change_nothing(sealed: Any, as_user: Any, member: Any, blob_root: Path) -> None:
+def test_the_pages_answer_503_naming_the_cause_and_change_nothing(
+    sealed: Any, as_user: Any, member: Any, blob_root: Path
+) -> None:
     from django.core.files.uploadedfile import SimpleUploadedFile
 
     blob, _token = sealed
@@ -71,7 +75,9 @@ def test_the_pages_answer_503_naming_the_cause_and_change_nothing(sealed: Any, a
     download = client.get(reverse("blobs:download", args=[blob.pk]))
     delete = client.post(reverse("blobs:delete", args=[blob.pk]))
     form = client.post(reverse("blobs:upload"), {"file": SimpleUploadedFile("a.txt", b"a")})
-    raw = client.generic("POST", reverse("blobs:upload") + "?name=a", b"a", content_type="application/octet-stream")
+    raw = client.generic(
+        "POST", reverse("blobs:upload") + "?name=a", b"a", content_type="application/octet-stream"
+    )
     for response in (download, delete, form, raw):
         assert response.status_code == 503
         text = response.content.decode()
@@ -89,7 +95,9 @@ def test_the_pages_answer_503_naming_the_cause_and_change_nothing(sealed: Any, a
         ProviderError(FailureKind.DENIED, "Your Azure key vault denied unwrapKey."),
     ],
 )
-def test_a_key_failure_during_a_download_answers_503_naming_it(member: Any, monkeypatch: Any, failure: Exception) -> None:
+def test_a_key_failure_during_a_download_answers_503_naming_it(
+    member: Any, monkeypatch: Any, failure: Exception
+) -> None:
     blob = make_blob(member)
     token = make_token(member)
 
@@ -104,13 +112,19 @@ def test_a_key_failure_during_a_download_answers_503_naming_it(member: Any, monk
     assert not blob.tenant.is_sealed  # sealing is the encryption app's job, not a download's
 
 
-def test_a_disabled_key_stops_uploads_with_503_and_leaves_nothing(member: Any, tenant: Any, blob_root: Path) -> None:
+def test_a_disabled_key_stops_uploads_with_503_and_leaves_nothing(
+    member: Any, tenant: Any, blob_root: Path
+) -> None:
     make_blob(member)  # provisions the tenant's kodori-managed key
     before = _state(blob_root)
     TenantKey.objects.for_tenant(tenant).update(status=KeyStatus.DISABLED)
     keyring.cache.clear()
     response = Client().generic(
-        "POST", reverse("blobs:api_blobs") + "?name=n", b"new", content_type="text/plain", **bearer(make_token(member))
+        "POST",
+        reverse("blobs:api_blobs") + "?name=n",
+        b"new",
+        content_type="text/plain",
+        **bearer(make_token(member)),
     )
     assert response.status_code == 503
     assert "disabled" in response.json()["error"]["message"]

@@ -68,16 +68,26 @@ def test_a_token_follows_its_users_current_role(owner: Any, member: Any, tenant:
 
 @pytest.mark.parametrize(
     "header",
-    ["", "Bearer", "Bearer ", "Basic a2RyXzpwYXNz", "Bearer kdr_" + "x" * 43, "Bearer not-a-kodori-token", "Token kdr_x"],
+    [
+        "",
+        "Bearer",
+        "Bearer ",
+        "Basic a2RyXzpwYXNz",
+        "Bearer kdr_" + "x" * 43,
+        "Bearer not-a-kodori-token",
+        "Token kdr_x",
+    ],
 )
 def test_malformed_or_unknown_tokens_are_401(member: Any, header: str) -> None:
-    extra = {"HTTP_AUTHORIZATION": header} if header else {}
+    extra: dict[str, Any] = {"HTTP_AUTHORIZATION": header} if header else {}
     response = Client().get(reverse("blobs:api_blobs"), **extra)
     assert response.status_code == 401
     assert response["WWW-Authenticate"] == 'Bearer realm="kodori"'
 
 
-def test_members_see_their_own_tokens_and_admins_see_everyones(as_user: Any, member: Any, viewer: Any, admin: Any) -> None:
+def test_members_see_their_own_tokens_and_admins_see_everyones(
+    as_user: Any, member: Any, viewer: Any, admin: Any
+) -> None:
     make_token(member)
     make_token(viewer)
     mine = as_user(member).get(reverse("blobs:tokens")).content

@@ -97,10 +97,24 @@ def private_tmp(tmp_path: Path, monkeypatch: Any) -> Path:
     return tmp
 
 
-def _send_slowly(live_server: Any, secret: str, head: bytes, pieces: Iterator[bytes], tail: bytes, headers: dict[str, str], length: int) -> bytes:
+def _send_slowly(
+    live_server: Any,
+    secret: str,
+    head: bytes,
+    pieces: Iterator[bytes],
+    tail: bytes,
+    headers: dict[str, str],
+    length: int,
+) -> bytes:
     host, port = live_server.url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=60) as sock:
-        lines = [f"POST /api/v1/blobs?name=secret.bin HTTP/1.1", f"Host: {host}:{port}", f"Authorization: Bearer {secret}", f"Content-Length: {length}", "Connection: close"]
+        lines = [
+            "POST /api/v1/blobs?name=secret.bin HTTP/1.1",
+            f"Host: {host}:{port}",
+            f"Authorization: Bearer {secret}",
+            f"Content-Length: {length}",
+            "Connection: close",
+        ]
         lines += [f"{k}: {v}" for k, v in headers.items()]
         sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + head)
         for piece in pieces:
@@ -114,21 +128,33 @@ def _send_slowly(live_server: Any, secret: str, head: bytes, pieces: Iterator[by
 
 
 @pytest.mark.parametrize("kind", ["raw", "multipart"])
-def test_a_canary_is_never_found_at_rest(live_server: Any, member: Any, blob_root: Path, private_tmp: Path, kind: str) -> None:
+def test_a_canary_is_never_found_at_rest(
+    live_server: Any, member: Any, blob_root: Path, private_tmp: Path, kind: str
+) -> None:
     canary = f"KODORI-CANARY-{secrets.token_hex(16)}".encode()
     size = 6 * MIB  # well past Django's in-memory upload limit: its default handler would use a temp file
     boundary = "kodori-test-boundary"
     if kind == "raw":
         head, tail, headers = b"", b"", {"Content-Type": "application/octet-stream"}
     else:
-        head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"secret.bin\"\r\n"
-                "Content-Type: application/octet-stream\r\n\r\n").encode()
+        head = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="secret.bin"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
         tail = f"\r\n--{boundary}--\r\n".encode()
         headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
     probe = Probe(canary, [private_tmp, blob_root])
     probe.start()
     try:
-        response = _send_slowly(live_server, make_token(member), head, _file_with_canary(canary, size), tail, headers, len(head) + size + len(tail))
+        response = _send_slowly(
+            live_server,
+            make_token(member),
+            head,
+            _file_with_canary(canary, size),
+            tail,
+            headers,
+            len(head) + size + len(tail),
+        )
     finally:
         probe.stop.set()
         probe.join(timeout=60)
@@ -158,10 +184,16 @@ def test_an_aborted_upload_leaves_nothing(live_server: Any, member: Any, blob_ro
     secret = make_token(member)
     host, port = live_server.url.removeprefix("http://").split(":")
     content_type = "application/octet-stream" if kind == "raw" else "multipart/form-data; boundary=b0undary"
-    prefix = b"" if kind == "raw" else b'--b0undary\r\nContent-Disposition: form-data; name="file"; filename="x.bin"\r\n\r\n'
+    prefix = (
+        b""
+        if kind == "raw"
+        else b'--b0undary\r\nContent-Disposition: form-data; name="file"; filename="x.bin"\r\n\r\n'
+    )
     sock = socket.create_connection((host, int(port)), timeout=30)
-    request = (f"POST /api/v1/blobs?name=cut.bin HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {secret}\r\n"
-               f"Content-Type: {content_type}\r\nContent-Length: {16 * MIB}\r\n\r\n").encode()
+    request = (
+        f"POST /api/v1/blobs?name=cut.bin HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {secret}\r\n"
+        f"Content-Type: {content_type}\r\nContent-Length: {16 * MIB}\r\n\r\n"
+    ).encode()
     sock.sendall(request + prefix)
     for _ in range(8):
         sock.sendall(os.urandom(256 * 1024))
@@ -174,15 +206,23 @@ def test_an_aborted_upload_leaves_nothing(live_server: Any, member: Any, blob_ro
     conn.close()
     sock.shutdown(socket.SHUT_RDWR)
     sock.close()
-    assert _wait_until(lambda: not Blob.objects.exists() and not DataKey.objects.exists() and not stored_files(blob_root))
+    assert _wait_until(
+        lambda: not Blob.objects.exists() and not DataKey.objects.exists() and not stored_files(blob_root)
+    )
 
 
-def test_a_body_shorter_than_its_content_length_is_refused(live_server: Any, member: Any, blob_root: Path) -> None:
+def test_a_body_shorter_than_its_content_length_is_refused(
+    live_server: Any, member: Any, blob_root: Path
+) -> None:
     host, port = live_server.url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=30) as sock:
         sock.sendall(
-            (f"POST /api/v1/blobs?name=short.bin HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {make_token(member)}\r\n"
-             "Content-Type: application/octet-stream\r\nContent-Length: 5000\r\n\r\n").encode() + b"x" * 1000
+            (
+                f"POST /api/v1/blobs?name=short.bin HTTP/1.1\r\nHost: {host}\r\n"
+                f"Authorization: Bearer {make_token(member)}\r\n"
+                "Content-Type: application/octet-stream\r\nContent-Length: 5000\r\n\r\n"
+            ).encode()
+            + b"x" * 1000
         )
         sock.shutdown(socket.SHUT_WR)  # the body ends here, 4000 bytes early; we still read the answer
         response = b""
