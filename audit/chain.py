@@ -180,10 +180,10 @@ def verify(tenant: Tenant, *, full: bool = False, limit: int | None = None) -> C
         start_seq, start_hash, cp_after = state.verified_seq, state.verified_hash, state.checkpoint_pk
     checkpoints = list(Checkpoint.objects.for_tenant(tenant).filter(pk__gt=cp_after).order_by("seq"))
     broken = _check_checkpoints(checkpoints, head_seq)
-    if broken is None and start_seq > head_seq:
-        broken = Break(
-            head_seq + 1, f"events after #{head_seq} are missing (#{start_seq} was verified before)"
-        )
+    # A chain shorter than one verified before lost its tail (a weak witness: the cache can be deleted too).
+    known = state.verified_seq if state is not None else 0
+    if broken is None and known > head_seq:
+        broken = Break(head_seq + 1, f"events after #{head_seq} are missing (#{known} was verified before)")
     if broken is None and start_seq > 0:
         anchor = (
             AuditEvent.objects.for_tenant(tenant).filter(seq=start_seq).values_list("hash", flat=True).first()

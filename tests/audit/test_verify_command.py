@@ -199,3 +199,12 @@ def test_the_page_badge_and_the_command_agree(chain_of_8: list[AuditEvent], tena
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM audit_chainverification WHERE broken_seq = 2")
         assert cursor.fetchone()[0] == 1
+
+
+def test_a_tail_cut_below_what_was_verified_before_is_reported(
+    chain_of_8: list[AuditEvent], tenant: Tenant
+) -> None:
+    assert chain.verify(tenant).ok  # what a page view does: verified through #8, no checkpoint yet
+    raw("DELETE FROM audit_auditevent WHERE tenant_id = %s AND seq > 6", [tenant.pk])
+    code, out = run()
+    assert code == 1 and "chain broken at #7: events after #6 are missing (#8 was verified before)" in out
