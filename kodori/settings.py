@@ -241,6 +241,14 @@ KODORI_AZURE_VAULT_ENDPOINT = env.str("KODORI_AZURE_VAULT_ENDPOINT", default="")
 KODORI_AZURE_AUTHORITY_HOST = env.str("KODORI_AZURE_AUTHORITY_HOST", default="")
 KODORI_AZURE_CA_BUNDLE = env.str("KODORI_AZURE_CA_BUNDLE", default="")
 
+# AWS KMS (docs/providers.md): customer keys through sts:AssumeRole into the tenant's role with its
+# ExternalId; Kodori's own identity comes from boto3's default chain (IRSA, instance profile...), never from
+# settings.
+# The operator key (wrap method operator_kms_aws), used with that identity directly.
+KODORI_AWS_OPERATOR_KEY_ARN = env.str("KODORI_AWS_OPERATOR_KEY_ARN", default="")
+# Emulator only (deployment setting, never per tenant): one URL for STS and KMS.
+KODORI_AWS_ENDPOINT_URL = env.str("KODORI_AWS_ENDPOINT_URL", default="")
+
 # --- Tenancy -----------------------------------------------------------------------------------------------
 # The one address support answers, shown to owners who want cloud KMS switched on.
 SUPPORT_EMAIL = env.str("SUPPORT_EMAIL", default="support@kodori.example")

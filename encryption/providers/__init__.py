@@ -32,7 +32,30 @@ def provider_for(key: TenantKey) -> KeyProvider:
                 settings.KODORI_AZURE_OPERATOR_DIRECTORY_ID,
             )
         return AzureKeyProvider(key.key_id, str(key.config.get("directory_id", "")))
+    if method in (WrapMethod.CUSTOMER_KMS_AWS, WrapMethod.OPERATOR_KMS_AWS):
+        from .aws import AwsKeyProvider
+
+        if method == WrapMethod.OPERATOR_KMS_AWS:
+            return AwsKeyProvider(_operator_key(key, "KODORI_AWS_OPERATOR_KEY_ARN"))
+        # Only these three non-secret fields are read from config; credentials there are never used.
+        return AwsKeyProvider(
+            key.key_id,
+            tenant_id=key.tenant_id,
+            role_arn=str(key.config.get("role_arn", "")),
+            external_id=str(key.config.get("external_id", "")),
+            region=str(key.config.get("region", "")),
+        )
     raise ProviderError(
         FailureKind.CONFIGURATION,
         f"{method.label} keys are not available in this deployment yet; the tenant stays on its current key.",
     )
+
+
+def _operator_key(key: TenantKey, setting: str) -> str:
+    """The operator key's identifier: the row's own, or the deployment's from ``setting``."""
+    from django.conf import settings
+
+    identifier = key.key_id or str(getattr(settings, setting))
+    if not identifier:
+        raise ProviderError(FailureKind.CONFIGURATION, f"{setting} is not set in this deployment.")
+    return identifier
