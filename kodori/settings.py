@@ -249,6 +249,26 @@ KODORI_AWS_OPERATOR_KEY_ARN = env.str("KODORI_AWS_OPERATOR_KEY_ARN", default="")
 # Emulator only (deployment setting, never per tenant): one URL for STS and KMS.
 KODORI_AWS_ENDPOINT_URL = env.str("KODORI_AWS_ENDPOINT_URL", default="")
 
+# GCP Cloud KMS (docs/providers.md): Kodori's own workload identity pool (a deployment-level external account;
+# customers grant Kodori's principal or service account on their key). The subject token file holds Kodori's
+# OIDC token (e.g. a projected Kubernetes service account token).
+KODORI_GCP_WIF_AUDIENCE = env.str("KODORI_GCP_WIF_AUDIENCE", default="")
+KODORI_GCP_SUBJECT_TOKEN_FILE = env.str("KODORI_GCP_SUBJECT_TOKEN_FILE", default="")
+# Optional service account the federated principal impersonates (operator keys, and customer keys unless the
+# per-tenant template below is set).
+KODORI_GCP_SERVICE_ACCOUNT = env.str("KODORI_GCP_SERVICE_ACCOUNT", default="")
+# Optional per-tenant service account, e.g. "kodori-t{tenant_id}@kodori-prod.iam.gserviceaccount.com": each
+# customer grants its key to its own account only, so no tenant can use another's key through Kodori.
+KODORI_GCP_TENANT_SERVICE_ACCOUNT = env.str("KODORI_GCP_TENANT_SERVICE_ACCOUNT", default="")
+# The operator key (wrap method operator_kms_gcp): a CryptoKey resource name.
+KODORI_GCP_OPERATOR_KEY = env.str("KODORI_GCP_OPERATOR_KEY", default="")
+# Emulator only (deployment settings, never per tenant): the gRPC endpoint (host:port on loopback), the STS
+# token URL, the IAM Credentials origin for impersonation, and a non-default universe domain.
+KODORI_GCP_KMS_ENDPOINT = env.str("KODORI_GCP_KMS_ENDPOINT", default="")
+KODORI_GCP_STS_URL = env.str("KODORI_GCP_STS_URL", default="")
+KODORI_GCP_IAM_CREDENTIALS_URL = env.str("KODORI_GCP_IAM_CREDENTIALS_URL", default="")
+KODORI_GCP_UNIVERSE_DOMAIN = env.str("KODORI_GCP_UNIVERSE_DOMAIN", default="")
+
 # --- Tenancy -----------------------------------------------------------------------------------------------
 # The one address support answers, shown to owners who want cloud KMS switched on.
 SUPPORT_EMAIL = env.str("SUPPORT_EMAIL", default="support@kodori.example")

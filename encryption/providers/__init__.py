@@ -45,6 +45,12 @@ def provider_for(key: TenantKey) -> KeyProvider:
             external_id=str(key.config.get("external_id", "")),
             region=str(key.config.get("region", "")),
         )
+    if method in (WrapMethod.CUSTOMER_KMS_GCP, WrapMethod.OPERATOR_KMS_GCP):
+        from .gcp import GcpKeyProvider
+
+        if method == WrapMethod.OPERATOR_KMS_GCP:
+            return GcpKeyProvider(_operator_key(key, "KODORI_GCP_OPERATOR_KEY"))
+        return GcpKeyProvider(key.key_id, tenant_id=key.tenant_id)
     raise ProviderError(
         FailureKind.CONFIGURATION,
         f"{method.label} keys are not available in this deployment yet; the tenant stays on its current key.",
