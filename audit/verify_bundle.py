@@ -285,9 +285,6 @@ def _check_signatures(
         return
     for cp in bundle.checkpoints:
         seq, name = cp.get("seq"), cp.get("key_id", "?")
-        if cp.get("tenant") != tenant:
-            report.fail(f"checkpoint #{seq} is for tenant {cp.get('tenant')!r}, not {tenant}")
-            return
         public_key = trusted.get(str(name))
         if public_key is None:
             report.fail(f"checkpoint #{seq} is signed by key {name}, which is not trusted")
@@ -340,6 +337,10 @@ def verify(bundle: Bundle, public_keys: list[str], require_signatures: bool = Fa
         report.fail(
             f"chain broken at #{last}: no signed checkpoint covers the last event (bundle cut short?)"
         )
+        return report
+    strangers = [cp.get("seq") for cp in bundle.checkpoints if cp.get("tenant") != tenant]
+    if strangers:
+        report.fail(f"chain broken at #{strangers[0]}: checkpoint #{strangers[0]} is for another tenant")
         return report
     outside = [cp.get("seq") for cp in bundle.checkpoints if cp.get("seq") not in expected]
     if outside:

@@ -146,7 +146,7 @@ def test_a_bundle_cut_short_is_detected(bundle: Bundle) -> None:
     assert failure is not None and "no signed checkpoint covers the last event" in failure
 
 
-@pytest.mark.parametrize("field", ["hash", "signed_at", "signature", "seq", "key_id"])
+@pytest.mark.parametrize("field", ["hash", "signed_at", "signature", "seq", "key_id", "tenant"])
 def test_an_edited_checkpoint_is_detected(bundle: Bundle, field: str) -> None:
     checkpoints = copy.deepcopy(bundle.checkpoints)
     checkpoints[0][field] = _changed(checkpoints[0][field], random.Random(1))
