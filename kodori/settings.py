@@ -80,6 +80,9 @@ INSTALLED_APPS = [
     "encryption",
     "blobs",
 ]
+if not PRODUCTION:
+    # `manage.py run_emulators`: local cloud KMS emulators, a development and test tool only.
+    INSTALLED_APPS.append("emulators")
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",

@@ -53,7 +53,7 @@ def provider_for(key: TenantKey) -> KeyProvider:
         return GcpKeyProvider(key.key_id, tenant_id=key.tenant_id)
     raise ProviderError(
         FailureKind.CONFIGURATION,
-        f"{method.label} keys are not available in this deployment yet; the tenant stays on its current key.",
+        f"No provider handles wrap method {method.value}; the tenant stays on its current key.",
     )
 
 

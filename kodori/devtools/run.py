@@ -2,7 +2,9 @@
 
 Without ``DATABASE_URL`` / ``REDIS_URL`` in the environment it starts a private PostgreSQL and Redis under
 ``.kodori/`` (see ``servers``); with them, it uses yours. Then it migrates, seeds the demo tenants, and runs
-the web server (gunicorn), a Celery worker and Celery beat until interrupted. Re-running reuses the same data,
+the web server (gunicorn), a Celery worker and Celery beat until interrupted. It also starts the local AWS,
+Azure and GCP KMS emulators (``emulators.dev``) and points Kodori at them, so a key can be registered in each
+cloud without leaving this machine; ``KODORI_EMULATORS=0`` skips them. Re-running reuses the same data,
 ports and secrets, kept in ``.kodori/env``.
 """
 
@@ -15,8 +17,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .servers import PostgresServer, RedisServer, ServerUnavailable, new_password, port_is_free
+
+if TYPE_CHECKING:
+    from emulators.dev import DevEmulators
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 STATE_DIR = Path(os.environ.get("KODORI_STATE_DIR", BASE_DIR / ".kodori"))
@@ -74,6 +80,7 @@ class Runner:
     def __init__(self) -> None:
         self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
         self.servers: list[PostgresServer | RedisServer] = []
+        self.emulators: DevEmulators | None = None
         self.stopping = False
 
     def start_servers(self, state: dict[str, str], env: dict[str, str]) -> None:
@@ -100,6 +107,18 @@ class Runner:
             self.servers.append(rd.start())
             env["REDIS_URL"] = rd.url
 
+    def start_emulators(self, env: dict[str, str]) -> None:
+        if os.environ.get("KODORI_EMULATORS", "1") == "0":
+            print("Cloud KMS emulators skipped (KODORI_EMULATORS=0).")
+            return
+        from emulators.dev import start_all
+
+        print("Starting the local AWS, Azure and GCP KMS emulators ...")
+        self.emulators = start_all(STATE_DIR / "emulators")
+        for line in self.emulators.summary:
+            print(f"  {line}")
+        env.update(self.emulators.env)
+
     def manage(self, env: dict[str, str], *args: str) -> None:
         subprocess.run(
             [sys.executable, str(BASE_DIR / "manage.py"), *args], env=env, check=True, cwd=BASE_DIR
@@ -124,6 +143,8 @@ class Runner:
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 proc.kill()
+        if self.emulators is not None:
+            self.emulators.stop()
         for server in reversed(self.servers):
             server.stop()
         print("Stopped.")
@@ -141,6 +162,7 @@ class Runner:
         try:
             self.start_servers(state, env)
             self._remember_urls(env)
+            self.start_emulators(env)
             self.manage(env, "migrate", "--noinput", "-v", "0")
             self.manage(env, "seed_demo", "--password", state["KODORI_DEMO_PASSWORD"])
             bin_dir = Path(sys.executable).parent
