@@ -8,9 +8,6 @@ from typing import Any
 
 import pytest
 
-# The real-browser fixtures (Debian's Chromium through Playwright) for the upload page test.
-from tests.browser.conftest import browser, page  # noqa: F401
-
 
 @pytest.fixture
 def blob_root(settings: Any, tmp_path: Path) -> Path:

@@ -14,6 +14,18 @@ from tests.browser.test_shell import sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
+
+@pytest.fixture(autouse=True)
+def _private_blob_root(settings: Any, tmp_path: Path) -> None:
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "blobs": {
+            "BACKEND": "blobs.storage.BlobFileSystemStorage",
+            "OPTIONS": {"location": str(tmp_path / "b")},
+        },
+    }
+
+
 RECORD_PROGRESS = """
 window.progressSeen = [];
 new MutationObserver((records) => {
