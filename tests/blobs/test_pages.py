@@ -172,3 +172,13 @@ def test_downloads_are_audited_only_when_switched_on(as_user: Any, member: Any, 
     b"".join(client.get(reverse("blobs:download", args=[blob.pk]), HTTP_RANGE="bytes=0-1").streaming_content)
     event = AuditEvent.objects.get(type="blob.downloaded")
     assert event.payload["range"] == "bytes=0-1"
+
+
+def test_a_form_upload_refused_for_csrf_leaves_nothing(as_user: Any, member: Any, blob_root: Path) -> None:
+    # The body is encrypted as it arrives, before the token in it can be checked; a refusal throws it away.
+    response = as_user(member, csrf=True).post(
+        reverse("blobs:upload"), {"file": SimpleUploadedFile("x.txt", b"x")}
+    )
+    assert response.status_code == 403
+    assert b"CSRF" in response.content
+    assert not Blob.objects.exists() and not DataKey.objects.exists() and stored_files(blob_root) == []

@@ -245,3 +245,11 @@ def test_the_sweeper_removes_uploads_a_crash_left_behind(member: Any, tenant: An
     fresh.abort()
     assert stored_files(blob_root) == []
     assert services.sweep_stale_uploads(older_than=timedelta(hours=1)) == 0
+
+
+def test_beat_runs_the_sweeper(settings: Any) -> None:
+    from blobs.tasks import sweep_stale_uploads
+
+    entry = settings.CELERY_BEAT_SCHEDULE["blobs-sweep-stale-uploads"]
+    assert entry["task"] == sweep_stale_uploads.name
+    assert sweep_stale_uploads.apply().get() == 0
