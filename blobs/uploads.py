@@ -43,6 +43,7 @@ from .errors import (
     BadRequest,
     BlobError,
     IncompleteUpload,
+    LengthRequired,
     QuotaExceeded,
     StorageUnavailable,
     TooLarge,
@@ -312,8 +313,6 @@ def _forget(blob: Blob) -> None:
 
 def declared_length(request: HttpRequest) -> int:
     """The request's Content-Length, required for raw-body uploads (411 without it)."""
-    from .errors import LengthRequired
-
     raw = request.META.get("CONTENT_LENGTH", "")
     if not raw or request.META.get("HTTP_TRANSFER_ENCODING"):
         raise LengthRequired("Send the file with a Content-Length header (chunked bodies are not accepted).")
