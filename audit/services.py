@@ -29,12 +29,20 @@ from .encoding import body_pieces, canonical_json, event_hash, format_time
 from .hygiene import check_payload, key_id_suffix, redact_key_ids
 from .models import AuditEvent, Checkpoint, CheckpointReason, EventType
 
-__all__ = ["key_id_suffix", "record", "sign_checkpoint", "sign_checkpoints", "verify_chains"]
+__all__ = [
+    "ChainIntegrityError",
+    "key_id_suffix",
+    "record",
+    "sign_checkpoint",
+    "sign_checkpoints",
+    "verify_chains",
+]
 
 logger = logging.getLogger(__name__)
 
 # One round trip: lock the tenant's chain (advisory lock "KDAU", tenant), read its head, insert, return the
-# event (audit/migrations/0003_append_function.py). The two-key and one-key lock spaces do not overlap.
+# event (audit/migrations/0003_append_function.py, which spells LOCK_NAMESPACE in decimal). The two-key and
+# one-key advisory lock spaces do not overlap, so other users of single-key locks cannot collide with it.
 LOCK_NAMESPACE = 0x4B444155
 _APPEND_SQL = (
     "SELECT * FROM audit_append(%s::bigint, %s::text, %s::timestamptz, %s::bigint, %s::text, %s::text, "
@@ -43,7 +51,11 @@ _APPEND_SQL = (
 
 
 class ChainIntegrityError(RuntimeError):
-    """The database computed a different hash than Kodori's definition: nothing is recorded."""
+    """The database hashed an event differently from Kodori's definition (a bug, never expected).
+
+    Raised inside the caller's transaction, it rolls the action back; in autocommit the event is already
+    stored, and every verification reports the chain as broken at it.
+    """
 
 
 def record(

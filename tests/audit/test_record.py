@@ -169,3 +169,25 @@ def test_every_issue_event_type_exists() -> None:
         "blob.downloaded",
     }  # fmt: skip
     assert wanted <= {t.value for t in EventType}
+
+
+def test_a_database_hash_that_disagrees_with_python_is_never_committed_in_a_transaction(
+    tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from audit import encoding
+
+    def wrong(**fields: Any) -> tuple[bytes, bytes, bytes]:
+        a, b, c = encoding.body_pieces(**fields)
+        return a, b, c + b" "  # one stray byte: the database's hash no longer follows the definition
+
+    monkeypatch.setattr(services, "body_pieces", wrong)
+    with pytest.raises(services.ChainIntegrityError), transaction.atomic():
+        services.record(tenant, EventType.API_TOKEN_CREATED, payload=TOKEN)
+    assert not AuditEvent.objects.exists()
+
+
+def test_the_database_lock_uses_the_documented_namespace() -> None:
+    import importlib
+
+    migration = importlib.import_module("audit.migrations.0003_append_function")
+    assert f"pg_advisory_xact_lock({services.LOCK_NAMESPACE}," in migration.FUNCTION
