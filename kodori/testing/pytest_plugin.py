@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from kodori.devtools.servers import PostgresServer, RedisServer, ServerUnavailable, free_port, new_password
+from kodori.testing import network
 
 
 @pytest.hookimpl(wrapper=True)
@@ -25,6 +26,8 @@ def pytest_load_initial_conftests(
     early_config: pytest.Config, parser: Any, args: list[str]
 ) -> Generator[None]:
     os.environ["DJANGO_ENV"] = "test"
+    # No test may reach beyond this machine (issue 5: enforce it, not just promise it).
+    network.install()
     database_url = os.environ.get("KODORI_TEST_DATABASE_URL")
     redis_url = os.environ.get("KODORI_TEST_REDIS_URL")
     if not (database_url and redis_url):
