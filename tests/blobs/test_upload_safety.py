@@ -76,15 +76,18 @@ class Probe(threading.Thread):
         self.canary, self.places = canary, places
         self.stop = threading.Event()
         self.found: list[str] = []
-        self.rounds = 0
+        # Set once a whole round ran while the upload was in flight (its row "uploading" before and after).
+        self.looked_during_upload = threading.Event()
 
     def run(self) -> None:
         try:
             while not self.stop.is_set():
+                in_flight = Blob.objects.filter(status=BlobStatus.UPLOADING).exists()
                 for place in self.places:
                     self.found += [str(p) for p in _files_containing(place, self.canary)]
                 self.found += [f"table {t}" for t in _tables_containing(self.canary)]
-                self.rounds += 1
+                if in_flight and Blob.objects.filter(status=BlobStatus.UPLOADING).exists():
+                    self.looked_during_upload.set()
         finally:
             connections.close_all()
 
@@ -105,7 +108,9 @@ def _send_slowly(
     tail: bytes,
     headers: dict[str, str],
     length: int,
+    hold: threading.Event,
 ) -> bytes:
+    """Send the body slowly; hold back its last piece until ``hold`` is set (the probe has looked)."""
     host, port = live_server.url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=60) as sock:
         lines = [
@@ -117,10 +122,12 @@ def _send_slowly(
         ]
         lines += [f"{k}: {v}" for k, v in headers.items()]
         sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + head)
-        for piece in pieces:
+        *body, last = pieces
+        for piece in body:
             sock.sendall(piece)
             time.sleep(0.02)
-        sock.sendall(tail)
+        assert hold.wait(timeout=60), "the probe never completed a round during the upload"
+        sock.sendall(last + tail)
         response = b""
         while chunk := sock.recv(65536):
             response += chunk
@@ -154,12 +161,12 @@ def test_a_canary_is_never_found_at_rest(
             tail,
             headers,
             len(head) + size + len(tail),
+            probe.looked_during_upload,
         )
     finally:
         probe.stop.set()
         probe.join(timeout=60)
     assert response.startswith(b"HTTP/1.1 201"), response[:300]
-    assert probe.rounds >= 2, "the probe must have looked while the upload streamed"
     assert probe.found == []
     # And afterwards: the object is there, encrypted.
     (stored,) = stored_files(blob_root)
