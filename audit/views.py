@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any, cast
 
 from django.conf import settings
@@ -18,7 +17,7 @@ from tenants.access import MANAGERS, tenant_required
 from . import chain, export, payloads, services, signing
 from .filters import AuditFilters
 from .models import AuditEvent, Checkpoint, CheckpointReason, EventType
-from .presenters import chip, summary
+from .presenters import row
 
 
 def _positive_int(value: str | None) -> int | None:
@@ -41,11 +40,6 @@ def _page(
     return rows[:size], before is not None and bool(rows[:size]), has_older
 
 
-def _row(event: AuditEvent) -> dict[str, Any]:
-    pretty = json.dumps(event.payload, indent=2, sort_keys=True, ensure_ascii=False)
-    return {"event": event, "chip": chip(event), "summary": summary(event), "payload_json": pretty}
-
-
 @require_GET
 @tenant_required(*MANAGERS)
 def index(request: HttpRequest) -> HttpResponse:
@@ -60,7 +54,7 @@ def index(request: HttpRequest) -> HttpResponse:
     status = chain.verify(tenant, limit=settings.AUDIT_PAGE_VERIFY_LIMIT)
     ctx = {
         "filters": filters,
-        "rows": [_row(e) for e in rows],
+        "rows": [row(e) for e in rows],
         "newer_url": f"?{filters.querystring(after=str(rows[0].seq))}" if has_newer and rows else "",
         "older_url": f"?{filters.querystring(before=str(rows[-1].seq))}" if has_older and rows else "",
         "status": status,
