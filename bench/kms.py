@@ -133,10 +133,11 @@ def register_customer_key(emulator: Any) -> tuple[Any, Any, str]:
     from encryption.models import KeyStatus, WrapMethod
     from tenants.models import Membership, Role, Tenant
 
-    tenant = Tenant.objects.create(slug="kms-bench", name="KMS bench", cloud_kms_enabled=True)
-    user = get_user_model().objects.create_user(
-        username="owner@kms-bench.example", email="owner@kms-bench.example", password=None
-    )
+    # Unique names: a reused DATABASE_URL may hold an earlier run's tenant.
+    run = secrets.token_hex(4)
+    tenant = Tenant.objects.create(slug=f"kms-bench-{run}", name="KMS bench", cloud_kms_enabled=True)
+    email = f"owner-{run}@kms-bench.example"
+    user = get_user_model().objects.create_user(username=email, email=email, password=None)
     Membership.objects.create(user=user, tenant=tenant, role=Role.OWNER)
 
     # The customer's part: a key, and a role trusting Kodori's principal with the tenant's ExternalId (128+
@@ -226,7 +227,7 @@ def read_back(tenant: Any, blob_ids: list[uuid.UUID], size: int) -> int:
     from blobs.storage import blob_storage
     from encryption import envelope, keyring
 
-    sample = blob_ids[:: max(1, len(blob_ids) // 20)] + blob_ids[-1:]
+    sample = list(dict.fromkeys(blob_ids[:: max(1, len(blob_ids) // 20)] + blob_ids[-1:]))
     for blob_id in sample:
         blob = Blob.objects.for_tenant(tenant).get(pk=blob_id)
         dek = keyring.open_data_key(tenant, blob_id)
