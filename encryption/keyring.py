@@ -143,20 +143,36 @@ def _check_usable(tkv: TenantKeyVersion) -> None:
         raise KeyUnavailable(f"The key protecting this data is {tkv.kek.get_status_display().lower()}.")
 
 
+_unwrap_locks: dict[int, threading.Lock] = {}
+_unwrap_locks_guard = threading.Lock()
+
+
+def _unwrap_lock(tkv_id: int) -> threading.Lock:
+    with _unwrap_locks_guard:
+        return _unwrap_locks.setdefault(tkv_id, threading.Lock())
+
+
 @sensitive_variables("key")
 def tkv_key(tkv: TenantKeyVersion) -> bytes:
-    """The plaintext of ``tkv`` (``kek`` loaded with it): from the cache, or unwrapped through its
-    provider."""
+    """The plaintext of ``tkv`` (``kek`` loaded with it): from the cache, or unwrapped by its provider.
+
+    Concurrent misses for one version wait for a single unwrap: one KMS call per process per TTL, not one
+    per thread.
+    """
     _check_usable(tkv)
     key = cache.get(tkv.pk)
     if key is not None:
         return key
-    context = KeyContext(tenant_id=tkv.tenant_id, key_version=tkv.version)
-    key = provider_for(tkv.kek).unwrap(bytes(tkv.wrapped_key), context)
-    if len(key) != TKV_SIZE:
-        raise ProviderError(FailureKind.INTEGRITY, "The key provider returned a key of the wrong size.")
-    cache.put(tkv.pk, key, cache_ttl(WrapMethod(tkv.kek.wrap_method)))
-    return key
+    with _unwrap_lock(tkv.pk):
+        key = cache.get(tkv.pk)
+        if key is not None:
+            return key
+        context = KeyContext(tenant_id=tkv.tenant_id, key_version=tkv.version)
+        key = provider_for(tkv.kek).unwrap(bytes(tkv.wrapped_key), context)
+        if len(key) != TKV_SIZE:
+            raise ProviderError(FailureKind.INTEGRITY, "The key provider returned a key of the wrong size.")
+        cache.put(tkv.pk, key, cache_ttl(WrapMethod(tkv.kek.wrap_method)))
+        return key
 
 
 def _global_kek(tenant: Tenant) -> TenantKey:

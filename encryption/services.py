@@ -79,15 +79,24 @@ def verify_key(key_pk: int) -> TenantKey:
     """Probe a pending key (wrap + unwrap a random value at the provider); activate it or mark it failed.
 
     Idempotent: a key that is no longer pending is returned unchanged, so a redelivered task does no harm.
+    A transient failure (throttled, unavailable) raises ``ProviderError`` and leaves the key pending, so the
+    task can try again; only a definite refusal marks it failed.
     """
     key = TenantKey.objects.select_related("tenant").get(pk=key_pk)
     if key.status != KeyStatus.PENDING:
         return key
     try:
-        provider_for(key).probe()
+        provider_for(key).probe(key.tenant_id)
     except ProviderError as exc:
+        if exc.kind == FailureKind.TRANSIENT:
+            raise  # the task retries later; a busy KMS is no reason to fail a registration
         return _mark_failed(key, str(exc))
     return activate_key(key)
+
+
+def fail_verification(key_pk: int, error: str) -> TenantKey:
+    """Give up on a pending key whose KMS stayed unavailable through every retry."""
+    return _mark_failed(TenantKey.objects.select_related("tenant").get(pk=key_pk), error)
 
 
 @transaction.atomic
@@ -237,7 +246,7 @@ def reverify_tenant(tenant: Tenant, *, actor: Any = None) -> bool:
     if key is None:
         return not tenant.is_sealed
     try:
-        provider_for(key).probe()
+        provider_for(key).probe(tenant.pk)
     except ProviderError as exc:
         if exc.kind.seals:
             seal_tenant(tenant, exc, key=key)

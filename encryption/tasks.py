@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
-from celery import shared_task
+from celery import Task, shared_task
 
 from tenants.models import Tenant
 
 from . import services
+from .providers import ProviderError
+
+# A registration whose KMS is only busy is retried for about five minutes before it is marked failed.
+VERIFY_RETRIES = 6
+VERIFY_RETRY_SECONDS = 15
 
 
-@shared_task(name="encryption.tasks.verify_key")
-def verify_key(key_pk: int) -> str:
+@shared_task(name="encryption.tasks.verify_key", bind=True, max_retries=VERIFY_RETRIES)
+def verify_key(self: Task, key_pk: int) -> str:
     """Probe a newly registered key and activate it or mark it failed. Re-running it changes nothing."""
-    return str(services.verify_key(key_pk).status)
+    try:
+        return str(services.verify_key(key_pk).status)
+    except ProviderError as exc:  # transient: throttled, timed out, unavailable
+        if self.request.retries >= VERIFY_RETRIES:
+            return str(services.fail_verification(key_pk, str(exc)).status)
+        raise self.retry(exc=exc, countdown=VERIFY_RETRY_SECONDS * 2**self.request.retries) from exc
 
 
 @shared_task(name="encryption.tasks.reverify_active_keys")

@@ -4,7 +4,7 @@ A provider holds (or reaches) a key-encryption key and offers three operations::
 
     wrap(plaintext, context) -> bytes
     unwrap(ciphertext, context) -> bytes
-    probe() -> None
+    probe(tenant_id) -> None
 
 ``context`` names what the wrapped value belongs to; every provider binds it (AWS EncryptionContext, GCP
 additional authenticated data, an envelope checked on unwrap for Azure, AES-GCM associated data locally), so a
@@ -91,13 +91,15 @@ class KeyProvider(ABC):
     @abstractmethod
     def unwrap(self, ciphertext: bytes, context: KeyContext) -> bytes: ...
 
-    def probe(self) -> None:
-        """Prove the key works end to end: wrap and unwrap a random value with a probe context.
+    def probe(self, tenant_id: int) -> None:
+        """Prove the key works end to end: wrap and unwrap a random value with the tenant's real context.
 
-        Unwrap is what proves access (some SDKs wrap locally with a public key), so the probe always unwraps.
+        The context names the tenant (``purpose="probe"``, version 0), so a customer policy that allows only
+        its own tenant's encryption context admits the probe too. Unwrap is what proves access (some SDKs wrap
+        locally with a public key), so the probe always unwraps.
         """
         sample = os.urandom(32)
-        context = KeyContext(tenant_id=0, key_version=0, purpose="probe")
+        context = KeyContext(tenant_id=tenant_id, key_version=0, purpose="probe")
         if self.unwrap(self.wrap(sample, context), context) != sample:
             raise ProviderError(
                 FailureKind.INTEGRITY, "The key returned a different value than it was given."

@@ -57,7 +57,7 @@ class GlobalKeyProvider(KeyProvider):
         return [derive_kek(secret, self.tenant_id) for secret in secrets]
 
     def _check_context(self, context: KeyContext) -> None:
-        if context.tenant_id != self.tenant_id and context.purpose != "probe":
+        if context.tenant_id != self.tenant_id:
             raise ProviderError(FailureKind.INTEGRITY, "The key context names another tenant.")
 
     @sensitive_variables("plaintext", "kek")

@@ -208,3 +208,35 @@ def test_deleting_a_data_key_makes_its_blob_unreadable(tenant: Tenant, other_ten
     keyring.delete_data_key(tenant, blob_id)
     with pytest.raises(DataKey.DoesNotExist):
         keyring.open_data_key(tenant, blob_id)
+
+
+def test_concurrent_cache_misses_unwrap_once(
+    tenant: Tenant, unwraps: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+    import time
+
+    counting = GlobalKeyProvider.unwrap
+
+    def slow(self: GlobalKeyProvider, ciphertext: bytes, context: Any) -> bytes:
+        time.sleep(0.2)  # a KMS round trip: long enough for every thread to miss the cache
+        return counting(self, ciphertext, context)
+
+    monkeypatch.setattr(GlobalKeyProvider, "unwrap", slow)
+    tkv = keyring.active_tkv(tenant)
+    keyring.cache.clear()
+    unwraps.clear()
+    start = threading.Barrier(8)
+    results: list[bytes] = []
+
+    def use() -> None:
+        start.wait()
+        results.append(keyring.tkv_key(tkv))
+
+    threads = [threading.Thread(target=use) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(results)) == 1 and len(results) == 8
+    assert unwraps == [1]

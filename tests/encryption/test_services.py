@@ -174,3 +174,37 @@ def test_a_throttled_probe_neither_seals_nor_unseals(
         assert services.reverify_tenant(cloud_tenant) is False
     cloud_tenant.refresh_from_db()
     assert not cloud_tenant.is_sealed
+
+
+def test_a_busy_kms_leaves_the_registration_pending_until_retries_run_out(
+    cloud_tenant: Tenant, vault: AzureKeyVaultEmulator, kodori_app: Any, owner: Any
+) -> None:
+    from django.test import override_settings
+
+    from encryption.providers import ProviderError
+
+    key = register(cloud_tenant, vault, "busy-at-first", owner)
+    vault.set_faults(throttle_ratio=1.0, retry_after=0.01)
+    with override_settings(KODORI_KMS_MAX_ATTEMPTS=2), pytest.raises(ProviderError):
+        services.verify_key(key.pk)
+    key.refresh_from_db()
+    assert key.status == KeyStatus.PENDING and events(cloud_tenant) == []
+    failed = services.fail_verification(key.pk, "the vault stayed busy")
+    assert failed.status == KeyStatus.FAILED and events(cloud_tenant) == ["tenant-kms.verify-failed"]
+
+
+def test_the_probe_carries_the_tenants_own_context(
+    cloud_tenant: Tenant, vault: AzureKeyVaultEmulator, kodori_app: Any, owner: Any, monkeypatch: Any
+) -> None:
+    from encryption.providers.azure import AzureKeyProvider
+
+    seen: list[int] = []
+    real = AzureKeyProvider.wrap
+
+    def spy(self: AzureKeyProvider, plaintext: bytes, context: Any) -> bytes:
+        seen.append(context.tenant_id)
+        return real(self, plaintext, context)
+
+    monkeypatch.setattr(AzureKeyProvider, "wrap", spy)
+    services.verify_key(register(cloud_tenant, vault, "ctx", owner).pk)
+    assert seen and set(seen) == {cloud_tenant.pk}

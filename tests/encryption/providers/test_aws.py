@@ -153,7 +153,8 @@ def test_the_operator_key_needs_a_deployment_identity(aws: AwsKmsEmulator, monke
 
 
 def test_the_probe_round_trips_at_kms(aws: AwsKmsEmulator) -> None:
-    provider_for(customer_key(aws)).probe()
+    row = customer_key(aws)
+    provider_for(row).probe(row.tenant_id)
     assert count(aws, "Encrypt", "ok") == 1 and count(aws, "Decrypt", "ok") == 1
 
 
@@ -227,7 +228,7 @@ def test_a_disabled_key_seals(aws: AwsKmsEmulator) -> None:
     error = refused(provider.unwrap, wrapped, CTX)
     assert error.kind == FailureKind.DISABLED and error.seals and "is disabled" in str(error)
     assert count(aws, "Decrypt") == 1
-    assert refused(provider.probe).kind == FailureKind.DISABLED
+    assert refused(lambda: provider.probe(1)).kind == FailureKind.DISABLED
 
 
 def test_a_key_pending_deletion_seals_with_a_message_that_says_so(aws: AwsKmsEmulator) -> None:
@@ -289,7 +290,7 @@ def test_static_credentials_in_the_config_are_never_used(aws: AwsKmsEmulator) ->
     row = customer_key(
         aws, aws_access_key_id=aws.kodori_credentials[0], aws_secret_access_key=aws.kodori_credentials[1]
     )
-    provider_for(row).probe()
+    provider_for(row).probe(row.tenant_id)
     assert {c["principal"] for c in aws.calls() if c["operation"] == "Encrypt"} == {
         f"arn:aws:sts::{CUSTOMER_ACCOUNT}:assumed-role/kodori-acme/kodori-tenant-{TENANT}"
     }

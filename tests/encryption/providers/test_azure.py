@@ -31,7 +31,7 @@ def test_it_round_trips_through_the_vault(vault: AzureKeyVaultEmulator, kodori_a
 
 
 def test_the_probe_unwraps_at_the_vault(vault: AzureKeyVaultEmulator, kodori_app: Any) -> None:
-    provider(vault).probe()
+    provider(vault).probe(CTX.tenant_id)
     assert vault.call_count(operation="unwrapKey", status=200) == 1
 
 
@@ -59,7 +59,7 @@ def test_a_disabled_key_seals(vault: AzureKeyVaultEmulator, kodori_app: Any) -> 
     assert caught.value.kind == FailureKind.DISABLED and caught.value.seals
     assert "…" + p.key_url[-12:] in str(caught.value) and "disabled" in str(caught.value)
     with pytest.raises(ProviderError):
-        p.probe()
+        p.probe(CTX.tenant_id)
 
 
 def test_revoking_kodoris_access_seals_without_retry_loops(

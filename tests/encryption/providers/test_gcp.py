@@ -136,7 +136,8 @@ def test_a_version_path_pins_encrypt_and_still_decrypts_by_key(gcp: GcpKmsEmulat
 
 
 def test_the_probe_needs_only_encrypt_and_decrypt(gcp: GcpKmsEmulator) -> None:
-    provider_for(customer_key(gcp)).probe()
+    row = customer_key(gcp)
+    provider_for(row).probe(row.tenant_id)
     assert gcp.counts() == {"Encrypt": 1, "Decrypt": 1}  # no GetCryptoKey: the role does not allow it
 
 
@@ -239,7 +240,7 @@ def test_a_disabled_or_destroyed_version_seals(gcp: GcpKmsEmulator, state: str, 
     error = refused(provider.unwrap, wrapped, CTX)
     assert error.kind == FailureKind.DISABLED and error.seals and words in str(error)
     assert gcp.counts()["Decrypt"] == 1
-    assert refused(provider.probe).kind == FailureKind.DISABLED
+    assert refused(lambda: provider.probe(1)).kind == FailureKind.DISABLED
 
 
 def test_a_key_that_does_not_exist_is_not_found(gcp: GcpKmsEmulator) -> None:
@@ -261,7 +262,7 @@ def test_per_tenant_service_accounts_keep_a_tenant_off_another_tenants_key(gcp: 
         gcp.allow_impersonation(email)  # Kodori's federated principal may act as each tenant's account
     acme = customer_key(gcp, grant_to=f"serviceAccount:{template.format(tenant_id=TENANT)}")
     with override_settings(KODORI_GCP_TENANT_SERVICE_ACCOUNT=template):
-        provider_for(acme).probe()
+        provider_for(acme).probe(acme.tenant_id)
         # globex registers acme's key path: its calls act as globex's account, which acme never granted.
         stolen = TenantKey(
             tenant_id=OTHER_TENANT, wrap_method=WrapMethod.CUSTOMER_KMS_GCP, key_id=acme.key_id
