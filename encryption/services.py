@@ -15,6 +15,7 @@ back that up.
 from __future__ import annotations
 
 import logging
+import secrets
 from typing import Any
 
 from django.db import transaction
@@ -27,7 +28,17 @@ from audit.services import record
 from tenants.models import Tenant
 
 from . import keyring
-from .models import KeyStatus, TenantKey, WrapMethod
+from .credentials import refuse_static_credentials
+from .identifiers import (
+    InvalidKeyIdentifier,
+    check_aws_role_for_key,
+    parse_aws_key_arn,
+    parse_aws_role_arn,
+    parse_azure_directory_id,
+    parse_azure_key_url,
+    parse_gcp_crypto_key,
+)
+from .models import KeyStatus, TenantExternalId, TenantKey, WrapMethod
 from .providers import FailureKind, ProviderError, provider_for
 
 logger = logging.getLogger(__name__)
@@ -48,6 +59,48 @@ def _label(key: TenantKey) -> str:
 # --- Registration and verification --------------------------------------------------------------------------
 
 
+def external_id_for(tenant: Tenant) -> str:
+    """The tenant's AWS ExternalId, generated on first use and never changed."""
+    row, _ = TenantExternalId.objects.get_or_create(
+        tenant=tenant, defaults={"value": "kodori-" + secrets.token_urlsafe(24)}
+    )
+    return row.value
+
+
+def validate_registration(
+    tenant: Tenant, wrap_method: WrapMethod, key_id: str, config: dict[str, Any]
+) -> tuple[str, dict[str, Any]]:
+    """Check a customer key registration and return its normalized key id and the config Kodori stores.
+
+    Refuses static credentials anywhere in the submitted values (the message names the field and the federated
+    alternative, never the value) and identifiers that are not strictly a key of the chosen cloud, so a tenant
+    can never make Kodori call a host it chose. Only the non-secret fields each cloud needs are kept.
+    """
+    submitted: dict[str, object] = {"key_id": key_id, **config}
+    refuse_static_credentials(submitted)
+    method = WrapMethod(wrap_method)
+    if method == WrapMethod.CUSTOMER_KMS_AWS:
+        key = parse_aws_key_arn(key_id)
+        role = parse_aws_role_arn(config.get("role_arn", ""))
+        check_aws_role_for_key(role, key)
+        region = str(config.get("region") or key.region)
+        if region != key.region:
+            raise InvalidKeyIdentifier(
+                f"The region {region!r} does not match the key ARN's region {key.region!r}. "
+                "Give the key's region."
+            )
+        # The ExternalId is Kodori's, never the tenant's: whatever was submitted is ignored.
+        return key.arn, {"region": key.region, "role_arn": role.arn, "external_id": external_id_for(tenant)}
+    if method == WrapMethod.CUSTOMER_KMS_AZURE:
+        url = parse_azure_key_url(key_id)
+        return url.key_id, {"directory_id": parse_azure_directory_id(config.get("directory_id", ""))}
+    if method == WrapMethod.CUSTOMER_KMS_GCP:
+        return parse_gcp_crypto_key(key_id).name, {}
+    raise KeyCustodyError(
+        "Only customer keys in AWS KMS, Azure Key Vault or GCP Cloud KMS are registered here."
+    )
+
+
 @transaction.atomic
 def register_key(
     tenant: Tenant,
@@ -57,7 +110,11 @@ def register_key(
     *,
     actor: Any,
 ) -> TenantKey:
-    """Record a pending key and queue its probe after commit. Forms validate identifiers before this."""
+    """Record a pending key and queue its probe after commit.
+
+    Raises ``KeyCustodyError``, ``InvalidKeyIdentifier`` or ``StaticCredentialRefused`` (all with messages a
+    customer can act on) and then stores nothing.
+    """
     method = WrapMethod(wrap_method)
     if method == WrapMethod.GLOBAL:
         raise KeyCustodyError("The Kodori-managed key needs no registration.")
@@ -66,6 +123,7 @@ def register_key(
         raise KeyCustodyError(
             "Cloud KMS is not switched on for this tenant yet. Ask Kodori support to enable it."
         )
+    key_id, config = validate_registration(tenant, method, key_id, config)
     key = TenantKey.objects.create(
         tenant=tenant, wrap_method=method, key_id=key_id, config=config, registered_by=actor
     )
