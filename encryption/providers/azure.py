@@ -30,6 +30,8 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.views.decorators.debug import sensitive_variables
 
+from encryption.identifiers import InvalidKeyIdentifier, login_host_for, parse_azure_key_url
+
 from .base import FailureKind, KeyContext, KeyProvider, ProviderError, call_with_retries
 
 try:
@@ -48,7 +50,7 @@ except ImportError as exc:  # pragma: no cover - the SDKs are base dependencies
 MAGIC = b"KAZ1"
 ALGORITHM = KeyWrapAlgorithm.rsa_oaep_256
 
-_credentials: dict[tuple[str, str], ClientAssertionCredential] = {}
+_credentials: dict[tuple[str, str, str], ClientAssertionCredential] = {}
 _clients: dict[tuple[str, str], CryptographyClient] = {}
 _lock = threading.Lock()
 
@@ -70,18 +72,27 @@ def _transport_kwargs() -> dict[str, Any]:
     return kwargs
 
 
-def _credential(directory_id: str) -> ClientAssertionCredential:
+def _authority(key_url: str) -> str:
+    """Where Kodori signs in: the emulator's token endpoint, or the Entra host of the key's own cloud
+    (public, China, US Government), so a sovereign-cloud vault gets a token it accepts."""
+    if settings.KODORI_AZURE_AUTHORITY_HOST:
+        return str(settings.KODORI_AZURE_AUTHORITY_HOST)
+    try:
+        return "https://" + login_host_for(parse_azure_key_url(key_url))
+    except InvalidKeyIdentifier as exc:
+        raise ProviderError(FailureKind.CONFIGURATION, str(exc)) from exc
+
+
+def _credential(directory_id: str, authority: str) -> ClientAssertionCredential:
     client_id = settings.KODORI_AZURE_CLIENT_ID
     if not client_id:
         raise ProviderError(
             FailureKind.CONFIGURATION, "KODORI_AZURE_CLIENT_ID is not set in this deployment."
         )
     with _lock:
-        key = (directory_id, client_id)
+        key = (directory_id, client_id, authority)
         if key not in _credentials:
-            extra: dict[str, Any] = {}
-            if settings.KODORI_AZURE_AUTHORITY_HOST:
-                extra["authority"] = settings.KODORI_AZURE_AUTHORITY_HOST
+            extra: dict[str, Any] = {"authority": authority}
             if settings.KODORI_AZURE_CA_BUNDLE:
                 extra["connection_verify"] = settings.KODORI_AZURE_CA_BUNDLE
             _credentials[key] = ClientAssertionCredential(
@@ -107,7 +118,8 @@ def _client(key_url: str, directory_id: str) -> CryptographyClient:
     if settings.KODORI_AZURE_VAULT_ENDPOINT:
         # The emulator's host is not *.vault.azure.net; production keeps the SDK's check.
         kwargs["verify_challenge_resource"] = False
-    client = CryptographyClient(_effective_url(key_url), _credential(directory_id), **kwargs)
+    credential = _credential(directory_id, _authority(key_url))
+    client = CryptographyClient(_effective_url(key_url), credential, **kwargs)
     with _lock:
         _clients[(key_url, directory_id)] = client
     return client

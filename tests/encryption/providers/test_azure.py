@@ -120,3 +120,17 @@ def test_a_tampered_wrapped_value_is_refused(vault: AzureKeyVaultEmulator, kodor
     with pytest.raises(ProviderError) as caught:
         p.unwrap(bytes(wrapped), CTX)
     assert caught.value.kind == FailureKind.INTEGRITY
+
+
+@pytest.mark.parametrize(
+    ("host", "login"),
+    [
+        ("contoso.vault.azure.net", "https://login.microsoftonline.com"),
+        ("contoso.vault.azure.cn", "https://login.chinacloudapi.cn"),
+        ("contoso.vault.usgovcloudapi.net", "https://login.microsoftonline.us"),
+    ],
+)
+def test_kodori_signs_in_to_the_keys_own_cloud(host: str, login: str) -> None:
+    url = f"https://{host}/keys/k/0123456789abcdef0123456789abcdef"
+    with override_settings(KODORI_AZURE_AUTHORITY_HOST=""):
+        assert azure_provider._authority(url) == login
