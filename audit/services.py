@@ -130,16 +130,19 @@ def _actor_fields(actor: Any) -> tuple[int | None, str, str]:
 def _request_fields(request: HttpRequest | None) -> tuple[str, str]:
     if request is None:
         # Signal receivers get no request; the request id middleware still knows which request this is.
-        from kodori.middleware import request_id_var
+        from kodori.middleware import client_ip_var, request_id_var
 
         current = request_id_var.get()
-        return ("" if current == "-" else current[:64]), ""
+        return ("" if current == "-" else current[:64]), _valid_ip(client_ip_var.get())
     request_id = str(getattr(request, "request_id", ""))[:64]
+    return request_id, _valid_ip(request.META.get("REMOTE_ADDR", ""))
+
+
+def _valid_ip(value: str) -> str:
     try:
-        ip = str(ipaddress.ip_address(request.META.get("REMOTE_ADDR", "")))
+        return str(ipaddress.ip_address(value))
     except ValueError:
-        ip = ""
-    return request_id, ip
+        return ""
 
 
 # --- Checkpoints --------------------------------------------------------------------------------------------

@@ -11,6 +11,8 @@ from contextvars import ContextVar
 from django.http import HttpRequest, HttpResponse
 
 request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
+# The client's address, for records made deep inside a request (audit events from signal receivers).
+client_ip_var: ContextVar[str] = ContextVar("client_ip", default="")
 
 # Accept an upstream proxy's id only when it looks like one, so logs cannot be injected through it.
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
@@ -27,10 +29,12 @@ class RequestIdMiddleware:
         request_id = incoming if _SAFE_ID.match(incoming) else uuid.uuid4().hex
         request.request_id = request_id  # type: ignore[attr-defined]
         token = request_id_var.set(request_id)
+        ip_token = client_ip_var.set(request.META.get("REMOTE_ADDR", ""))
         try:
             response = self.get_response(request)
         finally:
             request_id_var.reset(token)
+            client_ip_var.reset(ip_token)
         response["X-Request-ID"] = request_id
         return response
 

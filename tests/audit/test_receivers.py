@@ -34,6 +34,7 @@ def test_adding_a_member_records_one_event(as_user: Any, owner: Any, tenant: Ten
         "createdAccount": True,
     }
     assert len(event.request_id) >= 8  # the request id middleware's, although signals carry no request
+    assert event.ip == "127.0.0.1"  # the test client's address, through the same middleware
 
 
 def test_changing_a_role_records_one_event(as_user: Any, owner: Any, member: Any, tenant: Tenant) -> None:
