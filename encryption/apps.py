@@ -8,3 +8,6 @@ from django.apps import AppConfig
 class EncryptionConfig(AppConfig):
     name = "encryption"
     verbose_name = "Encryption"
+
+    def ready(self) -> None:
+        from . import checks  # noqa: F401 - registers the system checks
