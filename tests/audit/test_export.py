@@ -138,17 +138,13 @@ def test_an_unreadable_bundle_exits_2(tmp_path: Path) -> None:
     assert result.returncode == 2 and "ERROR" in result.stderr
 
 
-def test_the_module_form_and_the_scripts_copy_work(exported: Path) -> None:
+def test_the_module_form_works(exported: Path) -> None:
     key = signing.public_key_b64()
     as_module = subprocess.run(
         [sys.executable, "-m", "audit.verify_bundle", str(exported), "--public-key", key],
         capture_output=True, text=True, cwd=REPO,
     )  # fmt: skip
     assert as_module.returncode == 0, as_module.stdout
-    script = REPO / "scripts" / "verify_audit_bundle.py"
-    assert script.read_bytes() == (REPO / "audit" / "verify_bundle.py").read_bytes(), (
-        "keep the copy in step: cp audit/verify_bundle.py scripts/verify_audit_bundle.py"
-    )
 
 
 def test_the_verifier_imports_only_the_standard_library() -> None:
