@@ -19,4 +19,5 @@ urlpatterns = [
     path("", include("tenants.urls")),
     path("", include("audit.urls")),
     path("", include("blobs.urls")),
+    path("", include("encryption.urls")),
 ]
