@@ -71,6 +71,7 @@ def _start_aws(running: DevEmulators) -> None:
             "AWS_ACCESS_KEY_ID": settings["AWS_ACCESS_KEY_ID"],
             "AWS_SECRET_ACCESS_KEY": settings["AWS_SECRET_ACCESS_KEY"],
             "KODORI_EMULATOR_AWS_ADMIN_URL": settings["AWS_EMULATOR_ADMIN_URL"],
+            "KODORI_AWS_PRINCIPAL_ARN": settings["KODORI_AWS_PRINCIPAL_ARN"],
         }
     )
     running.summary.append(
@@ -129,6 +130,7 @@ def _start_gcp(running: DevEmulators, state: Path) -> None:
             "KODORI_GCP_SUBJECT_TOKEN_FILE": str(token_file),
             "GOOGLE_CLOUD_PROJECT": s["GOOGLE_CLOUD_PROJECT"],
             "KODORI_EMULATOR_GCP_KEY": key,
+            "KODORI_GCP_PRINCIPAL": s["GCP_PRINCIPAL"],
             "KODORI_EMULATOR_GCP_ADMIN_URL": s["GCP_EMULATOR_ADMIN_URL"],
         }
     )

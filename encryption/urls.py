@@ -10,4 +10,8 @@ app_name = "encryption"
 
 urlpatterns = [
     path("encryption", views.index, name="index"),
+    path("encryption/register/<str:cloud>", views.register, name="register"),
+    path("encryption/keys/<int:pk>/status", views.key_status, name="key_status"),
+    path("encryption/keys/<int:pk>/disable", views.disable, name="disable"),
+    path("encryption/retry", views.retry, name="retry"),
 ]

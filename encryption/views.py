@@ -1,17 +1,23 @@
-"""The /encryption page: which key protects the tenant's files, and the history of its keys."""
+"""The /encryption pages: the current key and its history, registering a key per cloud, following its
+verification live, disabling a key, and retrying a sealed tenant's key now. Owners and admins only."""
 
 from __future__ import annotations
 
 from django.conf import settings
-from django.http import HttpResponse
-from django.shortcuts import render
-from django.views.decorators.http import require_GET
+from django.contrib import messages
+from django.http import Http404, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from tenants.access import MANAGERS, TenantRequest, tenant_required
 
+from . import services
 from .coverage import key_coverage
+from .credentials import StaticCredentialRefused, refuse_static_credentials
+from .forms import FORMS, DisableKeyForm
+from .identifiers import InvalidKeyIdentifier
 from .keyring import cache_ttl
-from .models import KeyStatus, WrapMethod
+from .models import KeyStatus, TenantKey, WrapMethod
 
 
 @require_GET
@@ -30,6 +36,80 @@ def index(request: TenantRequest) -> HttpResponse:
         else ("kodori" if method == WrapMethod.GLOBAL else "operator"),
         "cache_ttl": int(cache_ttl(method)),
         "support_email": settings.SUPPORT_EMAIL,
-        "has_keys": any(c.key.wrap_method != WrapMethod.GLOBAL for c in coverage),
     }
     return render(request, "encryption/index.html", ctx)
+
+
+@require_http_methods(["GET", "POST"])
+@tenant_required(*MANAGERS)
+def register(request: TenantRequest, cloud: str) -> HttpResponse:
+    form_class = FORMS.get(cloud)
+    if form_class is None:
+        raise Http404("No such cloud.")
+    tenant = request.tenant
+    form = form_class(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        submitted = {k: v for k, v in request.POST.items() if k != "csrfmiddlewaretoken"}
+        try:
+            refuse_static_credentials(submitted)
+            key = services.register_key(
+                tenant, form.method, form.cleaned_data["key_id"], form.config(), actor=request.user
+            )
+        except (InvalidKeyIdentifier, StaticCredentialRefused, services.KeyCustodyError) as exc:
+            form.add_error(None, str(exc))
+        else:
+            messages.info(request, f"Key …{key.key_id_suffix} registered; Kodori is verifying it now.")
+            return redirect("encryption:index")
+    ctx = {
+        "form": form,
+        "cloud": cloud,
+        "aws_principal": settings.KODORI_AWS_PRINCIPAL_ARN or "<KODORI_PRINCIPAL_ARN>",
+        "gcp_principal": settings.KODORI_GCP_PRINCIPAL or "<KODORI_PRINCIPAL>",
+        "azure_client_id": settings.KODORI_AZURE_CLIENT_ID or "<KODORI_APP_ID>",
+        "external_id": services.external_id_for(tenant)
+        if cloud == "aws" and tenant.cloud_kms_enabled
+        else "",
+        "support_email": settings.SUPPORT_EMAIL,
+    }
+    return render(request, "encryption/register.html", ctx, status=400 if request.method == "POST" else 200)
+
+
+@require_GET
+@tenant_required(*MANAGERS)
+def key_status(request: TenantRequest, pk: int) -> HttpResponse:
+    """The status cell of one key; htmx polls it while the key is pending."""
+    key = get_object_or_404(TenantKey.objects.for_tenant(request.tenant), pk=pk)
+    return render(request, "encryption/_key_status.html", {"key": key})
+
+
+@require_http_methods(["GET", "POST"])
+@tenant_required(*MANAGERS)
+def disable(request: TenantRequest, pk: int) -> HttpResponse:
+    key = get_object_or_404(TenantKey.objects.for_tenant(request.tenant), pk=pk)
+    if key.status == KeyStatus.DISABLED:
+        messages.info(request, "That key is already disabled.")
+        return redirect("encryption:index")
+    form = DisableKeyForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        if key.status == KeyStatus.ACTIVE and form.cleaned_data["confirm"] != request.tenant.slug:
+            form.add_error(
+                "confirm", f"Type {request.tenant.slug} to confirm that the tenant will be sealed."
+            )
+        else:
+            services.disable_key(key, actor=request.user, request=request)
+            messages.success(request, f"Key …{key.key_id_suffix or ' (Kodori-managed)'} disabled.")
+            return redirect("encryption:index")
+    status = 400 if request.method == "POST" else 200
+    return render(request, "encryption/disable.html", {"key": key, "form": form}, status=status)
+
+
+@require_POST
+@tenant_required(*MANAGERS)
+def retry(request: TenantRequest) -> HttpResponse:
+    """Probe the active key now: a sealed tenant whose key answers again is unsealed at once."""
+    if services.reverify_tenant(request.tenant, actor=request.user):
+        messages.success(request, "Your key answered: files are available.")
+    else:
+        request.tenant.refresh_from_db()
+        messages.error(request, f"Your key still does not answer. {request.tenant.seal_reason}".strip())
+    return redirect("encryption:index")

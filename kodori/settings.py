@@ -249,6 +249,10 @@ KODORI_AZURE_CA_BUNDLE = env.str("KODORI_AZURE_CA_BUNDLE", default="")
 # settings.
 # The operator key (wrap method operator_kms_aws), used with that identity directly.
 KODORI_AWS_OPERATOR_KEY_ARN = env.str("KODORI_AWS_OPERATOR_KEY_ARN", default="")
+# Kodori's own AWS principal, shown to owners for their role's trust policy.
+KODORI_AWS_PRINCIPAL_ARN = env.str("KODORI_AWS_PRINCIPAL_ARN", default="")
+# Kodori's GCP principal (workload identity member), shown to owners for their key's IAM binding.
+KODORI_GCP_PRINCIPAL = env.str("KODORI_GCP_PRINCIPAL", default="")
 # Emulator only (deployment setting, never per tenant): one URL for STS and KMS.
 KODORI_AWS_ENDPOINT_URL = env.str("KODORI_AWS_ENDPOINT_URL", default="")
 

@@ -2,9 +2,44 @@
 
 from __future__ import annotations
 
-from kodori.testing.access import Route, expect
+from kodori.testing.access import Route, World, expect
+
+# Owners and admins; the outsider (owner of another tenant) sees their own tenant's pages, and gets 404 for
+# this tenant's keys.
+MANAGERS = expect(403, anonymous=302, owner=200, admin=200, outsider=200)
+
+
+def _acme_key(world: World) -> dict[str, int]:
+    from encryption import keyring
+
+    return {"pk": keyring.active_tkv(world.tenant).kek_id}
+
 
 ROUTES = [
-    # Owners and admins; the outsider sees their own tenant's page.
-    Route("encryption:index", expect(403, anonymous=302, owner=200, admin=200, outsider=200)),
+    Route("encryption:index", MANAGERS),
+    Route("encryption:register", MANAGERS, kwargs=lambda w: {"cloud": "aws"}),
+    # Cloud KMS is off for both tenants: the form answers 400 with the reason, and nothing is stored.
+    Route(
+        "encryption:register",
+        expect(403, anonymous=302, owner=400, admin=400, outsider=400),
+        method="POST",
+        kwargs=lambda w: {"cloud": "gcp"},
+        data=lambda w: {"key_id": "projects/acme-prod/locations/global/keyRings/r/cryptoKeys/k"},
+    ),
+    Route(
+        "encryption:key_status",
+        expect(403, anonymous=302, owner=200, admin=200, outsider=404),
+        kwargs=_acme_key,
+    ),
+    Route(
+        "encryption:disable", expect(403, anonymous=302, owner=200, admin=200, outsider=404), kwargs=_acme_key
+    ),
+    # The active key needs the typed confirmation: without it, 400 and nothing changes.
+    Route(
+        "encryption:disable",
+        expect(403, anonymous=302, owner=400, admin=400, outsider=404),
+        method="POST",
+        kwargs=_acme_key,
+    ),
+    Route("encryption:retry", expect(403, anonymous=302, owner=302, admin=302, outsider=302), method="POST"),
 ]
