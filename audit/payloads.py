@@ -104,8 +104,11 @@ def tenant_unsealed(
     return {"reason": text(reason), "keyRowId": key_row_id, **_key(provider, key_id)}
 
 
-def cloud_kms_switched(*, enabled: bool) -> dict[str, Any]:
-    return {"cloudKmsEnabled": bool(enabled)}
+def cloud_kms_switched(*, enabled: bool, reason: str = "") -> dict[str, Any]:
+    payload: dict[str, Any] = {"cloudKmsEnabled": bool(enabled)}
+    if reason:
+        payload["reason"] = text(reason)
+    return payload
 
 
 def rewrap_started(*, to_key_row_id: int, to_provider: str, to_key_id: str, data_keys: int) -> dict[str, Any]:

@@ -50,4 +50,5 @@ def on_membership_removed(
 @receiver(signals.cloud_kms_switched, dispatch_uid="audit.cloud_kms_switched")
 def on_cloud_kms_switched(sender: Any, *, tenant: Tenant, actor: Any, enabled: bool, **kwargs: Any) -> None:
     kind = EventType.TENANT_CLOUD_KMS_ENABLED if enabled else EventType.TENANT_CLOUD_KMS_DISABLED
-    services.record(tenant, kind, actor=actor, payload=payloads.cloud_kms_switched(enabled=enabled))
+    payload = payloads.cloud_kms_switched(enabled=enabled, reason=kwargs.get("reason", ""))
+    services.record(tenant, kind, actor=actor, payload=payload)

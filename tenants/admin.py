@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -36,6 +37,31 @@ class MembershipInline(_ReadOnly, admin.TabularInline):
     readonly_fields = ["user", "role", "created_at"]
 
 
+class TenantAdminForm(forms.ModelForm):
+    """The tenant form, plus the reason support must give when switching cloud KMS (for the audit log)."""
+
+    cloud_kms_reason = forms.CharField(
+        label="Reason for switching cloud KMS",
+        required=False,
+        max_length=300,
+        help_text="Required when you change the cloud KMS switch; recorded in the tenant's audit log.",
+    )
+
+    class Meta:
+        model = Tenant
+        fields = ["name", "slug", "cloud_kms_enabled"]
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if (
+            self.instance.pk
+            and "cloud_kms_enabled" in self.changed_data
+            and not cleaned.get("cloud_kms_reason")
+        ):
+            self.add_error("cloud_kms_reason", "Say why cloud KMS is switched (for the tenant's audit log).")
+        return cleaned
+
+
 class SealedFilter(admin.SimpleListFilter):
     title = "sealed"
     parameter_name = "sealed"
@@ -57,8 +83,17 @@ class TenantAdmin(admin.ModelAdmin):
     list_filter = ["cloud_kms_enabled", SealedFilter, "created_at"]
     search_fields = ["name", "slug", "memberships__user__email"]
     prepopulated_fields = {"slug": ["name"]}
+    form = TenantAdminForm
     readonly_fields = ["sealed_at", "seal_reason", "created_at"]
-    fields = ["name", "slug", "cloud_kms_enabled", "sealed_at", "seal_reason", "created_at"]
+    fields = [
+        "name",
+        "slug",
+        "cloud_kms_enabled",
+        "cloud_kms_reason",
+        "sealed_at",
+        "seal_reason",
+        "created_at",
+    ]
     inlines = [MembershipInline]
     actions = ["enable_cloud_kms", "disable_cloud_kms"]
 
@@ -69,13 +104,17 @@ class TenantAdmin(admin.ModelAdmin):
         elif not change:
             obj.cloud_kms_enabled = False
         super().save_model(request, obj, form, change)
-        if services.set_cloud_kms_enabled(obj, wanted, actor=request.user):
+        reason = form.cleaned_data.get("cloud_kms_reason", "")
+        if services.set_cloud_kms_enabled(obj, wanted, actor=request.user, reason=reason):
             obj.cloud_kms_enabled = wanted
             state = "on" if wanted else "off"
             self.message_user(request, f"Cloud KMS switched {state} for {obj.name}.", messages.SUCCESS)
 
     def _switch(self, request: HttpRequest, queryset: QuerySet[Tenant], enabled: bool) -> None:
-        changed = sum(services.set_cloud_kms_enabled(t, enabled, actor=request.user) for t in queryset)
+        reason = "switched for the selected tenants from the tenant list"
+        changed = sum(
+            services.set_cloud_kms_enabled(t, enabled, actor=request.user, reason=reason) for t in queryset
+        )
         state = "on" if enabled else "off"
         self.message_user(request, f"Cloud KMS switched {state} for {changed} tenant(s).", messages.SUCCESS)
 

@@ -135,12 +135,12 @@ def remove_member(membership: Membership, *, actor: Any) -> None:
 
 
 @transaction.atomic
-def set_cloud_kms_enabled(tenant: Tenant, enabled: bool, *, actor: Any) -> bool:
-    """Support's switch for cloud KMS registration. Returns True when the state changed."""
+def set_cloud_kms_enabled(tenant: Tenant, enabled: bool, *, actor: Any, reason: str = "") -> bool:
+    """Support's switch for cloud KMS registration, with the reason support gives. True when it changed."""
     tenant = Tenant.objects.select_for_update().get(pk=tenant.pk)
     if tenant.cloud_kms_enabled == enabled:
         return False
     tenant.cloud_kms_enabled = enabled
     tenant.save(update_fields=["cloud_kms_enabled"])
-    signals.cloud_kms_switched.send(sender=Tenant, tenant=tenant, actor=actor, enabled=enabled)
+    signals.cloud_kms_switched.send(sender=Tenant, tenant=tenant, actor=actor, enabled=enabled, reason=reason)
     return True

@@ -14,5 +14,5 @@ membership_added = Signal()
 membership_role_changed = Signal()
 # kwargs: tenant, actor, user_id, email, role
 membership_removed = Signal()
-# kwargs: tenant, actor, enabled
+# kwargs: tenant, actor, enabled, reason
 cloud_kms_switched = Signal()

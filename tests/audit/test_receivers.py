@@ -103,6 +103,9 @@ def test_support_switching_cloud_kms_in_the_admin_form_records_one_event(
         "name": tenant.name,
         "slug": tenant.slug,
         "cloud_kms_enabled": "on",
+        "cloud_kms_reason": "customer signed the BYOK addendum",
+        "keys-TOTAL_FORMS": "0",
+        "keys-INITIAL_FORMS": "0",
         "memberships-TOTAL_FORMS": "1",
         "memberships-INITIAL_FORMS": "1",
         "memberships-MIN_NUM_FORMS": "0",
@@ -117,7 +120,7 @@ def test_support_switching_cloud_kms_in_the_admin_form_records_one_event(
     assert tenant.cloud_kms_enabled
     [event] = events(tenant)
     assert event.type == "tenant.cloud-kms-enabled"
-    assert event.payload == {"cloudKmsEnabled": True}
+    assert event.payload == {"cloudKmsEnabled": True, "reason": "customer signed the BYOK addendum"}
     assert (event.actor_id, event.actor_email) == (support.pk, "support@kodori.test")
 
 

@@ -58,13 +58,20 @@ def test_staff_switch_cloud_kms_on_through_the_service(
         "cloud_kms_enabled": "on",
         "memberships-TOTAL_FORMS": "0",
         "memberships-INITIAL_FORMS": "0",
+        "keys-TOTAL_FORMS": "0",
+        "keys-INITIAL_FORMS": "0",
     }
     r = as_user(staff).post(url, data)
+    assert r.status_code == 200 and b"Say why cloud KMS is switched" in r.content  # a reason is required
+    tenant.refresh_from_db()
+    assert tenant.cloud_kms_enabled is False and switches == []
+    r = as_user(staff).post(url, {**data, "cloud_kms_reason": "signed the BYOK addendum"})
     assert r.status_code == 302, r.content[:2000]
     tenant.refresh_from_db()
     assert tenant.cloud_kms_enabled is True
     assert len(switches) == 1
     assert switches[0]["enabled"] is True and switches[0]["actor"] == staff
+    assert switches[0]["reason"] == "signed the BYOK addendum"
 
 
 def test_saving_without_changing_the_switch_announces_nothing(
@@ -76,6 +83,8 @@ def test_saving_without_changing_the_switch_announces_nothing(
         "slug": tenant.slug,
         "memberships-TOTAL_FORMS": "0",
         "memberships-INITIAL_FORMS": "0",
+        "keys-TOTAL_FORMS": "0",
+        "keys-INITIAL_FORMS": "0",
     }
     assert as_user(staff).post(url, data).status_code == 302
     assert switches == []
@@ -104,3 +113,17 @@ def test_the_admin_refuses_staff_without_permissions(as_user: Any, db: None) -> 
 
     bare_staff = make_user("bare@kodori.test", is_staff=True)
     assert as_user(bare_staff).get(reverse("admin:tenants_tenant_changelist")).status_code == 403
+
+
+def test_staff_see_each_tenants_key_status_and_can_reprobe(as_user: Any, staff: Any, tenant: Tenant) -> None:
+    from encryption import keyring
+
+    keyring.active_tkv(tenant)
+    client = as_user(staff)
+    page = client.get(reverse("admin:tenants_tenant_change", args=[tenant.pk])).content.decode()
+    assert "registered key" in page.lower() and "kodori-managed" in page
+    r = client.post(
+        reverse("admin:tenants_tenant_changelist"),
+        {"action": "reprobe_keys", "_selected_action": [tenant.pk]},
+    )
+    assert r.status_code == 302
