@@ -77,9 +77,16 @@ def register(request: TenantRequest, cloud: str) -> HttpResponse:
 @require_GET
 @tenant_required(*MANAGERS)
 def key_status(request: TenantRequest, pk: int) -> HttpResponse:
-    """The status cell of one key; htmx polls it while the key is pending."""
+    """The status cell of one key; htmx polls it while the key is pending.
+
+    Once a polled key is settled, the whole page reloads: an activation also changes the current key and
+    retires the previous one, which other parts of the page show.
+    """
     key = get_object_or_404(TenantKey.objects.for_tenant(request.tenant), pk=pk)
-    return render(request, "encryption/_key_status.html", {"key": key})
+    response = render(request, "encryption/_key_status.html", {"key": key})
+    if request.headers.get("HX-Request") and key.status != KeyStatus.PENDING:
+        response["HX-Refresh"] = "true"
+    return response
 
 
 @require_http_methods(["GET", "POST"])

@@ -85,6 +85,9 @@ def test_an_owner_registers_an_azure_key_and_watches_it_become_active(
     services.verify_key(key.pk)  # what the queued Celery task runs
     active = client.get(status_url).content.decode()
     assert "Active" in active and "hx-trigger" not in active
+    assert (
+        client.get(status_url, HTTP_HX_REQUEST="true")["HX-Refresh"] == "true"
+    )  # the page reloads once settled
     assert TenantKey.objects.get(pk=key.pk).status == KeyStatus.ACTIVE
 
 
