@@ -1,6 +1,6 @@
-"""In Chromium, with a real Celery worker and the local cloud emulators: an owner registers an AWS key, watches it
-go pending → active, rotates to a GCP key, then disables the retired AWS key. Screenshots of each state are saved;
-``KODORI_SCREENSHOT_DIR=docs/screenshots`` refreshes the committed set."""
+"""In Chromium, with a real Celery worker and the local cloud emulators: an owner registers an AWS key,
+watches it go pending → active, rotates to a GCP key, then disables the retired AWS key. Screenshots of each
+state are saved; ``KODORI_SCREENSHOT_DIR=docs/screenshots`` refreshes the committed set."""
 
 from __future__ import annotations
 
