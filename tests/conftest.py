@@ -138,3 +138,32 @@ def worker_process(transactional_db: None) -> Any:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture
+def clouds(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The local AWS / Azure / GCP emulators, with Kodori's settings and environment pointed at them.
+
+    The environment is set too, so a ``worker_process`` (or beat) started after this fixture uses them.
+    """
+    import os
+
+    from django.test import override_settings
+
+    from emulators.dev import start_all
+    from encryption import keyring
+    from encryption.providers import aws as aws_provider
+    from encryption.providers import azure as azure_provider
+
+    running = start_all(tmp_path / "emulators", fixed_ports=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    for name, value in running.env.items():
+        monkeypatch.setenv(name, value)
+    kodori = {name: value for name, value in running.env.items() if name.startswith("KODORI_")}
+    with override_settings(**kodori):
+        keyring.cache.clear()
+        azure_provider.reset_clients()
+        aws_provider.reset_clients()
+        yield running
+    running.stop()

@@ -5,40 +5,18 @@ state are saved; ``KODORI_SCREENSHOT_DIR=docs/screenshots`` refreshes the commit
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from django.test import override_settings
 
-from emulators.dev import DevEmulators, start_all
-from encryption import keyring, services
+from emulators.dev import DevEmulators
+from encryption import services
 from encryption.models import KeyStatus, TenantKey, WrapMethod
-from encryption.providers import aws as aws_provider
-from encryption.providers import azure as azure_provider
 from tenants.models import Tenant
 from tests.browser.test_shell import sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def clouds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[DevEmulators]:
-    """The emulators, with Kodori's settings (and the worker's environment) pointed at them."""
-    running = start_all(tmp_path / "emulators", fixed_ports=False)
-    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
-    for name, value in running.env.items():
-        monkeypatch.setenv(name, value)  # read by the worker subprocess's settings
-    kodori = {name: value for name, value in running.env.items() if name.startswith("KODORI_")}
-    with override_settings(**kodori):
-        keyring.cache.clear()
-        azure_provider.reset_clients()
-        if hasattr(aws_provider, "reset_clients"):
-            aws_provider.reset_clients()
-        yield running
-    running.stop()
 
 
 def shot(page: Any, name: str, tmp_path: Path) -> None:
