@@ -1,5 +1,6 @@
 """In Chromium, with a real Celery worker and the local cloud emulators: an owner registers an AWS key,
-watches it go pending → active, rotates to a GCP key, then disables the retired AWS key. Screenshots of each
+watches it go pending → active, rotates to a GCP key, disables the retired AWS key, then rotates to an Azure
+key. Screenshots of each
 state are saved; ``KODORI_SCREENSHOT_DIR=docs/screenshots`` refreshes the committed set."""
 
 from __future__ import annotations
@@ -72,12 +73,27 @@ def test_an_owner_registers_rotates_and_disables_keys(
     row_of(page, key_arn[-12:]).get_by_text("Disabled", exact=True).wait_for()
     shot(page, "5-retired-aws-disabled", tmp_path)
 
+    # The third cloud: an Azure Key Vault key (the tenant-facing URL names a real vault host; the deployment's
+    # emulator setting routes it to the local vault).
+    azure_url = (
+        "https://kodori-demo.vault.azure.net/keys/"
+        + clouds.env["KODORI_EMULATOR_AZURE_KEY_ID"].split("/keys/")[1]
+    )
+    page.goto(f"{base}/encryption/register/azure")
+    page.get_by_label("Key URL").fill(azure_url)
+    page.get_by_label("Directory (tenant) id").fill(clouds.env["KODORI_EMULATOR_AZURE_DIRECTORY_ID"])
+    page.get_by_role("button", name="Register and verify").click()
+    page.wait_for_url(f"{base}/encryption")
+    row_of(page, azure_url[-12:]).get_by_text("Active", exact=True).wait_for(timeout=30_000)
+
     statuses = dict(TenantKey.objects.filter(tenant=tenant).values_list("wrap_method", "status"))
     assert statuses[WrapMethod.CUSTOMER_KMS_AWS] == KeyStatus.DISABLED
-    assert statuses[WrapMethod.CUSTOMER_KMS_GCP] == KeyStatus.ACTIVE
+    assert statuses[WrapMethod.CUSTOMER_KMS_GCP] == KeyStatus.RETIRED
+    assert statuses[WrapMethod.CUSTOMER_KMS_AZURE] == KeyStatus.ACTIVE
     tenant.refresh_from_db()
     assert not tenant.is_sealed
     page.goto(f"{base}/audit?types=tenant-kms.*")
-    chip = page.locator(".audit-diff-chip").first
-    assert chip.inner_text() == f"aws-kms …{key_arn[-12:]} → gcp-kms …{gcp_key[-12:]}"
+    chips = page.locator(".audit-diff-chip").all_inner_texts()
+    assert f"aws-kms …{key_arn[-12:]} → gcp-kms …{gcp_key[-12:]}" in chips
+    assert f"gcp-kms …{gcp_key[-12:]} → azure-kv …{azure_url[-12:]}" in chips
     shot(page, "6-audit-chip", tmp_path)
