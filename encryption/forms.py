@@ -15,6 +15,9 @@ class AwsKeyForm(forms.Form):
         label="KMS key ARN or alias ARN", max_length=2048,
         help_text="arn:aws:kms:&lt;region&gt;:&lt;account&gt;:key/&lt;key id&gt; or …:alias/&lt;name&gt;",
     )  # fmt: skip
+    region = forms.CharField(
+        label="Region", max_length=32, required=False, help_text="optional: taken from the ARN; must match it"
+    )
     role_arn = forms.CharField(
         label="Role ARN Kodori assumes",
         max_length=2048,
@@ -22,7 +25,10 @@ class AwsKeyForm(forms.Form):
     )
 
     def config(self) -> dict[str, Any]:
-        return {"role_arn": self.cleaned_data["role_arn"]}
+        config = {"role_arn": self.cleaned_data["role_arn"]}
+        if self.cleaned_data.get("region"):
+            config["region"] = self.cleaned_data["region"]
+        return config
 
 
 class AzureKeyForm(forms.Form):

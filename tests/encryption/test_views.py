@@ -141,3 +141,17 @@ def test_disabling_the_active_key_needs_the_typed_confirmation(
     tenant.refresh_from_db()
     assert tenant.is_sealed
     assert "Retry now" in client.get(reverse("encryption:index")).content.decode()
+
+
+def test_the_aws_form_refuses_a_region_that_contradicts_the_arn(
+    as_user: Any, owner: Any, cloud_tenant: Tenant
+) -> None:
+    r = as_user(owner).post(
+        reverse("encryption:register", args=["aws"]),
+        {
+            "key_id": "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+            "region": "us-east-1",
+            "role_arn": "arn:aws:iam::111122223333:role/r",
+        },
+    )
+    assert r.status_code == 400 and "region" in r.content.decode()
