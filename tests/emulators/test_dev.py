@@ -14,6 +14,7 @@ from django.test import override_settings
 
 from emulators.dev import DevEmulators, start_all
 from encryption.providers import KeyContext
+from encryption.providers import aws as aws_provider
 from encryption.providers import azure as azure_provider
 from encryption.providers.aws import AwsKeyProvider
 from encryption.providers.azure import AzureKeyProvider
@@ -41,9 +42,12 @@ def kodori_env(running: DevEmulators, monkeypatch: pytest.MonkeyPatch) -> Iterat
         else:
             monkeypatch.setenv(name, value)
     with override_settings(**kodori_settings):
+        # Clients and role sessions cached by earlier tests belong to other emulators (other credentials).
         azure_provider.reset_clients()
+        aws_provider.reset_clients()
         yield running.env
     azure_provider.reset_clients()
+    aws_provider.reset_clients()
 
 
 def test_it_prints_settings_for_all_three_clouds(running: DevEmulators) -> None:
