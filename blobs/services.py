@@ -179,7 +179,5 @@ def sweep_stale_uploads(*, older_than: timedelta | None = None) -> int:
                 keyring.delete_data_key(blob.tenant, blob.pk)
                 swept += 1
     # A crash between making the data key and the blob row leaves a key with no blob.
-    orphans = DataKey.objects.filter(created_at__lt=cutoff, blob__isnull=True)
-    for tenant_id, blob_id in orphans.values_list("tenant_id", "blob_id"):
-        DataKey.objects.filter(tenant_id=tenant_id, blob_id=blob_id, blob__isnull=True).delete()
+    DataKey.objects.filter(created_at__lt=cutoff, blob__isnull=True).delete()
     return swept

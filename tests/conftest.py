@@ -85,27 +85,33 @@ def as_user() -> Any:
     return client_for
 
 
+def subprocess_env() -> dict[str, str]:
+    """The environment for a Celery worker or beat subprocess: this process's, on the *test* database."""
+    import os
+
+    from django.db import connection
+
+    db = connection.settings_dict
+    return {
+        **os.environ,
+        "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "DJANGO_ENV": "test",
+    }
+
+
 @pytest.fixture
 def worker_process(transactional_db: None) -> Any:
     """A real ``celery worker`` subprocess on the test Redis, using the test database; stopped afterwards.
 
     Tests that use it see committed data only (``transactional_db``), like a real worker would.
     """
-    import os
     import subprocess
     import sys
     from pathlib import Path
 
-    from django.db import connection
-
     from kodori.celery import app
 
-    db = connection.settings_dict
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        "DJANGO_ENV": "test",
-    }
+    env = subprocess_env()
     celery = Path(sys.executable).parent / "celery"
     proc = subprocess.Popen(
         [

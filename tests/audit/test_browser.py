@@ -7,10 +7,8 @@ of ``tests/browser`` when both run in one session.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,15 +16,12 @@ from django.test import Client
 
 from audit import payloads, services
 from audit.models import EventType
+from kodori.testing.browser import CHROMIUM, CHROMIUM_ARGS, require_chromium
 from tenants.models import Tenant
 
 from .conftest import ARN, AZURE_URL, GCP_PATH
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-CHROMIUM = os.environ.get("KODORI_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
 
 
 def in_browser(steps: Callable[[Any], None]) -> None:
@@ -75,10 +70,7 @@ def key_custody_history(tenant: Tenant, owner: Any, admin: Any) -> None:
 def test_an_admin_filters_key_custody_and_sees_the_rotation_chip(
     live_server: Any, admin: Any, key_custody_history: None
 ) -> None:
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{CHROMIUM} is missing; .ci/run installs Debian's chromium package")
-        pytest.skip(f"{CHROMIUM} not installed: `apt-get install chromium` runs the browser tests")
+    require_chromium()
     client = Client()
     client.force_login(admin)
     session = client.cookies["sessionid"].value

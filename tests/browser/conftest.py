@@ -4,30 +4,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-CHROMIUM = os.environ.get("KODORI_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-quic",
-    "--no-first-run",
-]
+from kodori.testing.browser import CHROMIUM, CHROMIUM_ARGS, require_chromium
 
 
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{CHROMIUM} is missing; .ci/run installs Debian's chromium package")
-        pytest.skip(f"{CHROMIUM} not installed: `apt-get install chromium` runs the browser tests")
+    require_chromium()
     from playwright.sync_api import sync_playwright
 
     # Playwright's sync API runs an event loop on this thread; the ORM calls our fixtures make between

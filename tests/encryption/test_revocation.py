@@ -3,7 +3,6 @@ and restoring access unseals it: a real Celery worker and beat, the AWS emulator
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -11,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.db import connection
 
 from emulators.dev import DevEmulators
 from encryption import services
 from encryption.models import WrapMethod
 from tenants.models import Tenant
+from tests.conftest import subprocess_env
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -31,12 +30,7 @@ def short_intervals(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def beat(short_intervals: None, worker_process: Any, tmp_path: Path) -> Any:
-    db = connection.settings_dict
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        "DJANGO_ENV": "test",
-    }
+    env = subprocess_env()
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "celery"), "-A", "kodori", "beat", "--loglevel=WARNING",
          "--schedule", str(tmp_path / "beat-schedule")],
