@@ -111,30 +111,86 @@ def cloud_kms_switched(*, enabled: bool, reason: str = "") -> dict[str, Any]:
     return payload
 
 
-def rewrap_started(*, to_key_row_id: int, to_provider: str, to_key_id: str, data_keys: int) -> dict[str, Any]:
-    return {"toKeyRowId": to_key_row_id, **_key(to_provider, to_key_id, "to"), "dataKeys": data_keys}
+def rewrap_started(
+    *,
+    to_key_row_id: int,
+    to_provider: str,
+    to_key_id: str,
+    data_keys: int,
+    job_id: int | None = None,
+    trigger: str = "",
+    versions: dict[str, int] | None = None,
+) -> dict[str, Any]:
+    """``versions`` maps a key version number (as text) to how many data keys it holds at the start."""
+    payload: dict[str, Any] = {
+        "toKeyRowId": to_key_row_id,
+        **_key(to_provider, to_key_id, "to"),
+        "dataKeys": data_keys,
+    }
+    if job_id is not None:
+        payload["jobId"] = job_id
+    if trigger:
+        payload["trigger"] = text(trigger, 32)
+    if versions is not None:
+        payload["versions"] = {text(k, 16): int(v) for k, v in versions.items()}
+    return payload
 
 
 def rewrap_completed(
-    *, to_key_row_id: int, to_provider: str, to_key_id: str, rewrapped: int, retired_key_row_ids: list[int]
+    *,
+    to_key_row_id: int,
+    to_provider: str,
+    to_key_id: str,
+    rewrapped: int,
+    retired_key_row_ids: list[int],
+    job_id: int | None = None,
+    total: int | None = None,
+    unreadable: int = 0,
+    destroyed_versions: list[int] | None = None,
 ) -> dict[str, Any]:
-    return {
+    """``retiredKeyRowIds``: keys that protect nothing any more (safe to delete from their KMS)."""
+    payload: dict[str, Any] = {
         "toKeyRowId": to_key_row_id,
         **_key(to_provider, to_key_id, "to"),
         "rewrapped": rewrapped,
         "retiredKeyRowIds": list(retired_key_row_ids),
     }
+    if job_id is not None:
+        payload["jobId"] = job_id
+    if total is not None:
+        payload["total"] = total
+        payload["unreadable"] = unreadable
+    if destroyed_versions is not None:
+        payload["destroyedVersions"] = [int(v) for v in destroyed_versions]
+    return payload
 
 
 def rewrap_failed(
-    *, to_key_row_id: int, to_provider: str, to_key_id: str, rewrapped: int, error: str
+    *,
+    to_key_row_id: int,
+    to_provider: str,
+    to_key_id: str,
+    rewrapped: int,
+    error: str,
+    job_id: int | None = None,
+    total: int | None = None,
 ) -> dict[str, Any]:
-    return {
+    payload: dict[str, Any] = {
         "toKeyRowId": to_key_row_id,
         **_key(to_provider, to_key_id, "to"),
         "rewrapped": rewrapped,
         "error": text(error),
     }
+    if job_id is not None:
+        payload["jobId"] = job_id
+    if total is not None:
+        payload["total"] = total
+    return payload
+
+
+def rewrap_control(*, job_id: int, rewrapped: int, total: int) -> dict[str, Any]:
+    """The payload of ``rewrap.paused`` / ``rewrap.resumed`` / ``rewrap.cancelled``: where the walk stood."""
+    return {"jobId": job_id, "rewrapped": rewrapped, "total": total}
 
 
 # --- People and tokens --------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ __all__ = [
     "NONCE_SIZE",
     "OVERHEAD",
     "TAG_SIZE",
+    "Rewrapper",
     "open",
     "open_with_nonce",
     "seal",
@@ -91,3 +92,29 @@ def open(key: bytes, sealed: bytes, aad: bytes) -> bytes:
         return aead.decrypt(sealed[:NONCE_SIZE], sealed[NONCE_SIZE:], aad)
     except InvalidTag:
         raise NotAuthentic() from None
+
+
+class Rewrapper:
+    """Opens values sealed under one key and seals them again under another: the re-wrap walk's inner loop.
+
+    One cipher object per key for a whole batch (building one costs about as much as a 60-byte seal). The
+    plaintext only ever lives in a local of :meth:`rewrap`.
+    """
+
+    def __init__(self, old_key: bytes, new_key: bytes) -> None:
+        self._old = _aead(old_key)
+        self._new = _aead(new_key)
+
+    def __repr__(self) -> str:
+        return "<Rewrapper>"
+
+    def rewrap(self, sealed: bytes, old_aad: bytes, new_aad: bytes) -> bytes:
+        """``sealed`` (made by :func:`seal` under the old key and ``old_aad``) sealed under the new key."""
+        if len(sealed) < OVERHEAD:
+            raise NotAuthentic()
+        try:
+            plaintext = self._old.decrypt(sealed[:NONCE_SIZE], sealed[NONCE_SIZE:], old_aad)
+        except InvalidTag:
+            raise NotAuthentic() from None
+        nonce = os.urandom(NONCE_SIZE)
+        return nonce + self._new.encrypt(nonce, plaintext, new_aad)

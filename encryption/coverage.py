@@ -1,14 +1,21 @@
-"""What each key protects: key versions and data keys per KEK, counted on encryption's own tables."""
+"""What each key protects, counted on encryption's own tables, and retiring what protects nothing.
+
+Per KEK: its live key versions and data keys (the key history on /encryption); per key version: its data keys
+(the coverage table). A retired version that no data key references has its key material destroyed (the row
+stays as a tombstone); a retired KEK with no live version protects nothing and may be deleted from its KMS.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.db import connection
 from django.db.models import Count, Q
 
 from tenants.models import Tenant
 
-from .models import DataKey, TenantKey, TenantKeyVersion, VersionStatus
+from . import keyring
+from .models import DataKey, KeyStatus, TenantKey, TenantKeyVersion, VersionStatus, WrapMethod
 
 
 @dataclass(frozen=True)
@@ -34,3 +41,61 @@ def key_coverage(tenant: Tenant) -> list[KeyCoverage]:
     )
     keys = TenantKey.objects.for_tenant(tenant).select_related("registered_by").order_by("-created_at", "-pk")
     return [KeyCoverage(key, versions.get(key.pk, 0), data_keys.get(key.pk, 0)) for key in keys]
+
+
+@dataclass(frozen=True)
+class VersionCoverage:
+    """One key version of a tenant and how many data keys it wraps."""
+
+    tkv: TenantKeyVersion
+    data_keys: int
+
+
+def version_coverage(tenant: Tenant) -> list[VersionCoverage]:
+    """Every key version of ``tenant``, newest first, with its KEK and its data-key count."""
+    counts = dict(
+        DataKey.objects.for_tenant(tenant).values("tkv_id").annotate(n=Count("id")).values_list("tkv_id", "n")
+    )
+    versions = TenantKeyVersion.objects.for_tenant(tenant).select_related("kek").order_by("-version")
+    return [VersionCoverage(tkv, counts.get(tkv.pk, 0)) for tkv in versions]
+
+
+def destroy_unreferenced_versions(tenant: Tenant) -> list[tuple[int, int, int]]:
+    """Erase the key material of every retired version no data key references; (id, version, kek) each.
+
+    The row stays, as a tombstone the audit trail and the key history point to. A retired version never
+    gains data keys again (uploads only wrap under the active one), so "nothing references it" is final.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE tenant_key_versions t SET status = %s, wrapped_key = '\\x'::bytea, destroyed_at = now() "
+            "WHERE t.tenant_id = %s AND t.status = %s "
+            "AND NOT EXISTS (SELECT 1 FROM data_keys d WHERE d.tkv_id = t.id) "
+            "RETURNING t.id, t.version, t.kek_id",
+            [VersionStatus.DESTROYED, tenant.pk, VersionStatus.RETIRED],
+        )
+        destroyed = [(int(a), int(b), int(c)) for a, b, c in cursor.fetchall()]
+    for pk, _, _ in destroyed:
+        keyring.cache.discard(pk)
+    return destroyed
+
+
+def unreferenced_keys(tenant: Tenant, candidates: list[int] | None = None) -> list[int]:
+    """Ids of the tenant's retired or disabled KEKs with no live key version: they protect nothing."""
+    keys = TenantKey.objects.for_tenant(tenant).filter(status__in=[KeyStatus.RETIRED, KeyStatus.DISABLED])
+    if candidates is not None:
+        keys = keys.filter(pk__in=candidates)
+    live = TenantKeyVersion.objects.for_tenant(tenant).exclude(status=VersionStatus.DESTROYED)
+    return sorted(
+        keys.exclude(pk__in=live.values("kek_id")).exclude(versions=None).values_list("pk", flat=True)
+    )
+
+
+def key_protects_nothing(key: TenantKey, live_versions: int, data_keys: int) -> bool:
+    """Whether the customer may delete ``key`` from their KMS: retired, no live version, no data key."""
+    return (
+        key.status in (KeyStatus.RETIRED, KeyStatus.DISABLED)
+        and live_versions == 0
+        and data_keys == 0
+        and key.wrap_method != WrapMethod.GLOBAL
+    )

@@ -226,7 +226,11 @@ def rotate_tkv(tenant: Tenant) -> TenantKeyVersion:
     """A new TKV under the tenant's active KEK. Existing DEKs keep opening through their own version."""
     with transaction.atomic():
         kek = TenantKey.objects.for_tenant(tenant).select_for_update().filter(status=KeyStatus.ACTIVE).first()
-        return create_tkv(tenant, kek or _global_kek(tenant))
+        tkv = create_tkv(tenant, kek or _global_kek(tenant))
+        from .rewrap import after_rotation  # the walk builds on this module
+
+        after_rotation(tenant)
+        return tkv
 
 
 # --- Data keys ---------------------------------------------------------------------------------------------

@@ -178,7 +178,10 @@ class DataKey(models.Model):
 
     tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="data_keys")
     blob_id = models.UUIDField(unique=True)
-    tkv = models.ForeignKey(TenantKeyVersion, on_delete=models.PROTECT, related_name="data_keys")
+    # No single-column index: ``data_keys_tkv_id`` (tkv, id) serves the foreign key, the walk and the counts.
+    tkv = models.ForeignKey(
+        TenantKeyVersion, on_delete=models.PROTECT, related_name="data_keys", db_index=False
+    )
     wrapped_dek = models.BinaryField()
     format_version = models.PositiveSmallIntegerField()
     created_at = models.DateTimeField(auto_now_add=True)
@@ -191,3 +194,95 @@ class DataKey(models.Model):
 
     def __str__(self) -> str:
         return f"data key of blob {self.blob_id}"
+
+
+class RewrapStatus(models.TextChoices):
+    """Where a re-wrap walk stands. ``running`` and ``paused`` are live: at most one live job per tenant."""
+
+    RUNNING = "running", "Running"
+    PAUSED = "paused", "Paused"
+    CANCELLED = "cancelled", "Cancelled"
+    COMPLETED = "completed", "Completed"
+    FAILED = "failed", "Failed"
+
+
+LIVE_REWRAP_STATUSES = (RewrapStatus.RUNNING, RewrapStatus.PAUSED)
+
+
+class RewrapTrigger(models.TextChoices):
+    MANUAL = "manual", "Started by an owner or admin"
+    ROTATION = "rotation", "Started automatically after a rotation"
+
+
+class RewrapJob(models.Model):
+    """One walk that moves a tenant's data keys from older key versions to ``target_tkv`` (the active one).
+
+    The row is the walk's checkpoint: ``cursor_tkv_id``/``cursor_id`` say where the next batch starts, and
+    ``done`` and the per-version counts in ``versions`` change in the same transaction as the data keys they
+    count, so after a crash they are exactly what the table holds. ``updated_at`` is the heartbeat a watchdog
+    uses to resume a walk whose worker died.
+
+    ``versions`` maps a source TKV id (as text) to ``{"version", "kek", "total", "done"}``.
+    """
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="rewrap_jobs")
+    status = models.CharField(max_length=16, choices=RewrapStatus.choices, default=RewrapStatus.RUNNING)
+    trigger = models.CharField(max_length=16, choices=RewrapTrigger.choices, default=RewrapTrigger.MANUAL)
+    started_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    target_tkv = models.ForeignKey(TenantKeyVersion, on_delete=models.PROTECT, related_name="+")
+    total = models.BigIntegerField(default=0)
+    done = models.BigIntegerField(default=0)
+    # Wrapped DEKs that do not authenticate under their own version: left in place and reported.
+    unreadable = models.BigIntegerField(default=0)
+    versions = models.JSONField(default=dict, blank=True)
+    cursor_tkv_id = models.BigIntegerField(null=True, blank=True)
+    cursor_id = models.BigIntegerField(default=0)
+    rate = models.FloatField(default=0.0)  # data keys per second, smoothed over recent batches
+    last_error = models.TextField(blank=True)
+    destroyed_versions = models.JSONField(default=list, blank=True)
+    unreferenced_keys = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = TenantScopedQuerySet.as_manager()
+
+    class Meta:
+        db_table = "rewrap_jobs"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant"],
+                condition=models.Q(status__in=[s.value for s in LIVE_REWRAP_STATUSES]),
+                name="rewrap_one_live_job_per_tenant",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(status__in=[s.value for s in RewrapStatus]), name="rewrap_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(done__gte=0, unreadable__gte=0, total__gte=0), name="rewrap_counts_valid"
+            ),
+        ]
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"re-wrap #{self.pk} of {self.tenant_id} ({self.status})"
+
+    @property
+    def is_live(self) -> bool:
+        return self.status in LIVE_REWRAP_STATUSES
+
+    @property
+    def remaining(self) -> int:
+        return max(self.total - self.done - self.unreadable, 0)
+
+    @property
+    def percent(self) -> int:
+        return 100 if self.total == 0 else min(100, int(100 * (self.done + self.unreadable) / self.total))
+
+    @property
+    def eta_seconds(self) -> int | None:
+        if self.status != RewrapStatus.RUNNING or self.rate <= 0:
+            return None
+        return int(self.remaining / self.rate + 0.5)

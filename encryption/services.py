@@ -27,7 +27,7 @@ from audit.models import EventType
 from audit.services import record
 from tenants.models import Tenant
 
-from . import keyring
+from . import keyring, rewrap
 from .credentials import refuse_static_credentials
 from .identifiers import (
     InvalidKeyIdentifier,
@@ -196,6 +196,8 @@ def activate_key(key: TenantKey, *, actor: Any = None) -> TenantKey:
     key.last_verify_error = ""
     key.save(update_fields=["status", "activated_at", "last_verified_at", "last_verify_error"])
     keyring.create_tkv(tenant, key)
+    if previous is not None:
+        rewrap.after_rotation(tenant)
     if previous is None or previous.wrap_method == WrapMethod.GLOBAL:
         payload = payloads.key_registered(key_row_id=key.pk, provider=key.wrap_method, key_id=key.key_id)
         record(tenant, EventType.TENANT_KMS_REGISTERED, actor=actor or key.registered_by, payload=payload)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from celery import Task, shared_task
+from django.conf import settings
+from django.db import DatabaseError, connection
 
 from tenants.models import Tenant
 
-from . import services
+from . import services, walk
 from .providers import ProviderError
 
 # A registration whose KMS is only busy is retried for about five minutes before it is marked failed.
@@ -41,3 +43,43 @@ def reverify_active_keys() -> dict[str, int]:
 def reverify_tenant(tenant_pk: int) -> bool:
     """ "Retry now" for one tenant."""
     return services.reverify_tenant(Tenant.objects.get(pk=tenant_pk))
+
+
+# A walk that keeps hitting a busy KMS or a lost database connection tries again for about an hour.
+REWRAP_RETRIES = 12
+REWRAP_RETRY_MAX_SECONDS = 600
+
+
+@shared_task(name="encryption.tasks.run_rewrap", bind=True, max_retries=REWRAP_RETRIES)
+def run_rewrap(self: Task, job_pk: int) -> str:
+    """Walk a re-wrap job for one time slice, then queue the rest. Any number may run for one job at once."""
+    try:
+        outcome = walk.walk(job_pk, seconds=settings.KODORI_REWRAP_SLICE_SECONDS)
+    except (ProviderError, DatabaseError) as exc:
+        if isinstance(exc, DatabaseError):
+            # A dropped connection: the batch rolled back. Open a fresh one for the retry.
+            connection.close()
+        if self.request.retries >= REWRAP_RETRIES:
+            walk.fail_job(job_pk, f"Gave up after {REWRAP_RETRIES} retries: {exc}")
+            return walk.Outcome.FINISHED
+        countdown = min(REWRAP_RETRY_MAX_SECONDS, 2 ** (self.request.retries + 1))
+        raise self.retry(exc=exc, countdown=countdown) from exc
+    if outcome == walk.Outcome.MORE:
+        run_rewrap.delay(job_pk)
+    return outcome
+
+
+@shared_task(name="encryption.tasks.resume_stalled_rewraps")
+def resume_stalled_rewraps() -> list[int]:
+    """Queue every running walk whose worker died (its checkpoint went stale). Harmless if it did not."""
+    stalled = walk.stalled_jobs()
+    for job_pk in stalled:
+        run_rewrap.delay(job_pk)
+    return stalled
+
+
+@shared_task(name="encryption.tasks.vacuum_data_keys")
+def vacuum_data_keys() -> None:
+    """Reclaim the row versions a walk left behind (every moved row was rewritten), and refresh statistics."""
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM (ANALYZE) data_keys")

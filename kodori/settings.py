@@ -224,6 +224,20 @@ KODORI_TKV_CACHE_MAX_ENTRIES = env.int("KODORI_TKV_CACHE_MAX_ENTRIES", default=1
 # DEKs wrapped under one key version (random 96-bit nonces) before it is rotated: far below AES-GCM's 2^32
 # bound.
 KODORI_TKV_MAX_WRAPS = env.int("KODORI_TKV_MAX_WRAPS", default=2**30)
+
+# --- Re-wrap walk (moves data keys to the active key version so retired keys can be deleted) -----------------
+# Start a walk automatically after every rotation (off by default in the test suite, which starts its own).
+KODORI_REWRAP_AFTER_ROTATION = env.bool("KODORI_REWRAP_AFTER_ROTATION", default=DJANGO_ENV != "test")
+# Data keys per batch: one transaction, one checkpoint. 1,000 is the sweet spot measured in bench/rewrap.py.
+KODORI_REWRAP_BATCH_SIZE = env.int("KODORI_REWRAP_BATCH_SIZE", default=1000)
+# A task walks this long, then queues its continuation, so pause/cancel and other tenants get their turn.
+KODORI_REWRAP_SLICE_SECONDS = env.float("KODORI_REWRAP_SLICE_SECONDS", default=30.0)
+# A running walk whose checkpoint is older than this is resumed by the watchdog (its worker died).
+KODORI_REWRAP_STALL_SECONDS = env.float("KODORI_REWRAP_STALL_SECONDS", default=120.0)
+CELERY_BEAT_SCHEDULE["encryption-resume-stalled-rewraps"] = {
+    "task": "encryption.tasks.resume_stalled_rewraps",
+    "schedule": env.float("KODORI_REWRAP_WATCHDOG_SECONDS", default=60.0),
+}
 # Calls to a KMS: transient failures are retried with jittered exponential backoff within this deadline.
 KODORI_KMS_DEADLINE_SECONDS = env.float("KODORI_KMS_DEADLINE_SECONDS", default=10.0)
 KODORI_KMS_MAX_ATTEMPTS = env.int("KODORI_KMS_MAX_ATTEMPTS", default=5)

@@ -63,6 +63,9 @@ BUILDERS: dict[EventType, Callable[[str], dict[str, Any]]] = {
     EventType.REWRAP_FAILED: lambda k: payloads.rewrap_failed(
         to_key_row_id=2, to_provider="gcp", to_key_id=k, rewrapped=3, error=_error(k)
     ),
+    EventType.REWRAP_PAUSED: lambda k: payloads.rewrap_control(job_id=1, rewrapped=3, total=10),
+    EventType.REWRAP_RESUMED: lambda k: payloads.rewrap_control(job_id=1, rewrapped=3, total=10),
+    EventType.REWRAP_CANCELLED: lambda k: payloads.rewrap_control(job_id=1, rewrapped=3, total=10),
     EventType.MEMBERSHIP_ADDED: lambda k: payloads.membership_added(
         user_id=1, email=f"{k}@x.test", role="admin", created_account=False
     ),

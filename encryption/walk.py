@@ -1,0 +1,359 @@
+"""The re-wrap walk itself: checkpointed batches that move data keys to the active key version.
+
+After a rotation, old blobs' DEKs are still wrapped by tenant key versions (TKVs) under the retired KEK. A
+walk (a ``RewrapJob``, driven by the ``run_rewrap`` Celery task) visits those data-key rows one source
+version at a time, in keyset-paginated batches ordered by id. Each batch is one transaction:
+
+1. lock the job row (``SELECT … FOR UPDATE``): two workers on one job take turns and each starts from the
+   checkpoint the other committed, so no batch is ever applied twice;
+2. retarget if the tenant rotated since the last batch (the old target becomes one more source);
+3. read up to ``KODORI_REWRAP_BATCH_SIZE`` rows of the current source after the cursor;
+4. open each DEK with the source TKV and seal it under the target TKV with the new associated data (the
+   DEK itself, and so the blob's bytes, never change); count the wraps on the target first;
+5. ``UPDATE … FROM unnest(ids, wrapped)`` with a compare-and-swap on the old version id: a row deleted or
+   moved meanwhile is simply not updated;
+6. advance the cursor and the counts in the same transaction.
+
+A worker killed at any point loses at most its open transaction; the watchdog (``resume_stalled_rewraps``)
+re-queues a running job whose checkpoint went stale. Uploads go on throughout: new data keys are wrapped by
+the active version, which is never a source. When no source has rows left, the walk destroys every retired
+version that nothing references any more (the row stays as a tombstone, its key material is erased) and
+reports which KEKs now protect nothing: those are safe to delete from the customer's KMS.
+
+Plaintext keys exist only in locals of ``aead.Rewrapper`` and in the process's TKV cache; job rows, task
+arguments and audit payloads carry ids and counts only.
+"""
+
+from __future__ import annotations
+
+import datetime
+import enum
+import logging
+import time
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
+
+from audit import payloads
+from audit.models import EventType
+from audit.services import record
+from tenants.models import Tenant
+
+from . import aead, keyring
+from .coverage import destroy_unreferenced_versions, unreferenced_keys
+from .errors import NotAuthentic
+from .models import DataKey, KeyStatus, RewrapJob, RewrapStatus, TenantKey, TenantKeyVersion, VersionStatus
+from .providers import FailureKind, ProviderError
+
+logger = logging.getLogger(__name__)
+
+# Past any real id: a source whose cursor sits here has nothing left to read.
+_END = 2**63 - 1
+# How much a new batch's throughput moves the smoothed rate.
+_RATE_WEIGHT = 0.3
+
+
+class Outcome(enum.StrEnum):
+    MORE = "more"  # a batch was applied (or a source skipped): call again
+    FINISHED = "finished"  # the job completed or failed just now
+    STOPPED = "stopped"  # the job is not running (paused, cancelled, finished, or gone)
+
+
+class _SourceBlocked(Exception):
+    """A source version cannot be opened (its KEK refuses); the walk records why and goes on without it."""
+
+    def __init__(self, tkv: TenantKeyVersion, cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.tkv = tkv
+
+
+def _active_target(tenant: Tenant) -> TenantKeyVersion | None:
+    return (
+        TenantKeyVersion.objects.for_tenant(tenant)
+        .select_related("kek")
+        .filter(status=VersionStatus.ACTIVE)
+        .first()
+    )
+
+
+def walk(job_pk: int, *, seconds: float | None = None) -> Outcome:
+    """Apply batches until the job stops or finishes (or ``seconds`` pass: then ``Outcome.MORE``)."""
+    deadline = None if seconds is None else time.monotonic() + seconds
+    while True:
+        outcome = run_batch(job_pk)
+        if outcome != Outcome.MORE:
+            return outcome
+        if deadline is not None and time.monotonic() >= deadline:
+            return Outcome.MORE
+
+
+def run_batch(job_pk: int) -> Outcome:
+    """One checkpointed step of the walk (see the module docstring). Safe to call from many workers at once.
+
+    Raises ``ProviderError`` (transient: try again later, nothing changed) and database errors (the
+    transaction rolled back, nothing changed). A definite refusal of the active key fails the job and seals
+    the tenant; a refusal of a retired key skips that version and is reported when the walk ends.
+    """
+    try:
+        with transaction.atomic():
+            return _batch(job_pk)
+    except _SourceBlocked as blocked:
+        _skip_source(job_pk, blocked.tkv, str(blocked))
+        return Outcome.MORE
+    except (keyring.KeyUnavailable, ProviderError) as exc:
+        if isinstance(exc, ProviderError) and exc.kind == FailureKind.TRANSIENT:
+            note_error(job_pk, f"{exc} Kodori retries on its own.")
+            raise
+        fail_job(job_pk, f"The active key could not be used: {exc}", seal=exc.kind.seals)
+        return Outcome.FINISHED
+
+
+def _batch(job_pk: int) -> Outcome:
+    started = time.monotonic()
+    job = RewrapJob.objects.select_for_update().filter(pk=job_pk).first()
+    if job is None or job.status != RewrapStatus.RUNNING:
+        return Outcome.STOPPED
+    tenant = Tenant.objects.get(pk=job.tenant_id)
+    if tenant.is_sealed:
+        _finish(job, tenant, error=f"Stopped because {tenant.name} was sealed: {tenant.seal_reason}")
+        return Outcome.FINISHED
+    target = _active_target(tenant)
+    if target is None:
+        _finish(job, tenant, error="The tenant has no active key version any more.")
+        return Outcome.FINISHED
+    if target.pk != job.target_tkv_id:
+        _retarget(job, tenant, target)
+    rows = _fetch(job, tenant)
+    while not rows:
+        source = _next_source(tenant, target, after=job.cursor_tkv_id or 0)
+        if source is None:
+            _finish(job, tenant)
+            return Outcome.FINISHED
+        job.cursor_tkv_id, job.cursor_id = source, 0
+        rows = _fetch(job, tenant)
+    if not _count_wraps(target, len(rows)):
+        # Rotated meanwhile, or full (KODORI_TKV_MAX_WRAPS): rotate it now. The next batch retargets.
+        if TenantKeyVersion.objects.filter(pk=target.pk, status=VersionStatus.ACTIVE).exists():
+            keyring.rotate_tkv(tenant)
+        job.save()
+        return Outcome.MORE
+    source_tkv = TenantKeyVersion.objects.select_related("kek").get(pk=job.cursor_tkv_id)
+    moved, unreadable = _rewrap_rows(tenant, source_tkv, target, rows)
+    job.done += moved
+    job.unreadable += unreadable
+    entry = job.versions.setdefault(str(source_tkv.pk), _entry(source_tkv, 0))
+    entry["done"] = entry.get("done", 0) + moved
+    if unreadable:
+        entry["unreadable"] = entry.get("unreadable", 0) + unreadable
+    job.cursor_id = rows[-1][0]
+    elapsed = max(time.monotonic() - started, 1e-6)
+    rate = len(rows) / elapsed
+    job.rate = rate if job.rate <= 0 else (1 - _RATE_WEIGHT) * job.rate + _RATE_WEIGHT * rate
+    job.last_error = ""
+    job.save()
+    return Outcome.MORE
+
+
+def _entry(tkv: TenantKeyVersion, total: int) -> dict[str, Any]:
+    return {"version": tkv.version, "kek": tkv.kek_id, "total": total, "done": 0}
+
+
+def _retarget(job: RewrapJob, tenant: Tenant, target: TenantKeyVersion) -> None:
+    """The tenant rotated during the walk: its previous target becomes a source, walked after the others."""
+    previous = TenantKeyVersion.objects.select_related("kek").get(pk=job.target_tkv_id)
+    if previous.kek.usable:
+        n = DataKey.objects.for_tenant(tenant).filter(tkv_id=previous.pk).count()
+        entry = job.versions.setdefault(str(previous.pk), _entry(previous, 0))
+        entry["total"] = entry.get("total", 0) + n
+        job.total += n
+    logger.info(
+        "rewrap job %s retargeted from key version %s to %s", job.pk, previous.version, target.version
+    )
+    job.target_tkv = target
+
+
+def _fetch(job: RewrapJob, tenant: Tenant) -> list[tuple[int, Any, bytes, int]]:
+    if job.cursor_tkv_id is None:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT id, blob_id, wrapped_dek, format_version FROM data_keys "
+            "WHERE tenant_id = %s AND tkv_id = %s AND id > %s ORDER BY id LIMIT %s",
+            [tenant.pk, job.cursor_tkv_id, job.cursor_id, settings.KODORI_REWRAP_BATCH_SIZE],
+        )
+        return cursor.fetchall()
+
+
+def _next_source(tenant: Tenant, target: TenantKeyVersion, *, after: int) -> int | None:
+    """The next version (by id) after ``after`` that still wraps data keys and whose KEK can open them.
+
+    Versions are walked in id order and a retargeted walk's previous target has a larger id than every
+    older version, so every source is visited once and the walk ends.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT t.id FROM tenant_key_versions t JOIN tenant_kms_keys k ON k.id = t.kek_id "
+            "WHERE t.tenant_id = %s AND t.id > %s AND t.id <> %s AND t.status <> %s AND k.status IN (%s, %s) "
+            "AND EXISTS (SELECT 1 FROM data_keys d WHERE d.tkv_id = t.id) ORDER BY t.id LIMIT 1",
+            [
+                tenant.pk,
+                after,
+                target.pk,
+                VersionStatus.DESTROYED,
+                KeyStatus.ACTIVE,
+                KeyStatus.RETIRED,
+            ],
+        )
+        row = cursor.fetchone()
+    return row[0] if row else None
+
+
+@sensitive_variables("source_key", "target_key", "rewrapper")
+def _rewrap_rows(
+    tenant: Tenant,
+    source: TenantKeyVersion,
+    target: TenantKeyVersion,
+    rows: list[tuple[int, Any, bytes, int]],
+) -> tuple[int, int]:
+    """Re-wrap ``rows`` from ``source`` to ``target`` and write them back; (moved, unreadable)."""
+    try:
+        source_key = keyring.tkv_key(source)
+    except (keyring.KeyUnavailable, ProviderError) as exc:
+        if isinstance(exc, ProviderError) and exc.kind == FailureKind.TRANSIENT:
+            raise
+        raise _SourceBlocked(source, exc) from exc
+    target_key = keyring.tkv_key(target)
+    rewrapper = aead.Rewrapper(source_key, target_key)
+    ids: list[int] = []
+    wrapped: list[bytes] = []
+    unreadable = 0
+    for pk, blob_id, old, format_version in rows:
+        try:
+            new = rewrapper.rewrap(
+                bytes(old),
+                keyring.dek_aad(tenant.pk, blob_id, source.pk, format_version),
+                keyring.dek_aad(tenant.pk, blob_id, target.pk, format_version),
+            )
+        except NotAuthentic:
+            logger.error(
+                "rewrap: data key %s of tenant %s does not authenticate; left in place", pk, tenant.pk
+            )
+            unreadable += 1
+            continue
+        ids.append(pk)
+        wrapped.append(new)
+    if not ids:
+        return 0, unreadable
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE data_keys AS d SET tkv_id = %s, wrapped_dek = v.w "
+            "FROM unnest(%s::bigint[], %s::bytea[]) AS v(id, w) "
+            "WHERE d.id = v.id AND d.tkv_id = %s AND d.tenant_id = %s",
+            [target.pk, ids, wrapped, source.pk, tenant.pk],
+        )
+        return cursor.rowcount, unreadable
+
+
+def _count_wraps(target: TenantKeyVersion, n: int) -> bool:
+    """Count ``n`` wraps under ``target`` before making them, as uploads do (the counter may run ahead of
+    the nonces used, never behind); False when that would pass ``KODORI_TKV_MAX_WRAPS``."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE tenant_key_versions SET wrap_count = wrap_count + %s "
+            "WHERE id = %s AND status = %s AND wrap_count + %s <= %s",
+            [n, target.pk, VersionStatus.ACTIVE, n, settings.KODORI_TKV_MAX_WRAPS],
+        )
+        return cursor.rowcount == 1
+
+
+@transaction.atomic
+def _skip_source(job_pk: int, tkv: TenantKeyVersion, cause: str) -> None:
+    job = RewrapJob.objects.select_for_update().get(pk=job_pk)
+    if job.status != RewrapStatus.RUNNING or job.cursor_tkv_id != tkv.pk:
+        return
+    entry = job.versions.setdefault(str(tkv.pk), _entry(tkv, 0))
+    entry["error"] = cause
+    job.cursor_id = _END
+    job.save()
+
+
+def note_error(job_pk: int, error: str) -> None:
+    """Show a transient problem on the job (the page says Kodori retries); nothing else changes."""
+    RewrapJob.objects.filter(pk=job_pk, status=RewrapStatus.RUNNING).update(
+        last_error=error[:1000], updated_at=timezone.now()
+    )
+
+
+@transaction.atomic
+def fail_job(job_pk: int, error: str, *, seal: bool = False) -> RewrapJob | None:
+    """End a running job as failed (the moved data keys stay moved), audit it, and seal on a refusal."""
+    job = RewrapJob.objects.select_for_update().filter(pk=job_pk).first()
+    if job is None or job.status != RewrapStatus.RUNNING:
+        return job
+    tenant = Tenant.objects.get(pk=job.tenant_id)
+    _finish(job, tenant, error=error)
+    if seal:
+        from .services import seal_tenant
+
+        seal_tenant(tenant, error, key=TenantKey.objects.filter(pk=job.target_tkv.kek_id).first())
+    return job
+
+
+def _finish(job: RewrapJob, tenant: Tenant, *, error: str = "") -> None:
+    """Destroy what nothing references, then mark the job completed (or failed) and audit it."""
+    destroyed = destroy_unreferenced_versions(tenant)
+    unreferenced = unreferenced_keys(tenant, [kek for _, _, kek in destroyed])
+    problems = [error] if error else []
+    for entry in job.versions.values():
+        if entry.get("error"):
+            left = entry.get("total", 0) - entry.get("done", 0)
+            problems.append(f"{left:,} data keys under key version {entry['version']}: {entry['error']}")
+    if job.unreadable:
+        problems.append(
+            f"{job.unreadable:,} data keys did not authenticate under their own key version and were left "
+            "in place; the files they belong to cannot be decrypted."
+        )
+    job.status = RewrapStatus.FAILED if problems else RewrapStatus.COMPLETED
+    job.last_error = " ".join(problems)[:4000]
+    job.finished_at = timezone.now()
+    job.destroyed_versions = [version for _, version, _ in destroyed]
+    job.unreferenced_keys = unreferenced
+    job.save()
+    target = TenantKeyVersion.objects.select_related("kek").get(pk=job.target_tkv_id)
+    common = {
+        "to_key_row_id": target.kek_id,
+        "to_provider": target.kek.wrap_method,
+        "to_key_id": target.kek.key_id,
+        "rewrapped": job.done,
+        "job_id": job.pk,
+        "total": job.total,
+    }
+    if problems:
+        record(
+            tenant, EventType.REWRAP_FAILED, payload=payloads.rewrap_failed(error=job.last_error, **common)
+        )
+    else:
+        payload = payloads.rewrap_completed(
+            retired_key_row_ids=unreferenced,
+            unreadable=job.unreadable,
+            destroyed_versions=job.destroyed_versions,
+            **common,
+        )
+        record(tenant, EventType.REWRAP_COMPLETED, payload=payload)
+    if job.done:
+        from .tasks import vacuum_data_keys
+
+        transaction.on_commit(lambda: vacuum_data_keys.delay())
+
+
+def stalled_jobs() -> list[int]:
+    """Running jobs whose checkpoint is older than ``KODORI_REWRAP_STALL_SECONDS``: their worker died."""
+    cutoff = timezone.now() - datetime.timedelta(seconds=settings.KODORI_REWRAP_STALL_SECONDS)
+    return list(
+        RewrapJob.objects.filter(status=RewrapStatus.RUNNING, updated_at__lt=cutoff).values_list(
+            "pk", flat=True
+        )
+    )
