@@ -20,9 +20,25 @@ from .models import DataKey, KeyStatus, TenantKey, TenantKeyVersion, VersionStat
 
 @dataclass(frozen=True)
 class KeyCoverage:
+    """A KEK with its live (not destroyed) key versions and the data keys they wrap."""
+
     key: TenantKey
     live_versions: int
     data_keys: int
+
+    @property
+    def unreferenced(self) -> bool:
+        """Retired (or disabled) and protecting nothing: Kodori will never call it again."""
+        return (
+            self.key.status in (KeyStatus.RETIRED, KeyStatus.DISABLED)
+            and self.live_versions == 0
+            and self.data_keys == 0
+        )
+
+    @property
+    def deletable_in_kms(self) -> bool:
+        """Unreferenced and living in a KMS: the customer (or operator) may delete it there."""
+        return self.unreferenced and self.key.wrap_method != WrapMethod.GLOBAL
 
 
 def key_coverage(tenant: Tenant) -> list[KeyCoverage]:
@@ -88,14 +104,4 @@ def unreferenced_keys(tenant: Tenant, candidates: list[int] | None = None) -> li
     live = TenantKeyVersion.objects.for_tenant(tenant).exclude(status=VersionStatus.DESTROYED)
     return sorted(
         keys.exclude(pk__in=live.values("kek_id")).exclude(versions=None).values_list("pk", flat=True)
-    )
-
-
-def key_protects_nothing(key: TenantKey, live_versions: int, data_keys: int) -> bool:
-    """Whether the customer may delete ``key`` from their KMS: retired, no live version, no data key."""
-    return (
-        key.status in (KeyStatus.RETIRED, KeyStatus.DISABLED)
-        and live_versions == 0
-        and data_keys == 0
-        and key.wrap_method != WrapMethod.GLOBAL
     )

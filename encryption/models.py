@@ -13,6 +13,8 @@ blob.
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.db import models
 
@@ -286,3 +288,23 @@ class RewrapJob(models.Model):
         if self.status != RewrapStatus.RUNNING or self.rate <= 0:
             return None
         return int(self.remaining / self.rate + 0.5)
+
+    @property
+    def eta_display(self) -> str:
+        seconds = self.eta_seconds
+        if seconds is None:
+            return ""
+        if seconds < 90:
+            return f"{seconds} s"
+        if seconds < 5400:
+            return f"{round(seconds / 60)} min"
+        return f"{seconds / 3600:.1f} h"
+
+    @property
+    def version_rows(self) -> list[dict[str, Any]]:
+        """The per-version counts, oldest version first, each with what is left to move."""
+        rows = [
+            {**entry, "tkv_id": int(pk), "left": max(entry.get("total", 0) - entry.get("done", 0), 0)}
+            for pk, entry in self.versions.items()
+        ]
+        return sorted(rows, key=lambda row: row.get("version", 0))

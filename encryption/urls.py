@@ -14,4 +14,9 @@ urlpatterns = [
     path("encryption/keys/<int:pk>/status", views.key_status, name="key_status"),
     path("encryption/keys/<int:pk>/disable", views.disable, name="disable"),
     path("encryption/retry", views.retry, name="retry"),
+    path("encryption/rewrap", views.rewrap_start, name="rewrap_start"),
+    path("encryption/rewrap/<int:pk>", views.rewrap_progress, name="rewrap_progress"),
+    path("encryption/rewrap/<int:pk>/pause", views.rewrap_pause, name="rewrap_pause"),
+    path("encryption/rewrap/<int:pk>/resume", views.rewrap_resume, name="rewrap_resume"),
+    path("encryption/rewrap/<int:pk>/cancel", views.rewrap_cancel, name="rewrap_cancel"),
 ]

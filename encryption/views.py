@@ -1,5 +1,6 @@
 """The /encryption pages: the current key and its history, registering a key per cloud, following its
-verification live, disabling a key, and retrying a sealed tenant's key now. Owners and admins only."""
+verification live, disabling a key, retrying a sealed tenant's key now, and the re-wrap walk (start, follow
+live, pause, resume, cancel) with the coverage of each key version. Owners and admins only."""
 
 from __future__ import annotations
 
@@ -7,17 +8,18 @@ from django.conf import settings
 from django.contrib import messages
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from tenants.access import MANAGERS, TenantRequest, tenant_required
 
-from . import services
-from .coverage import key_coverage
+from . import rewrap, services
+from .coverage import key_coverage, version_coverage
 from .credentials import StaticCredentialRefused, refuse_static_credentials
 from .forms import FORMS, DisableKeyForm
 from .identifiers import InvalidKeyIdentifier
 from .keyring import cache_ttl
-from .models import KeyStatus, TenantKey, WrapMethod
+from .models import KeyStatus, RewrapJob, RewrapStatus, TenantKey, VersionStatus, WrapMethod
 
 
 @require_GET
@@ -25,10 +27,25 @@ from .models import KeyStatus, TenantKey, WrapMethod
 def index(request: TenantRequest) -> HttpResponse:
     tenant = request.tenant
     coverage = key_coverage(tenant)
+    versions = version_coverage(tenant)
     active = next((c.key for c in coverage if c.key.status == KeyStatus.ACTIVE), None)
     method = WrapMethod(active.wrap_method) if active else WrapMethod.GLOBAL
+    job = RewrapJob.objects.for_tenant(tenant).select_related("started_by").first()
+    # Data keys a walk would move: under a version that is not the active one, whose key can still open it.
+    movable = sum(v.data_keys for v in versions if v.tkv.status != VersionStatus.ACTIVE and v.tkv.kek.usable)
+    retired_versions = sum(1 for v in versions if v.tkv.status == VersionStatus.RETIRED)
     ctx = {
         "coverage": coverage,
+        "versions": versions,
+        "job": job,
+        "movable": movable,
+        "can_rewrap": (
+            (movable or retired_versions)
+            and active is not None
+            and not tenant.is_sealed
+            and not (job and job.is_live)
+        ),
+        "rewrap_after_rotation": settings.KODORI_REWRAP_AFTER_ROTATION,
         "active": active,
         "method": method,
         "mode": "customer"
@@ -120,3 +137,66 @@ def retry(request: TenantRequest) -> HttpResponse:
         request.tenant.refresh_from_db()
         messages.error(request, f"Your key still does not answer. {request.tenant.seal_reason}".strip())
     return redirect("encryption:index")
+
+
+# --- The re-wrap walk ---------------------------------------------------------------------------------------
+
+
+@require_POST
+@tenant_required(*MANAGERS)
+def rewrap_start(request: TenantRequest) -> HttpResponse:
+    try:
+        job = rewrap.start_rewrap(request.tenant, actor=request.user, request=request)
+    except rewrap.RewrapError as exc:
+        messages.error(request, str(exc))
+    else:
+        assert job is not None
+        messages.success(
+            request, f"Re-wrap started: {job.total:,} data keys to move to the active key version."
+        )
+    return redirect(reverse("encryption:index") + "#rewrap")
+
+
+@require_GET
+@tenant_required(*MANAGERS)
+def rewrap_progress(request: TenantRequest, pk: int) -> HttpResponse:
+    """The re-wrap card; htmx polls it while the job runs, and reloads the page once it has stopped (the
+    key history and the coverage changed with it)."""
+    job = get_object_or_404(RewrapJob.objects.for_tenant(request.tenant).select_related("started_by"), pk=pk)
+    response = render(request, "encryption/_rewrap.html", {"job": job})
+    if request.headers.get("HX-Request") and job.status != RewrapStatus.RUNNING:
+        response["HX-Refresh"] = "true"
+    return response
+
+
+def _control(request: TenantRequest, pk: int, verb: str) -> HttpResponse:
+    job = get_object_or_404(RewrapJob.objects.for_tenant(request.tenant), pk=pk)
+    action = {"pause": rewrap.pause_rewrap, "resume": rewrap.resume_rewrap, "cancel": rewrap.cancel_rewrap}[
+        verb
+    ]
+    try:
+        job = action(job, actor=request.user, request=request)
+    except rewrap.RewrapError as exc:
+        messages.error(request, str(exc))
+    else:
+        done = {"pause": "paused", "resume": "resumed", "cancel": "cancelled"}[verb]
+        messages.success(request, f"Re-wrap {done} at {job.done:,} of {job.total:,} data keys.")
+    return redirect(reverse("encryption:index") + "#rewrap")
+
+
+@require_POST
+@tenant_required(*MANAGERS)
+def rewrap_pause(request: TenantRequest, pk: int) -> HttpResponse:
+    return _control(request, pk, "pause")
+
+
+@require_POST
+@tenant_required(*MANAGERS)
+def rewrap_resume(request: TenantRequest, pk: int) -> HttpResponse:
+    return _control(request, pk, "resume")
+
+
+@require_POST
+@tenant_required(*MANAGERS)
+def rewrap_cancel(request: TenantRequest, pk: int) -> HttpResponse:
+    return _control(request, pk, "cancel")

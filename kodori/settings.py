@@ -71,6 +71,7 @@ REDIS_URL = env.str("REDIS_URL", default=_DEV_REDIS_URL)
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
+    "django.contrib.humanize",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",

@@ -15,6 +15,19 @@ def _acme_key(world: World) -> dict[str, int]:
     return {"pk": keyring.active_tkv(world.tenant).kek_id}
 
 
+def _acme_job(world: World) -> dict[str, int]:
+    """A finished re-wrap job of acme (finished, so any number of them may exist)."""
+    from encryption import keyring
+    from encryption.models import RewrapJob, RewrapStatus
+
+    job, _ = RewrapJob.objects.get_or_create(
+        tenant=world.tenant,
+        status=RewrapStatus.COMPLETED,
+        defaults={"target_tkv": keyring.active_tkv(world.tenant)},
+    )
+    return {"pk": job.pk}
+
+
 ROUTES = [
     Route("encryption:index", MANAGERS),
     Route("encryption:register", MANAGERS, kwargs=lambda w: {"cloud": "aws"}),
@@ -42,4 +55,25 @@ ROUTES = [
         kwargs=_acme_key,
     ),
     Route("encryption:retry", expect(403, anonymous=302, owner=302, admin=302, outsider=302), method="POST"),
+    # Nothing to re-wrap in a fresh tenant: the owner is told so on the page (redirect), nothing is created.
+    Route(
+        "encryption:rewrap_start",
+        expect(403, anonymous=302, owner=302, admin=302, outsider=302),
+        method="POST",
+    ),
+    Route(
+        "encryption:rewrap_progress",
+        expect(403, anonymous=302, owner=200, admin=200, outsider=404),
+        kwargs=_acme_job,
+    ),
+    # A finished job cannot be paused, resumed or cancelled: a message on the page says so.
+    *[
+        Route(
+            name,
+            expect(403, anonymous=302, owner=302, admin=302, outsider=404),
+            method="POST",
+            kwargs=_acme_job,
+        )
+        for name in ("encryption:rewrap_pause", "encryption:rewrap_resume", "encryption:rewrap_cancel")
+    ],
 ]
