@@ -65,11 +65,11 @@ def _version_entries(counts: dict[int, int]) -> dict[str, dict[str, Any]]:
     }
 
 
-def _has_retired_material(tenant: Tenant, target: TenantKeyVersion) -> bool:
+def _has_unused_retired_versions(tenant: Tenant) -> bool:
+    """Whether a retired version wraps no data key any more: a walk would destroy it at once."""
     return (
         TenantKeyVersion.objects.for_tenant(tenant)
-        .exclude(pk=target.pk)
-        .exclude(status=VersionStatus.DESTROYED)
+        .filter(status=VersionStatus.RETIRED, data_keys__isnull=True)
         .exists()
     )
 
@@ -119,7 +119,7 @@ def start_rewrap(
             raise RewrapError("There is no active key to re-wrap to.")
         return None
     counts = _source_counts(tenant, target)
-    if not counts and not _has_retired_material(tenant, target):
+    if not counts and not _has_unused_retired_versions(tenant):
         if manual:
             raise RewrapError("Nothing to re-wrap: every data key is already under the active key version.")
         return None

@@ -33,14 +33,18 @@ def index(request: TenantRequest) -> HttpResponse:
     job = RewrapJob.objects.for_tenant(tenant).select_related("started_by").first()
     # Data keys a walk would move: under a version that is not the active one, whose key can still open it.
     movable = sum(v.data_keys for v in versions if v.tkv.status != VersionStatus.ACTIVE and v.tkv.kek.usable)
-    retired_versions = sum(1 for v in versions if v.tkv.status == VersionStatus.RETIRED)
+    # Retired versions that wrap nothing: a walk destroys them at once.
+    unused = sum(1 for v in versions if v.tkv.status == VersionStatus.RETIRED and not v.data_keys)
     ctx = {
         "coverage": coverage,
         "versions": versions,
         "job": job,
         "movable": movable,
+        "unused_versions": unused,
+        # Data keys under a key an owner disabled: Kodori never opens them again, so no walk moves them.
+        "stranded": sum(v.data_keys for v in versions if not v.tkv.kek.usable),
         "can_rewrap": (
-            (movable or retired_versions)
+            (movable or unused)
             and active is not None
             and not tenant.is_sealed
             and not (job and job.is_live)

@@ -269,3 +269,38 @@ def test_a_retired_customer_key_is_safe_to_delete_only_once_nothing_depends_on_i
         assert keyring.open_data_key(tenant, blob_id) == dek
     completed = AuditEvent.objects.get(tenant=tenant, type=EventType.REWRAP_COMPLETED)
     assert completed.payload["rewrapped"] == 4 and completed.payload["retiredKeyRowIds"] == [first.pk]
+
+
+def test_a_retired_version_that_wraps_nothing_is_retired_by_an_empty_walk(
+    as_user: Any, owner: Any, tenant: Tenant
+) -> None:
+    keyring.active_tkv(tenant)
+    keyring.rotate_tkv(tenant)  # version 1 wraps no data key
+    html = as_user(owner).get(INDEX).content.decode()
+    assert "Retire 1 unused key version" in html and "Re-wrap 0" not in html
+    as_user(owner).post(START)
+    job = RewrapJob.objects.get(tenant=tenant)
+    assert job.total == 0
+    assert walk.walk(job.pk) == walk.Outcome.FINISHED
+    job.refresh_from_db()
+    assert job.status == RewrapStatus.COMPLETED and job.destroyed_versions == [1]
+    assert TenantKeyVersion.objects.get(tenant=tenant, version=1).status == VersionStatus.DESTROYED
+    assert "Nothing to re-wrap" in as_user(owner).get(INDEX).content.decode()
+
+
+def test_data_keys_under_a_disabled_key_are_not_offered_and_the_page_says_why(
+    as_user: Any, owner: Any, tenant: Tenant, rotated: dict[uuid.UUID, bytes]
+) -> None:
+    # A second KEK becomes active; the first (with 5 data keys under version 1) is then disabled by an owner.
+    old = TenantKey.objects.get(tenant=tenant)
+    TenantKey.objects.filter(pk=old.pk).update(status=KeyStatus.RETIRED)
+    new = TenantKey.objects.create(tenant=tenant, wrap_method=WrapMethod.GLOBAL, status=KeyStatus.ACTIVE)
+    with_new = TenantKeyVersion.objects.get(tenant=tenant, version=2)
+    TenantKeyVersion.objects.filter(pk=with_new.pk).update(kek=new)
+    services.disable_key(TenantKey.objects.get(pk=old.pk), actor=owner)
+    html = as_user(owner).get(INDEX).content.decode()
+    assert "5 data keys stay under a disabled key" in html
+    assert "Re-wrap 5" not in html and "Retire 1" not in html
+    response = as_user(owner).post(START, follow=True)
+    assert "Nothing to re-wrap" in response.content.decode()
+    assert DataKey.objects.filter(tenant=tenant, tkv__version=1).count() == 5
