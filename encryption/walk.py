@@ -272,11 +272,13 @@ def _count_wraps(target: TenantKeyVersion, n: int) -> bool:
 @transaction.atomic
 def _skip_source(job_pk: int, tkv: TenantKeyVersion, cause: str) -> None:
     job = RewrapJob.objects.select_for_update().get(pk=job_pk)
-    if job.status != RewrapStatus.RUNNING or job.cursor_tkv_id != tkv.pk:
+    # The batch that hit the refusal may have moved the cursor onto this source itself, and that move was
+    # rolled back with it: the saved cursor then still sits on an earlier source with nothing left to read.
+    if job.status != RewrapStatus.RUNNING or (job.cursor_tkv_id or 0) > tkv.pk:
         return
     entry = job.versions.setdefault(str(tkv.pk), _entry(tkv, 0))
     entry["error"] = cause
-    job.cursor_id = _END
+    job.cursor_tkv_id, job.cursor_id = tkv.pk, _END
     job.save()
 
 
