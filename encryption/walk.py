@@ -297,7 +297,7 @@ def fail_job(job_pk: int, error: str, *, seal: bool = False) -> RewrapJob | None
         return job
     tenant = Tenant.objects.get(pk=job.tenant_id)
     _finish(job, tenant, error=error)
-    if seal:
+    if seal and not tenant.is_sealed:
         from .services import seal_tenant
 
         seal_tenant(tenant, error, key=TenantKey.objects.filter(pk=job.target_tkv.kek_id).first())
