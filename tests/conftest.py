@@ -99,51 +99,98 @@ def subprocess_env() -> dict[str, str]:
     }
 
 
+def start_worker(
+    name: str = "test-worker",
+    env: dict[str, str] | None = None,
+    *,
+    wait: bool = True,
+    log: Any = None,
+    extra_args: tuple[str, ...] = (),
+) -> Any:
+    """Start a real ``celery worker --pool=solo`` subprocess named ``name@<host>`` on the test database.
+
+    ``env`` adds to (or overrides) :func:`subprocess_env`, e.g. short ``KODORI_*`` intervals. With ``wait``
+    it returns once that very worker answers a ping (then it consumes the queue). ``log`` (a file object)
+    receives its output. The caller stops it with :func:`stop_process` (or kills it).
+    """
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    celery = Path(sys.executable).parent / "celery"
+    node = f"{name}@{socket.gethostname()}"
+    proc = subprocess.Popen(
+        [
+            str(celery), "-A", "kodori", "worker", "--pool=solo",
+            "--loglevel=" + ("INFO" if log is not None else "WARNING"),
+            "-n", node, "--without-gossip", "--without-mingle", *extra_args,
+        ],
+        env={**subprocess_env(), **(env or {})},
+        stdout=log,
+        stderr=subprocess.STDOUT if log is not None else None,
+    )  # fmt: skip
+    if wait:
+        wait_until_ready(proc, name)
+    return proc
+
+
+def wait_until_ready(proc: Any, name: str) -> None:
+    """Return once the worker ``name`` (from :func:`start_worker`) answers a ping, or stop it and raise."""
+    import socket
+
+    from kodori.celery import app
+
+    node = f"{name}@{socket.gethostname()}"
+    try:
+        for _ in range(200):
+            if app.control.ping(destination=[node], timeout=0.2):
+                return
+            if proc.poll() is not None:
+                raise RuntimeError(f"celery worker {node} exited with {proc.returncode}")
+        raise RuntimeError(f"celery worker {node} did not come up within ~40 s")
+    except BaseException:
+        stop_process(proc)
+        raise
+
+
+def start_beat(schedule: Any, env: dict[str, str] | None = None) -> Any:
+    """Start a real ``celery beat`` (schedule file ``schedule``); stop it with stop_process."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    celery = Path(sys.executable).parent / "celery"
+    return subprocess.Popen(
+        [str(celery), "-A", "kodori", "beat", "--loglevel=WARNING", "--schedule", str(schedule)],
+        env={**subprocess_env(), **(env or {})},
+    )
+
+
+def stop_process(proc: Any, timeout: float = 20) -> None:
+    """Ask a subprocess to stop (SIGTERM), kill it if it does not within ``timeout``; no-op once it exited."""
+    import subprocess
+
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 @pytest.fixture
 def worker_process(transactional_db: None) -> Any:
     """A real ``celery worker`` subprocess on the test Redis, using the test database; stopped afterwards.
 
     Tests that use it see committed data only (``transactional_db``), like a real worker would.
     """
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    from kodori.celery import app
-
-    env = subprocess_env()
-    celery = Path(sys.executable).parent / "celery"
-    proc = subprocess.Popen(
-        [
-            str(celery),
-            "-A",
-            "kodori",
-            "worker",
-            "--pool=solo",
-            "--loglevel=WARNING",
-            "-n",
-            "test-worker@%h",
-            "--without-gossip",
-            "--without-mingle",
-        ],
-        env=env,
-    )
+    proc = start_worker()
     try:
-        # Wait until the worker answers a broadcast ping: then it consumes the queue.
-        for _ in range(200):
-            if app.control.ping(timeout=0.2):
-                break
-            if proc.poll() is not None:
-                raise RuntimeError(f"celery worker exited with {proc.returncode}")
-        else:
-            raise RuntimeError("celery worker did not come up within ~40 s")
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
 
 
 @pytest.fixture
