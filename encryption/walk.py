@@ -191,7 +191,13 @@ def _fetch(job: RewrapJob, tenant: Tenant) -> list[tuple[int, Any, bytes, int]]:
         cursor.execute(
             "SELECT id, blob_id, wrapped_dek, format_version FROM data_keys "
             "WHERE tenant_id = %s AND tkv_id = %s AND id > %s ORDER BY id LIMIT %s",
-            [tenant.pk, job.cursor_tkv_id, job.cursor_id, settings.KODORI_REWRAP_BATCH_SIZE],
+            # Never more than one version may wrap: a batch larger than the wrap limit would rotate forever.
+            [
+                tenant.pk,
+                job.cursor_tkv_id,
+                job.cursor_id,
+                min(settings.KODORI_REWRAP_BATCH_SIZE, settings.KODORI_TKV_MAX_WRAPS),
+            ],
         )
         return cursor.fetchall()
 
