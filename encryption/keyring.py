@@ -56,12 +56,15 @@ class KeyUnavailable(Exception):
 
 def dek_aad(tenant_id: int, blob_id: uuid.UUID, tkv_id: int, format_version: int) -> bytes:
     """Associated data of a wrapped DEK: binds it to its tenant, blob, key version and blob format."""
+    prefix, suffix = dek_aad_parts(tenant_id, tkv_id, format_version)
+    return prefix + blob_id.bytes + suffix
+
+
+def dek_aad_parts(tenant_id: int, tkv_id: int, format_version: int) -> tuple[bytes, bytes]:
+    """``dek_aad`` around the blob id: ``prefix + blob_id.bytes + suffix``, for loops over many blobs."""
     return (
-        b"kodori/dek/v1\x00"
-        + tenant_id.to_bytes(8, "big")
-        + blob_id.bytes
-        + tkv_id.to_bytes(8, "big")
-        + format_version.to_bytes(2, "big")
+        b"kodori/dek/v1\x00" + tenant_id.to_bytes(8, "big"),
+        tkv_id.to_bytes(8, "big") + format_version.to_bytes(2, "big"),
     )
 
 

@@ -121,39 +121,41 @@ def run_batch(job_pk: int) -> Outcome:
 
 
 def _batch(job_pk: int) -> Outcome:
+    """Steps 1-6 of the module docstring. Five statements a batch: lock the job, read the rows, read the two
+    versions, count the wraps, write the rows (and save the job). A rotation shows up as the count failing
+    (the target is no longer active) or, at the end, as another active version: then the walk retargets."""
     started = time.monotonic()
-    job = RewrapJob.objects.select_for_update().filter(pk=job_pk).first()
+    job = RewrapJob.objects.select_for_update(of=("self",)).select_related("tenant").filter(pk=job_pk).first()
     if job is None or job.status != RewrapStatus.RUNNING:
         return Outcome.STOPPED
-    tenant = Tenant.objects.get(pk=job.tenant_id)
+    tenant = job.tenant
     if tenant.is_sealed:
         _finish(job, tenant, error=f"Stopped because {tenant.name} was sealed: {tenant.seal_reason}")
         return Outcome.FINISHED
-    target = _active_target(tenant)
-    if target is None:
-        _finish(job, tenant, error="The tenant has no active key version any more.")
-        return Outcome.FINISHED
-    if target.pk != job.target_tkv_id:
-        _retarget(job, tenant, target)
     rows = _fetch(job, tenant)
     while not rows:
-        source = _next_source(tenant, target, after=job.cursor_tkv_id or 0)
-        if source is None:
-            _finish(job, tenant)
-            return Outcome.FINISHED
-        job.cursor_tkv_id, job.cursor_id = source, 0
+        source_id = _next_source(tenant, job.target_tkv_id, after=job.cursor_tkv_id or 0)
+        if source_id is None:
+            return _end_or_retarget(job, tenant)
+        job.cursor_tkv_id, job.cursor_id = source_id, 0
         rows = _fetch(job, tenant)
+    tkvs = TenantKeyVersion.objects.select_related("kek").in_bulk([job.cursor_tkv_id, job.target_tkv_id])
+    source, target = tkvs[job.cursor_tkv_id], tkvs[job.target_tkv_id]
     if not _count_wraps(target, len(rows)):
-        # Rotated meanwhile, or full (KODORI_TKV_MAX_WRAPS): rotate it now. The next batch retargets.
-        if TenantKeyVersion.objects.filter(pk=target.pk, status=VersionStatus.ACTIVE).exists():
+        active = _active_target(tenant)
+        if active is None:
+            _finish(job, tenant, error="The tenant has no active key version any more.")
+            return Outcome.FINISHED
+        if active.pk != target.pk:
+            _retarget(job, tenant, active)
+        else:  # full (KODORI_TKV_MAX_WRAPS): rotate it now; the next batch retargets
             keyring.rotate_tkv(tenant)
         job.save()
         return Outcome.MORE
-    source_tkv = TenantKeyVersion.objects.select_related("kek").get(pk=job.cursor_tkv_id)
-    moved, unreadable = _rewrap_rows(tenant, source_tkv, target, rows)
+    moved, unreadable = _rewrap_rows(tenant, source, target, rows)
     job.done += moved
     job.unreadable += unreadable
-    entry = job.versions.setdefault(str(source_tkv.pk), _entry(source_tkv, 0))
+    entry = job.versions.setdefault(str(source.pk), _entry(source, 0))
     entry["done"] = entry.get("done", 0) + moved
     if unreadable:
         entry["unreadable"] = entry.get("unreadable", 0) + unreadable
@@ -164,6 +166,20 @@ def _batch(job_pk: int) -> Outcome:
     job.last_error = ""
     job.save()
     return Outcome.MORE
+
+
+def _end_or_retarget(job: RewrapJob, tenant: Tenant) -> Outcome:
+    """No source has rows left: finish, unless the tenant rotated meanwhile (then walk the old target too)."""
+    active = _active_target(tenant)
+    if active is None:
+        _finish(job, tenant, error="The tenant has no active key version any more.")
+        return Outcome.FINISHED
+    if active.pk != job.target_tkv_id:
+        _retarget(job, tenant, active)
+        job.save()
+        return Outcome.MORE
+    _finish(job, tenant)
+    return Outcome.FINISHED
 
 
 def _entry(tkv: TenantKeyVersion, total: int) -> dict[str, Any]:
@@ -184,12 +200,13 @@ def _retarget(job: RewrapJob, tenant: Tenant, target: TenantKeyVersion) -> None:
     job.target_tkv = target
 
 
-def _fetch(job: RewrapJob, tenant: Tenant) -> list[tuple[int, Any, bytes, int]]:
+def _fetch(job: RewrapJob, tenant: Tenant) -> list[tuple[int, bytes, bytes, int]]:
     if job.cursor_tkv_id is None:
         return []
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT id, blob_id, wrapped_dek, format_version FROM data_keys "
+            # uuid_send: the blob id's 16 bytes, as the associated data needs them (no UUID objects).
+            "SELECT id, uuid_send(blob_id), wrapped_dek, format_version FROM data_keys "
             "WHERE tenant_id = %s AND tkv_id = %s AND id > %s ORDER BY id LIMIT %s",
             # Never more than one version may wrap: a batch larger than the wrap limit would rotate forever.
             [
@@ -202,7 +219,7 @@ def _fetch(job: RewrapJob, tenant: Tenant) -> list[tuple[int, Any, bytes, int]]:
         return cursor.fetchall()
 
 
-def _next_source(tenant: Tenant, target: TenantKeyVersion, *, after: int) -> int | None:
+def _next_source(tenant: Tenant, target_id: int, *, after: int) -> int | None:
     """The next version (by id) after ``after`` that still wraps data keys and whose KEK can open them.
 
     Versions are walked in id order and a retargeted walk's previous target has a larger id than every
@@ -216,7 +233,7 @@ def _next_source(tenant: Tenant, target: TenantKeyVersion, *, after: int) -> int
             [
                 tenant.pk,
                 after,
-                target.pk,
+                target_id,
                 VersionStatus.DESTROYED,
                 KeyStatus.ACTIVE,
                 KeyStatus.RETIRED,
@@ -231,7 +248,7 @@ def _rewrap_rows(
     tenant: Tenant,
     source: TenantKeyVersion,
     target: TenantKeyVersion,
-    rows: list[tuple[int, Any, bytes, int]],
+    rows: list[tuple[int, bytes, bytes, int]],
 ) -> tuple[int, int]:
     """Re-wrap ``rows`` from ``source`` to ``target`` and write them back; (moved, unreadable)."""
     try:
@@ -245,13 +262,16 @@ def _rewrap_rows(
     ids: list[int] = []
     wrapped: list[bytes] = []
     unreadable = 0
+    # The associated data around each blob id, per format version (``keyring.dek_aad``, built once a batch).
+    parts: dict[int, tuple[bytes, bytes, bytes]] = {}
     for pk, blob_id, old, format_version in rows:
+        if format_version not in parts:
+            prefix, old_suffix = keyring.dek_aad_parts(tenant.pk, source.pk, format_version)
+            _, new_suffix = keyring.dek_aad_parts(tenant.pk, target.pk, format_version)
+            parts[format_version] = (prefix, old_suffix, new_suffix)
+        prefix, old_suffix, new_suffix = parts[format_version]
         try:
-            new = rewrapper.rewrap(
-                bytes(old),
-                keyring.dek_aad(tenant.pk, blob_id, source.pk, format_version),
-                keyring.dek_aad(tenant.pk, blob_id, target.pk, format_version),
-            )
+            new = rewrapper.rewrap(bytes(old), prefix + blob_id + old_suffix, prefix + blob_id + new_suffix)
         except NotAuthentic:
             logger.error(
                 "rewrap: data key %s of tenant %s does not authenticate; left in place", pk, tenant.pk
