@@ -44,10 +44,7 @@ def index(request: TenantRequest) -> HttpResponse:
         # Data keys under a key an owner disabled: Kodori never opens them again, so no walk moves them.
         "stranded": sum(v.data_keys for v in versions if not v.tkv.kek.usable),
         "can_rewrap": (
-            (movable or unused)
-            and active is not None
-            and not tenant.is_sealed
-            and not (job and job.is_live)
+            (movable or unused) and active is not None and not tenant.is_sealed and not (job and job.is_live)
         ),
         "rewrap_after_rotation": settings.KODORI_REWRAP_AFTER_ROTATION,
         "active": active,
