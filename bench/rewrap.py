@@ -109,7 +109,9 @@ def start_servers(root: Path, cleanups: list[Callable[[], None]]) -> tuple[str, 
     return database_url, redis_url
 
 
-def setup_django(root: Path, database_url: str, redis_url: str, batch_size: int) -> None:
+def setup_django(root: Path, database_url: str, redis_url: str, batch_size: int | None) -> None:
+    if batch_size is not None:
+        os.environ["KODORI_REWRAP_BATCH_SIZE"] = str(batch_size)
     os.environ.update(
         {
             "DJANGO_ENV": "test",
@@ -119,7 +121,6 @@ def setup_django(root: Path, database_url: str, redis_url: str, batch_size: int)
             "KODORI_STATE_DIR": str(root / "state"),
             # The benchmark starts its jobs itself, after the load.
             "KODORI_REWRAP_AFTER_ROTATION": "false",
-            "KODORI_REWRAP_BATCH_SIZE": str(batch_size),
         }
     )
     import django
@@ -525,7 +526,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=None, help="data keys of the walked tenant (1,000,000)")
     parser.add_argument("--quick", action="store_true", help="100,000 data keys")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of walk + raw UPDATE (default 3)")
-    parser.add_argument("--batch-size", type=int, default=1000, help="KODORI_REWRAP_BATCH_SIZE (1000)")
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="KODORI_REWRAP_BATCH_SIZE (default: the setting's)"
+    )
     parser.add_argument("--fillfactor", type=int, default=None, help="data_keys fillfactor (10-100)")
     parser.add_argument(
         "--order-check",
@@ -535,7 +538,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="cProfile the walk (slows it down)")
     args = parser.parse_args(argv)
     rows = args.rows if args.rows is not None else (100_000 if args.quick else 1_000_000)
-    if rows < 10 or args.rounds < 1 or args.batch_size < 1:
+    if rows < 10 or args.rounds < 1 or (args.batch_size is not None and args.batch_size < 1):
         parser.error("--rows must be at least 10, --rounds and --batch-size at least 1")
     if args.fillfactor is not None and not 10 <= args.fillfactor <= 100:
         parser.error("--fillfactor must be between 10 and 100")
@@ -545,8 +548,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         database_url, redis_url = start_servers(root, cleanups)
         setup_django(root, database_url, redis_url, args.batch_size)
+        from django.conf import settings
+
         from encryption import keyring
         from encryption.models import DataKey
+
+        batch = int(settings.KODORI_REWRAP_BATCH_SIZE)
 
         if DataKey.objects.exists():
             raise SystemExit("bench/rewrap.py truncates data_keys: point DATABASE_URL at an empty database")
@@ -557,7 +564,7 @@ def main(argv: list[str] | None = None) -> int:
         (options,), *_ = sql("SELECT reloptions FROM pg_class WHERE oid = 'data_keys'::regclass")
         print(
             f"rewrap: {rows:,} data keys (+ {rows // 10:,} of another tenant), {args.rounds} round(s), "
-            f"batches of {args.batch_size:,}, PostgreSQL {version} (fsync on), table options "
+            f"batches of {batch:,}, PostgreSQL {version} (fsync on), table options "
             f"{options or 'default (fillfactor 100)'}, {os.cpu_count()} CPUs, load average "
             f"{os.getloadavg()[0]:.1f}"
         )
@@ -580,10 +587,10 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"    walk: index sizes (MiB) before {sizes_before}; after {index_sizes()}")
                     if args.order_check:
                         third = keyring.rotate_tkv(ds.tenant)
-                        again = run_raw(ds, target, third, args.batch_size, "raw-after-walk")
+                        again = run_raw(ds, target, third, batch, "raw-after-walk")
                         print(f"    raw on the walked, vacuumed table (not used): {again.report()}")
                 else:
-                    phase = run_raw(ds, source, target, args.batch_size)
+                    phase = run_raw(ds, source, target, batch)
                     print(f"    raw:  {phase.report()}")
                 phases.append(phase)
 
