@@ -78,13 +78,16 @@ _SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
         f"Re-wrap to {_key(p, 'to')} failed after {p.get('rewrapped', '?')}: {p.get('error', '')}"
     ),
     EventType.REWRAP_PAUSED: lambda p: (
-        f"Re-wrap #{p.get('jobId', '?')} paused at {p.get('rewrapped', '?')} of {p.get('total', '?')} data keys"
+        f"Re-wrap #{p.get('jobId', '?')} paused at {p.get('rewrapped', '?')} "
+        f"of {p.get('total', '?')} data keys"
     ),
     EventType.REWRAP_RESUMED: lambda p: (
-        f"Re-wrap #{p.get('jobId', '?')} resumed at {p.get('rewrapped', '?')} of {p.get('total', '?')} data keys"
+        f"Re-wrap #{p.get('jobId', '?')} resumed at {p.get('rewrapped', '?')} "
+        f"of {p.get('total', '?')} data keys"
     ),
     EventType.REWRAP_CANCELLED: lambda p: (
-        f"Re-wrap #{p.get('jobId', '?')} cancelled at {p.get('rewrapped', '?')} of {p.get('total', '?')} data keys"
+        f"Re-wrap #{p.get('jobId', '?')} cancelled at {p.get('rewrapped', '?')} "
+        f"of {p.get('total', '?')} data keys"
     ),
     EventType.MEMBERSHIP_ADDED: lambda p: f"Added {p.get('email', '?')} as {p.get('role', '?')}",
     EventType.MEMBERSHIP_ROLE_CHANGED: lambda p: (

@@ -226,11 +226,11 @@ KODORI_TKV_CACHE_MAX_ENTRIES = env.int("KODORI_TKV_CACHE_MAX_ENTRIES", default=1
 # bound.
 KODORI_TKV_MAX_WRAPS = env.int("KODORI_TKV_MAX_WRAPS", default=2**30)
 
-# --- Re-wrap walk (moves data keys to the active key version so retired keys can be deleted) -----------------
+# --- Re-wrap walk (moves data keys to the active key version so retired keys can be deleted) -------------
 # Start a walk automatically after every rotation (off by default in the test suite, which starts its own).
 KODORI_REWRAP_AFTER_ROTATION = env.bool("KODORI_REWRAP_AFTER_ROTATION", default=DJANGO_ENV != "test")
-# Data keys per batch: one transaction, one checkpoint. 5,000 keeps the per-batch bookkeeping small next to the
-# rows (bench/rewrap.py, docs/benchmarks.md) while a batch holds its locks for about 0.2 s.
+# Data keys per batch: one transaction, one checkpoint. 5,000 keeps the per-batch bookkeeping small next to
+# the rows (bench/rewrap.py, docs/benchmarks.md) while a batch holds its locks for about 0.2 s.
 KODORI_REWRAP_BATCH_SIZE = env.int("KODORI_REWRAP_BATCH_SIZE", default=5000)
 # A task walks this long, then queues its continuation, so pause/cancel and other tenants get their turn.
 KODORI_REWRAP_SLICE_SECONDS = env.float("KODORI_REWRAP_SLICE_SECONDS", default=30.0)
