@@ -50,6 +50,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.harness import run_cleanups, start_servers  # noqa: E402
+
 ROLE_NAME = "kodori-bench-tenant"
 KEY_ALIAS = "alias/kodori-bench"
 AMBIENT_AWS_VARIABLES = (
@@ -60,25 +62,6 @@ STS_OPERATIONS = frozenset({"AssumeRole", "GetCallerIdentity", "AssumeRoleWithWe
 
 
 # --- Servers and settings ----------------------------------------------------------------------------------
-
-
-def start_servers(root: Path, cleanups: list[Callable[[], None]]) -> tuple[str, str]:
-    """The database and Redis URLs: the environment's when both are set, else private servers in ``root``."""
-    database_url = os.environ.get("DATABASE_URL", "")
-    redis_url = os.environ.get("REDIS_URL", "")
-    if database_url and redis_url:
-        return database_url, redis_url
-    from kodori.devtools.servers import PostgresServer, RedisServer, free_port, new_password
-
-    if not database_url:
-        pg = PostgresServer(root / "pg", free_port(), new_password(), fast_unsafe=True)
-        cleanups.append(pg.stop)
-        database_url = pg.start().url
-    if not redis_url:
-        redis = RedisServer(root / "redis", free_port(), new_password())
-        cleanups.append(redis.stop)
-        redis_url = redis.start().url
-    return database_url, redis_url
 
 
 def configure_environment(
@@ -281,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         network.install()  # nothing may leave this machine: a stray real AWS endpoint fails at once
         from emulators.aws import KODORI_ARN, AwsKmsEmulator
 
-        database_url, redis_url = start_servers(root, cleanups)
+        database_url, redis_url = start_servers(root, cleanups, fast_unsafe=True)
         emulator = AwsKmsEmulator(port=0).start()
         cleanups.append(emulator.stop)
         configure_environment(root, database_url, redis_url, emulator, args.ttl)
@@ -344,11 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kms calls_per_10k_uploads={per_10k} cache_hit_ratio={ratio:.4f}")
         return 0
     finally:
-        for cleanup in reversed(cleanups):
-            try:
-                cleanup()
-            except Exception as exc:  # keep cleaning up the rest
-                print(f"cleanup: {exc}", file=sys.stderr)
+        run_cleanups(cleanups)
 
 
 if __name__ == "__main__":

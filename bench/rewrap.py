@@ -77,6 +77,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.harness import run_cleanups, start_servers  # noqa: E402
+
 SAMPLE = 1_000
 MIB = 1024 * 1024
 TARGET_RATE = 20_000
@@ -88,25 +90,6 @@ class CheckFailed(Exception):
 
 
 # --- Servers and settings ----------------------------------------------------------------------------------
-
-
-def start_servers(root: Path, cleanups: list[Callable[[], None]]) -> tuple[str, str]:
-    """The database and Redis URLs: the environment's when both are set, else private servers in ``root``."""
-    database_url = os.environ.get("DATABASE_URL", "")
-    redis_url = os.environ.get("REDIS_URL", "")
-    if database_url and redis_url:
-        return database_url, redis_url
-    from kodori.devtools.servers import PostgresServer, RedisServer, free_port, new_password
-
-    if not database_url:
-        pg = PostgresServer(root / "pg", free_port(), new_password())
-        cleanups.append(pg.stop)
-        database_url = pg.start().url
-    if not redis_url:
-        redis = RedisServer(root / "redis", free_port(), new_password())
-        cleanups.append(redis.stop)
-        redis_url = redis.start().url
-    return database_url, redis_url
 
 
 def setup_django(root: Path, database_url: str, redis_url: str, batch_size: int | None) -> None:
@@ -618,11 +601,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rewrap: CHECK FAILED: {exc}", file=sys.stderr)
         return 1
     finally:
-        for cleanup in reversed(cleanups):
-            try:
-                cleanup()
-            except Exception as exc:  # keep cleaning up the rest
-                print(f"cleanup: {exc}", file=sys.stderr)
+        run_cleanups(cleanups)
 
 
 if __name__ == "__main__":

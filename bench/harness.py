@@ -1,0 +1,41 @@
+"""What the Django-side benchmarks share: their PostgreSQL and Redis, and tearing down what they started."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+
+def start_servers(
+    root: Path, cleanups: list[Callable[[], None]], *, fast_unsafe: bool = False
+) -> tuple[str, str]:
+    """The database and Redis URLs: the environment's when both are set, else private servers in ``root``.
+
+    ``fast_unsafe`` runs PostgreSQL without fsync: for benchmarks that do not measure the database's writes.
+    """
+    database_url = os.environ.get("DATABASE_URL", "")
+    redis_url = os.environ.get("REDIS_URL", "")
+    if database_url and redis_url:
+        return database_url, redis_url
+    from kodori.devtools.servers import PostgresServer, RedisServer, free_port, new_password
+
+    if not database_url:
+        pg = PostgresServer(root / "pg", free_port(), new_password(), fast_unsafe=fast_unsafe)
+        cleanups.append(pg.stop)
+        database_url = pg.start().url
+    if not redis_url:
+        redis = RedisServer(root / "redis", free_port(), new_password())
+        cleanups.append(redis.stop)
+        redis_url = redis.start().url
+    return database_url, redis_url
+
+
+def run_cleanups(cleanups: list[Callable[[], None]]) -> None:
+    """Undo in reverse order of setup; one failing cleanup does not stop the others."""
+    for cleanup in reversed(cleanups):
+        try:
+            cleanup()
+        except Exception as exc:  # keep cleaning up the rest
+            print(f"cleanup: {exc}", file=sys.stderr)
