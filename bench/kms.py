@@ -123,15 +123,14 @@ def register_customer_key(emulator: Any) -> tuple[Any, Any, str]:
     user = get_user_model().objects.create_user(username=email, email=email, password=None)
     Membership.objects.create(user=user, tenant=tenant, role=Role.OWNER)
 
-    # The customer's part: a key, and a role trusting Kodori's principal with the tenant's ExternalId (128+
-    # random bits), allowed only Encrypt and Decrypt on that one key.
+    # The customer's part: a key, and a role trusting Kodori's principal with the ExternalId Kodori generated
+    # for the tenant (shown on its key page), allowed only Encrypt and Decrypt on that one key.
     key_arn = emulator.create_key(alias=KEY_ALIAS, description="Kodori KMS benchmark KEK")
-    external_id = "kodori-" + secrets.token_hex(16)
     role_arn = emulator.create_tenant_role(
-        ROLE_NAME, external_id, key_arn, actions=["kms:Encrypt", "kms:Decrypt"]
+        ROLE_NAME, services.external_id_for(tenant), key_arn, actions=["kms:Encrypt", "kms:Decrypt"]
     )
 
-    config = {"region": emulator.region, "role_arn": role_arn, "external_id": external_id}
+    config = {"region": emulator.region, "role_arn": role_arn}
     key = services.register_key(tenant, WrapMethod.CUSTOMER_KMS_AWS, key_arn, config, actor=user)
     # register_key queues the probe for a Celery worker after commit; run it here instead (it is idempotent,
     # so the queued copy, if a worker ever takes it, changes nothing).
