@@ -31,7 +31,7 @@ from encryption.models import (
 )
 from encryption.providers import FailureKind, ProviderError
 from tenants.models import Tenant
-from tests.encryption.rewrap.conftest import (
+from tests.encryption.rewrap.helpers import (
     BATCH,
     N,
     Rotated,

@@ -28,7 +28,7 @@ from encryption.models import (
     VersionStatus,
 )
 from tenants.models import Tenant
-from tests.encryption.rewrap.conftest import (
+from tests.encryption.rewrap.helpers import (
     BATCH,
     N,
     Rotated,
