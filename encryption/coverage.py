@@ -66,6 +66,17 @@ class VersionCoverage:
     tkv: TenantKeyVersion
     data_keys: int
 
+    @property
+    def movable(self) -> int:
+        """Data keys a re-wrap walk moves from here: not the active version, and its KEK can still open it
+        (a key an owner disabled is left alone: Kodori no longer uses it for anything)."""
+        return self.data_keys if self.tkv.status != VersionStatus.ACTIVE and self.tkv.kek.usable else 0
+
+    @property
+    def unused(self) -> bool:
+        """A retired version that wraps nothing: a walk destroys it at once."""
+        return self.tkv.status == VersionStatus.RETIRED and not self.data_keys
+
 
 def version_coverage(tenant: Tenant) -> list[VersionCoverage]:
     """Every key version of ``tenant``, newest first, with its KEK and its data-key count."""

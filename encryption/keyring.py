@@ -208,9 +208,14 @@ def create_tkv(tenant: Tenant, kek: TenantKey) -> TenantKeyVersion:
     return tkv
 
 
+def current_tkv(tenant: Tenant) -> TenantKeyVersion | None:
+    """The tenant's active TKV (with its KEK), or None before its first use."""
+    return TenantKeyVersion.objects.for_tenant(tenant).select_related("kek").filter(status="active").first()
+
+
 def active_tkv(tenant: Tenant) -> TenantKeyVersion:
     """The tenant's active TKV (with its KEK), provisioning a kodori-managed one on first use."""
-    tkv = TenantKeyVersion.objects.for_tenant(tenant).select_related("kek").filter(status="active").first()
+    tkv = current_tkv(tenant)
     if tkv is not None:
         return tkv
     try:

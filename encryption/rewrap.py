@@ -11,7 +11,6 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count
 from django.http import HttpRequest
 from django.utils import timezone
 
@@ -20,17 +19,14 @@ from audit.models import EventType
 from audit.services import record
 from tenants.models import Tenant
 
+from . import keyring
+from .coverage import version_coverage
 from .models import (
     LIVE_REWRAP_STATUSES,
-    DataKey,
-    KeyStatus,
     RewrapJob,
     RewrapStatus,
     RewrapTrigger,
-    TenantKeyVersion,
-    VersionStatus,
 )
-from .walk import _active_target
 
 
 class RewrapError(Exception):
@@ -41,37 +37,16 @@ def live_job(tenant: Tenant) -> RewrapJob | None:
     return RewrapJob.objects.for_tenant(tenant).filter(status__in=LIVE_REWRAP_STATUSES).first()
 
 
-def _source_counts(tenant: Tenant, target: TenantKeyVersion) -> dict[int, int]:
-    """Data keys per version the walk must move: every version but the target, whose KEK can still open it.
-
-    Versions under a disabled KEK are left alone: an owner disabled that key on purpose and Kodori no longer
-    uses it for anything.
-    """
-    return dict(
-        DataKey.objects.for_tenant(tenant)
-        .exclude(tkv_id=target.pk)
-        .filter(tkv__kek__status__in=[KeyStatus.ACTIVE, KeyStatus.RETIRED])
-        .values("tkv_id")
-        .annotate(n=Count("id"))
-        .values_list("tkv_id", "n")
-    )
-
-
-def _version_entries(counts: dict[int, int]) -> dict[str, dict[str, Any]]:
-    tkvs = TenantKeyVersion.objects.in_bulk(list(counts))
-    return {
-        str(pk): {"version": tkvs[pk].version, "kek": tkvs[pk].kek_id, "total": n, "done": 0}
-        for pk, n in counts.items()
+def _sources(tenant: Tenant) -> tuple[dict[str, dict[str, Any]], bool]:
+    """The per-version entries of a new job (versions with data keys to move), and whether a retired version
+    wraps nothing (a walk would destroy it at once)."""
+    versions = version_coverage(tenant)
+    entries = {
+        str(v.tkv.pk): {"version": v.tkv.version, "kek": v.tkv.kek_id, "total": v.movable, "done": 0}
+        for v in versions
+        if v.movable
     }
-
-
-def _has_unused_retired_versions(tenant: Tenant) -> bool:
-    """Whether a retired version wraps no data key any more: a walk would destroy it at once."""
-    return (
-        TenantKeyVersion.objects.for_tenant(tenant)
-        .filter(status=VersionStatus.RETIRED, data_keys__isnull=True)
-        .exists()
-    )
+    return entries, any(v.unused for v in versions)
 
 
 def _queue(job_pk: int) -> None:
@@ -113,23 +88,22 @@ def start_rewrap(
                 "Start the re-wrap once your key answers again."
             )
         return None
-    target = _active_target(tenant)
+    target = keyring.current_tkv(tenant)
     if target is None or not target.kek.usable:
         if manual:
             raise RewrapError("There is no active key to re-wrap to.")
         return None
-    counts = _source_counts(tenant, target)
-    if not counts and not _has_unused_retired_versions(tenant):
+    versions, unused = _sources(tenant)
+    if not versions and not unused:
         if manual:
             raise RewrapError("Nothing to re-wrap: every data key is already under the active key version.")
         return None
-    versions = _version_entries(counts)
     job = RewrapJob.objects.create(
         tenant=tenant,
         trigger=trigger,
         started_by=actor if manual else None,
         target_tkv=target,
-        total=sum(counts.values()),
+        total=sum(entry["total"] for entry in versions.values()),
         versions=versions,
     )
     record(

@@ -19,7 +19,7 @@ from .credentials import StaticCredentialRefused, refuse_static_credentials
 from .forms import FORMS, DisableKeyForm
 from .identifiers import InvalidKeyIdentifier
 from .keyring import cache_ttl
-from .models import KeyStatus, RewrapJob, RewrapStatus, TenantKey, VersionStatus, WrapMethod
+from .models import KeyStatus, RewrapJob, RewrapStatus, TenantKey, WrapMethod
 
 
 @require_GET
@@ -31,10 +31,8 @@ def index(request: TenantRequest) -> HttpResponse:
     active = next((c.key for c in coverage if c.key.status == KeyStatus.ACTIVE), None)
     method = WrapMethod(active.wrap_method) if active else WrapMethod.GLOBAL
     job = RewrapJob.objects.for_tenant(tenant).select_related("started_by").first()
-    # Data keys a walk would move: under a version that is not the active one, whose key can still open it.
-    movable = sum(v.data_keys for v in versions if v.tkv.status != VersionStatus.ACTIVE and v.tkv.kek.usable)
-    # Retired versions that wrap nothing: a walk destroys them at once.
-    unused = sum(1 for v in versions if v.tkv.status == VersionStatus.RETIRED and not v.data_keys)
+    movable = sum(v.movable for v in versions)
+    unused = sum(1 for v in versions if v.unused)
     ctx = {
         "coverage": coverage,
         "versions": versions,

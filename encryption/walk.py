@@ -79,15 +79,6 @@ class _SourceBlocked(Exception):
         self.tkv = tkv
 
 
-def _active_target(tenant: Tenant) -> TenantKeyVersion | None:
-    return (
-        TenantKeyVersion.objects.for_tenant(tenant)
-        .select_related("kek")
-        .filter(status=VersionStatus.ACTIVE)
-        .first()
-    )
-
-
 def walk(job_pk: int, *, seconds: float | None = None) -> Outcome:
     """Apply batches until the job stops or finishes (or ``seconds`` pass: then ``Outcome.MORE``)."""
     deadline = None if seconds is None else time.monotonic() + seconds
@@ -142,7 +133,7 @@ def _batch(job_pk: int) -> Outcome:
     tkvs = TenantKeyVersion.objects.select_related("kek").in_bulk([job.cursor_tkv_id, job.target_tkv_id])
     source, target = tkvs[job.cursor_tkv_id], tkvs[job.target_tkv_id]
     if not _count_wraps(target, len(rows)):
-        active = _active_target(tenant)
+        active = keyring.current_tkv(tenant)
         if active is None:
             _finish(job, tenant, error="The tenant has no active key version any more.")
             return Outcome.FINISHED
@@ -170,7 +161,7 @@ def _batch(job_pk: int) -> Outcome:
 
 def _end_or_retarget(job: RewrapJob, tenant: Tenant) -> Outcome:
     """No source has rows left: finish, unless the tenant rotated meanwhile (then walk the old target too)."""
-    active = _active_target(tenant)
+    active = keyring.current_tkv(tenant)
     if active is None:
         _finish(job, tenant, error="The tenant has no active key version any more.")
         return Outcome.FINISHED
