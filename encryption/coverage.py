@@ -107,12 +107,12 @@ def destroy_unreferenced_versions(tenant: Tenant) -> list[tuple[int, int, int]]:
     return destroyed
 
 
-def unreferenced_keys(tenant: Tenant, candidates: list[int] | None = None) -> list[int]:
-    """Ids of the tenant's retired or disabled KEKs with no live key version: they protect nothing."""
-    keys = TenantKey.objects.for_tenant(tenant).filter(status__in=[KeyStatus.RETIRED, KeyStatus.DISABLED])
-    if candidates is not None:
-        keys = keys.filter(pk__in=candidates)
+def unreferenced_keys(tenant: Tenant, candidates: list[int]) -> list[int]:
+    """Which of ``candidates`` (KEK ids) are retired or disabled with no live key version left."""
     live = TenantKeyVersion.objects.for_tenant(tenant).exclude(status=VersionStatus.DESTROYED)
-    return sorted(
-        keys.exclude(pk__in=live.values("kek_id")).exclude(versions=None).values_list("pk", flat=True)
+    keys = (
+        TenantKey.objects.for_tenant(tenant)
+        .filter(pk__in=candidates, status__in=[KeyStatus.RETIRED, KeyStatus.DISABLED])
+        .exclude(pk__in=live.values("kek_id"))
     )
+    return sorted(keys.values_list("pk", flat=True))
