@@ -22,6 +22,14 @@ class EventType(models.TextChoices):
     TENANT_KMS_ROTATED = "tenant-kms.rotated", "Key rotated"
     TENANT_KMS_DISABLED = "tenant-kms.disabled", "Key disabled"
     TENANT_KMS_VERIFY_FAILED = "tenant-kms.verify-failed", "Key verification failed"
+    TENANT_KMS_RE_ENABLED = "tenant-kms.re-enabled", "Key re-enabled"
+    TENANT_KMS_REMOVED = "tenant-kms.removed", "Failed key registration removed"
+    TENANT_KMS_UNREACHABLE = "tenant-kms.unreachable", "Key refuses Kodori"
+    TENANT_KMS_REACHABLE = "tenant-kms.reachable", "Key answers again"
+    TENANT_KMS_AUTH_SECRET_ROTATED = (
+        "tenant-kms.auth-secret-rotated",
+        "Kodori-managed key re-wrapped (AUTH_SECRET)",
+    )
     TENANT_SEALED = "tenant.sealed", "Tenant sealed"
     TENANT_UNSEALED = "tenant.unsealed", "Tenant unsealed"
     TENANT_CLOUD_KMS_ENABLED = "tenant.cloud-kms-enabled", "Cloud KMS switched on"

@@ -93,15 +93,60 @@ def key_verify_failed(*, key_row_id: int, provider: str, key_id: str, error: str
 
 
 def tenant_sealed(
-    *, reason: str, provider: str = "", key_id: str = "", key_row_id: int | None = None
+    *, reason: str, provider: str = "", key_id: str = "", key_row_id: int | None = None, trigger: str = ""
 ) -> dict[str, Any]:
-    return {"reason": text(reason), "keyRowId": key_row_id, **_key(provider, key_id)}
+    """``trigger`` names what made Kodori seal (schedule, use, owner-retry, support-reprobe, disable, …)."""
+    payload = {"reason": text(reason), "keyRowId": key_row_id, **_key(provider, key_id)}
+    return {**payload, "trigger": text(trigger, 32)} if trigger else payload
 
 
 def tenant_unsealed(
-    *, reason: str = "", provider: str = "", key_id: str = "", key_row_id: int | None = None
+    *,
+    reason: str = "",
+    provider: str = "",
+    key_id: str = "",
+    key_row_id: int | None = None,
+    trigger: str = "",
 ) -> dict[str, Any]:
-    return {"reason": text(reason), "keyRowId": key_row_id, **_key(provider, key_id)}
+    payload = {"reason": text(reason), "keyRowId": key_row_id, **_key(provider, key_id)}
+    return {**payload, "trigger": text(trigger, 32)} if trigger else payload
+
+
+def key_re_enabled(
+    *, key_row_id: int, provider: str, key_id: str, status: str, reason: str = ""
+) -> dict[str, Any]:
+    """``tenant-kms.re-enabled``: the status the key came back as (active or retired); support's reason."""
+    payload = {"keyRowId": key_row_id, **_key(provider, key_id), "status": text(status, 32)}
+    return {**payload, "reason": text(reason)} if reason else payload
+
+
+def key_removed(*, key_row_id: int, provider: str, key_id: str) -> dict[str, Any]:
+    """``tenant-kms.removed``: a registration that never verified was removed (it protected nothing)."""
+    return {"keyRowId": key_row_id, **_key(provider, key_id)}
+
+
+def key_health(
+    *,
+    key_row_id: int,
+    provider: str,
+    key_id: str,
+    status: str,
+    trigger: str,
+    error: str = "",
+    data_keys: int = 0,
+) -> dict[str, Any]:
+    """``tenant-kms.unreachable`` (with the error and the data keys it makes unreadable) and
+    ``tenant-kms.reachable``."""
+    payload: dict[str, Any] = {
+        "keyRowId": key_row_id,
+        **_key(provider, key_id),
+        "status": text(status, 32),
+        "trigger": text(trigger, 32),
+    }
+    if error:
+        payload["error"] = text(error)
+        payload["dataKeys"] = int(data_keys)
+    return payload
 
 
 def cloud_kms_switched(*, enabled: bool, reason: str = "") -> dict[str, Any]:
@@ -193,6 +238,25 @@ def rewrap_control(*, job_id: int, rewrapped: int, total: int) -> dict[str, Any]
     return {"jobId": job_id, "rewrapped": rewrapped, "total": total}
 
 
+def auth_secret_rotated(
+    *, versions: list[int], kek_fingerprint: str, previous_kek_fingerprints: list[str], failed: int = 0
+) -> dict[str, Any]:
+    """The payload of ``tenant-kms.auth-secret-rotated``: the tenant's kodori-managed key versions re-wrapped
+    under the current ``AUTH_SECRET`` (``manage.py rotate_auth_secret``).
+
+    Fingerprints are the 8-byte tags already stored in front of every kodori-managed wrapped value (hex):
+    HMAC-SHA256(KEK_t, "fingerprint")[:8] of the tenant's derived KEK. They show which secret wraps the
+    keys now and which wrapped them before, and reveal nothing about either beyond equality. Never a secret.
+    """
+    return {
+        "rewrapped": len(versions),
+        "versions": sorted(int(v) for v in versions),
+        "failed": int(failed),
+        "kekFingerprint": text(kek_fingerprint, 16),
+        "previousKekFingerprints": sorted({text(f, 16) for f in previous_kek_fingerprints}),
+    }
+
+
 # --- People and tokens --------------------------------------------------------------------------------------
 
 
@@ -221,6 +285,11 @@ def api_token_created(
 
 def api_token_revoked(*, token_id: int | str, name: str) -> dict[str, Any]:
     return {"tokenId": _ident(token_id), "name": text(name, 200)}
+
+
+def api_token_revoked_for_reason(*, token_id: int | str, name: str, reason: str) -> dict[str, Any]:
+    """``api-token.revoked`` when Kodori revoked the token itself, e.g. ``membership removed``."""
+    return {**api_token_revoked(token_id=token_id, name=name), "reason": text(reason, 200)}
 
 
 # --- Blobs and the log itself -------------------------------------------------------------------------------

@@ -48,6 +48,11 @@ def _key(p: dict[str, Any], prefix: str = "") -> str:
     return str(KeyRef(str(provider), str(suffix)))
 
 
+def _by(p: dict[str, Any]) -> str:
+    """The trigger of a seal or unseal event, e.g. " (schedule)"."""
+    return f" ({p['trigger']})" if p.get("trigger") else ""
+
+
 def _size(n: Any) -> str:
     if not isinstance(n, int):
         return "?"
@@ -64,8 +69,18 @@ _SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
     EventType.TENANT_KMS_ROTATED: lambda p: f"Rotated {_key(p, 'from')} → {_key(p, 'to')}",
     EventType.TENANT_KMS_DISABLED: lambda p: f"Disabled {_key(p)} (was {p.get('previousStatus', '?')})",
     EventType.TENANT_KMS_VERIFY_FAILED: lambda p: f"Verification of {_key(p)} failed: {p.get('error', '')}",
-    EventType.TENANT_SEALED: lambda p: f"Tenant sealed: {p.get('reason', '')}",
-    EventType.TENANT_UNSEALED: lambda p: "Tenant unsealed" + (f": {p['reason']}" if p.get("reason") else ""),
+    EventType.TENANT_KMS_RE_ENABLED: lambda p: (
+        f"Re-enabled {_key(p)} as {p.get('status', '?')}" + (f": {p['reason']}" if p.get("reason") else "")
+    ),
+    EventType.TENANT_KMS_REMOVED: lambda p: f"Removed the failed registration of {_key(p)}",
+    EventType.TENANT_KMS_UNREACHABLE: lambda p: (
+        f"{_key(p)} refuses Kodori ({p.get('dataKeys', 0)} data keys unreadable): {p.get('error', '')}"
+    ),
+    EventType.TENANT_KMS_REACHABLE: lambda p: f"{_key(p)} answers again",
+    EventType.TENANT_SEALED: lambda p: f"Tenant sealed{_by(p)}: {p.get('reason', '')}",
+    EventType.TENANT_UNSEALED: lambda p: (
+        f"Tenant unsealed{_by(p)}" + (f": {p['reason']}" if p.get("reason") else "")
+    ),
     EventType.TENANT_CLOUD_KMS_ENABLED: lambda p: "Support switched cloud KMS on",
     EventType.TENANT_CLOUD_KMS_DISABLED: lambda p: "Support switched cloud KMS off",
     EventType.REWRAP_STARTED: lambda p: (

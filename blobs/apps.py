@@ -1,4 +1,4 @@
-"""App configuration for blobs."""
+"""App configuration for blobs: connects the receivers of tenants' signals."""
 
 from __future__ import annotations
 
@@ -8,3 +8,6 @@ from django.apps import AppConfig
 class BlobsConfig(AppConfig):
     name = "blobs"
     verbose_name = "Blobs"
+
+    def ready(self) -> None:
+        from . import receivers  # noqa: F401  (importing connects them)

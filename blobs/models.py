@@ -108,7 +108,8 @@ class ApiToken(models.Model):
     """A program's credential for one user in one tenant. Only the SHA-256 of the secret is stored.
 
     What it may do is the user's *current* role in the tenant, read on every request: a demoted member's
-    token is demoted with them, and a removed member's token stops working.
+    token is demoted with them on their next request. Removing a member revokes their tokens in the tenant
+    for good (``blobs.receivers``), so adding them again later does not bring an old token back.
     """
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="api_tokens")

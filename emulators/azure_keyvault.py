@@ -8,7 +8,8 @@ that tests can model several customer directories). Kodori's real ``azure-keyvau
 REST surface (any ``api-version`` is accepted):
 
 - ``GET /keys``, ``GET /keys/{name}[/{version}]``, ``PATCH /keys/{name}[/{version}]``
-  (``attributes.enabled``), ``POST /keys/{name}/create`` (RSA / RSA-HSM, 2048/3072/4096);
+  (``attributes.enabled``, ``attributes.exp``, ``attributes.nbf``), ``POST /keys/{name}/create`` (RSA /
+  RSA-HSM, 2048/3072/4096);
 - ``POST /keys/{name}/{version}/wrapkey|unwrapkey|encrypt|decrypt`` with ``{"alg", "value"}`` for
   ``RSA-OAEP-256``, ``RSA-OAEP`` and ``RSA1_5``, answering ``{"kid", "value"}``;
 - the bearer challenge: no or bad token -> 401 with ``WWW-Authenticate: Bearer authorization="<entra>/<dir>",
@@ -187,6 +188,24 @@ class AzureKeyVaultEmulator:
 
     def enable_key(self, name: str, version: str | None = None) -> None:
         self.store.set_enabled(name, True, version)
+
+    def set_key_validity(
+        self,
+        name: str,
+        expires_on: float | None = None,
+        not_before: float | None = None,
+        version: str | None = None,
+    ) -> None:
+        """Set the key's expiration (``exp``) and activation (``nbf``) dates as Unix seconds; None clears one.
+
+        Applies to one version, or to every version when ``version`` is None (like :meth:`disable_key`).
+        """
+        self.store.set_validity(
+            name,
+            None if expires_on is None else int(expires_on),
+            None if not_before is None else int(not_before),
+            version,
+        )
 
     def delete_key(self, name: str, purge: bool = False) -> None:
         self.store.delete_key(name, purge)

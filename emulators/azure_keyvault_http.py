@@ -30,7 +30,7 @@ def key_bundle(base: str, name: str, v: KeyVersion) -> dict[str, Any]:
 
 
 def _attributes(v: KeyVersion) -> dict[str, Any]:
-    return {
+    attributes: dict[str, Any] = {
         "enabled": v.enabled,
         "created": v.created,
         "updated": v.updated,
@@ -38,6 +38,16 @@ def _attributes(v: KeyVersion) -> dict[str, Any]:
         "recoverableDays": 90,
         "exportable": False,
     }
+    # Key Vault sends nbf / exp only when they are set (Unix seconds).
+    if v.not_before is not None:
+        attributes["nbf"] = v.not_before
+    if v.expires is not None:
+        attributes["exp"] = v.expires
+    return attributes
+
+
+def _optional_seconds(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 class VaultHandler(JsonRequestHandler):
@@ -127,14 +137,21 @@ class VaultHandler(JsonRequestHandler):
             ]
             return 200, {"value": items, "nextLink": None}
         if operation == "createKey":
-            enabled = bool((body.get("attributes") or {}).get("enabled", True))
+            attributes = body.get("attributes") or {}
             created = store.create_key(
                 name,
                 str(body.get("kty", "RSA")),
                 int(body.get("key_size") or 2048),
                 body.get("key_ops"),
-                enabled,
+                bool(attributes.get("enabled", True)),
             )
+            if attributes.get("exp") is not None or attributes.get("nbf") is not None:
+                store.set_validity(
+                    name,
+                    _optional_seconds(attributes.get("exp")),
+                    _optional_seconds(attributes.get("nbf")),
+                    created.version,
+                )
             return 200, key_bundle(base, name, created)
         found = store.get_version(name, version)
         if operation == "getKey":
@@ -143,6 +160,13 @@ class VaultHandler(JsonRequestHandler):
             attributes = body.get("attributes") or {}
             if "enabled" in attributes:
                 store.set_enabled(name, bool(attributes["enabled"]), found.version)
+            if "exp" in attributes or "nbf" in attributes:
+                store.set_validity(
+                    name,
+                    _optional_seconds(attributes.get("exp", found.expires)),
+                    _optional_seconds(attributes.get("nbf", found.not_before)),
+                    found.version,
+                )
             if body.get("key_ops"):
                 found.key_ops = list(body["key_ops"])
             return 200, key_bundle(base, name, found)
@@ -226,6 +250,7 @@ def handle_admin(
     """The ``/_emulator`` control API: the Python API of :class:`AzureKeyVaultEmulator` as JSON.
 
     - ``GET|POST /keys``; ``POST /keys/{name}/disable|enable|delete|recover`` (``{"version"}``, ``{"purge"}``)
+    - ``POST /keys/{name}/validity`` (``{"expires_on", "not_before", "version"}``: Unix seconds or null)
     - ``GET /grants``; ``POST /grants`` and ``POST /revoke`` (``{"principal", "permissions", "key"}``)
     - ``GET|POST|DELETE /faults``; ``GET|DELETE /calls`` (``?operation=&key=&status=&principal=``)
     - ``POST /clients`` (``{"client_id", "subject", "permissions", "key"}``)
@@ -252,6 +277,10 @@ def handle_admin(
             vault.delete_key(name, purge=bool(body.get("purge", False)))
         elif verb == "recover":
             vault.recover_key(name)
+        elif verb == "validity":
+            vault.set_key_validity(
+                name, body.get("expires_on"), body.get("not_before"), version=body.get("version")
+            )
         else:
             raise VaultError(404, "NotFound", f"Unknown key action {verb!r}.")
         return 200, {}

@@ -11,6 +11,11 @@ Rules, chosen to match what Azure Key Vault does:
 - A disabled key (or version) refuses the private-key operations ``unwrapKey``/``decrypt``/``sign`` with 403
   ``Forbidden``/``KeyDisabled``; reading it and the public-key operations ``wrapKey``/``encrypt`` still work,
   as observed on the real service (Azure/azure-sdk-for-python#45342). Kodori's probe therefore unwraps.
+- Outside its validity window (``nbf`` in the future or ``exp`` reached) a key refuses the operations that
+  make new ciphertext or signatures, ``wrapKey``/``encrypt``/``sign``, with 403 ``Forbidden`` and inner code
+  ``KeyNotYetValid`` / ``KeyExpired`` (the real service documents the refusal, not these inner codes), while
+  ``unwrapKey``/``decrypt``/``verify`` keep working so that data wrapped in the window stays recoverable.
+  The SDK wraps locally for RSA keys, so a client only sees this refusal when it reads the attributes.
 - A soft-deleted or purged key is 404 ``KeyNotFound`` for every operation.
 """
 
@@ -37,6 +42,7 @@ PERMISSIONS = ("get", "list", "create", "update", "delete", "wrapKey", "unwrapKe
 DEFAULT_GRANT = ("get", "wrapKey", "unwrapKey")
 RSA_KEY_OPS = ("encrypt", "decrypt", "sign", "verify", "wrapKey", "unwrapKey")
 _REFUSED_WHEN_DISABLED = frozenset({"unwrapKey", "decrypt", "sign"})
+_REFUSED_OUTSIDE_VALIDITY = frozenset({"wrapKey", "encrypt", "sign"})
 _VAULT_WIDE = "*"
 MAX_LOGGED_CALLS = 10_000
 
@@ -86,6 +92,8 @@ class KeyVersion:
     created: int
     updated: int
     enabled: bool = True
+    expires: int | None = None  # "exp": Unix seconds, None for never
+    not_before: int | None = None  # "nbf": Unix seconds, None for always
 
 
 @dataclass
@@ -188,6 +196,22 @@ class VaultStore:
                 target.updated = int(time.time())
             self._save()
 
+    def set_validity(
+        self,
+        name: str,
+        expires: int | None,
+        not_before: int | None,
+        version: str | None = None,
+    ) -> None:
+        """Set (or clear, with None) ``exp`` and ``nbf`` of one version, or of every version when None."""
+        with self._lock:
+            targets = [self.get_version(name, version)] if version else self.versions(name)
+            for target in targets:
+                target.expires = None if expires is None else int(expires)
+                target.not_before = None if not_before is None else int(not_before)
+                target.updated = int(time.time())
+            self._save()
+
     def delete_key(self, name: str, purge: bool = False) -> None:
         """Soft-delete ``name`` (recoverable), or purge it and its grants for good."""
         with self._lock:
@@ -263,6 +287,22 @@ class VaultStore:
                 f"Operation {operation} is not allowed on a disabled key.",
                 inner_code="KeyDisabled",
             )
+        now = time.time()
+        if operation in _REFUSED_OUTSIDE_VALIDITY:
+            if version.not_before is not None and now < version.not_before:
+                raise VaultError(
+                    403,
+                    "Forbidden",
+                    f"Operation {operation} is not allowed on a key that is not yet valid.",
+                    inner_code="KeyNotYetValid",
+                )
+            if version.expires is not None and now >= version.expires:
+                raise VaultError(
+                    403,
+                    "Forbidden",
+                    f"Operation {operation} is not allowed on an expired key.",
+                    inner_code="KeyExpired",
+                )
         if operation not in version.key_ops:
             raise VaultError(
                 403,
@@ -343,6 +383,8 @@ class VaultStore:
                             "created": v.created,
                             "updated": v.updated,
                             "enabled": v.enabled,
+                            "exp": v.expires,
+                            "nbf": v.not_before,
                             "pem": v.private_key.private_bytes(
                                 serialization.Encoding.PEM,
                                 serialization.PrivateFormat.PKCS8,
@@ -379,6 +421,8 @@ class VaultStore:
                     v["created"],
                     v["updated"],
                     v["enabled"],
+                    v.get("exp"),
+                    v.get("nbf"),
                 )
             self._keys[stored.name] = stored
 

@@ -4,25 +4,46 @@
 Cloud KMS + STS emulators in this process on their fixed loopback ports, and returns the environment
 variables Kodori's web and worker processes need. `make run` calls it; ``python manage.py run_emulators``
 runs it on its own and prints the variables. The ports are fixed because key identifiers registered against
-the emulators (Azure key URLs) contain them, and `make run` keeps Azure and GCP keys in
-``.kodori/emulators`` across restarts. AWS keys live in moto's memory and are new on every start.
+the emulators (Azure key URLs) contain them, and every emulator keeps its keys in ``state_dir`` across
+restarts: ``aws/state.json`` (keys with their material, aliases and IAM roles, see ``aws_persist``),
+``azure/`` and ``gcp/``.
+
+The demo tenants' cloud setup: ``provision_demo_tenant`` gives a tenant what a customer creates for Kodori in
+AWS (a key ``alias/kodori-demo-<slug>`` and a role ``kodori-demo-<slug>`` whose trust policy demands the
+tenant's Kodori-generated ExternalId and which may Encrypt, Decrypt and DescribeKey with that key). The
+ExternalId lives in Kodori's database, which exists only after the emulators started, so `make run` calls it
+after ``seed_demo``, through ``manage.py emulator_demo`` and the AWS emulator's admin API
+(``EmulatorControl``).
+Azure and GCP each have one demo key every tenant may use. ``demo_key_lines`` prints what to paste into the
+registration forms.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import ssl
 import threading
-from collections.abc import Callable
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from .aws import AwsKmsEmulator
+from .aws_persist import PersistentAwsKmsEmulator
+from .azure_keyvault import DEFAULT_VAULT_PORT
 from .azure_keyvault import start_for_development as start_azure
-from .gcp_kms import GcpKmsEmulator
+from .gcp_kms import DEFAULT_PROJECT, GcpKmsEmulator
 
 AWS_PORT = 48452
 GCP_PORT, GCP_STS_PORT = 48450, 48451
 GCP_DEMO_RING, GCP_DEMO_KEY = "kodori-demo", "tenant-key"
+AWS_DEMO_PREFIX = "kodori-demo-"  # role kodori-demo-<slug>, key alias/kodori-demo-<slug>
+# Key URLs are registered with a real Key Vault host; Kodori sends their path to the emulator
+# (KODORI_AZURE_VAULT_ENDPOINT), so the host only has to pass Kodori's identifier checks.
+AZURE_DEMO_VAULT_URL = "https://kodori-emulator.vault.azure.net"
 _TOKEN_REFRESH_SECONDS = 900
 
 
@@ -33,7 +54,7 @@ class DevEmulators:
     env: dict[str, str]
     summary: list[str]
     fixed_ports: bool = True
-    aws: AwsKmsEmulator | None = None
+    aws: PersistentAwsKmsEmulator | None = None
     azure: Any = None  # azure_keyvault.DevEnvironment
     gcp: GcpKmsEmulator | None = None
     _stops: list[Callable[[], None]] = field(default_factory=list)
@@ -49,7 +70,7 @@ def start_all(state_dir: Path, *, fixed_ports: bool = True) -> DevEmulators:
     state_dir.mkdir(parents=True, exist_ok=True)
     running = DevEmulators(env={}, summary=[], fixed_ports=fixed_ports)
     try:
-        _start_aws(running)
+        _start_aws(running, state_dir / "aws")
         _start_azure(running, state_dir / "azure")
         _start_gcp(running, state_dir / "gcp")
     except BaseException:
@@ -58,8 +79,9 @@ def start_all(state_dir: Path, *, fixed_ports: bool = True) -> DevEmulators:
     return running
 
 
-def _start_aws(running: DevEmulators) -> None:
-    aws = AwsKmsEmulator(port=AWS_PORT if running.fixed_ports else 0).start()
+def _start_aws(running: DevEmulators, state: Path) -> None:
+    aws = PersistentAwsKmsEmulator(state / "state.json", port=AWS_PORT if running.fixed_ports else 0)
+    aws.start()
     running.aws = aws
     running._stops.append(aws.stop)
     settings = aws.settings()
@@ -93,6 +115,7 @@ def _start_azure(running: DevEmulators, state: Path) -> None:
             "KODORI_AZURE_CA_BUNDLE": s["ca_path"],
             "KODORI_EMULATOR_AZURE_DIRECTORY_ID": s["directory_id"],
             "KODORI_EMULATOR_AZURE_KEY_ID": s["key_id"],
+            "KODORI_EMULATOR_AZURE_KEY_URL": azure_key_url(s["key_id"]),
         }
     )
     running.summary.append(
@@ -135,3 +158,151 @@ def _start_gcp(running: DevEmulators, state: Path) -> None:
         }
     )
     running.summary.append(f"GCP Cloud KMS   {s['GCP_KMS_ENDPOINT']}  (key {key})")
+
+
+def azure_key_url(emulator_key_id: str) -> str:
+    """The key URL to register: the emulator's key id on a real Key Vault host (``AZURE_DEMO_VAULT_URL``)."""
+    return AZURE_DEMO_VAULT_URL + urlsplit(emulator_key_id).path
+
+
+# --- The demo tenants' keys ---------------------------------------------------------------------------------
+
+
+def aws_demo_name(slug: str) -> str:
+    """The demo role's name and the demo key's alias name (after ``alias/``) for a tenant."""
+    return AWS_DEMO_PREFIX + slug
+
+
+def provision_demo_tenant(aws: PersistentAwsKmsEmulator, slug: str, external_id: str) -> dict[str, str]:
+    """In-process form of what ``manage.py emulator_demo`` asks the running AWS emulator for."""
+    return aws.provision_tenant(aws_demo_name(slug), external_id)
+
+
+@dataclass(frozen=True)
+class DemoTenantKeys:
+    """What one tenant pastes into the AWS form: ``aws`` has key_arn, alias_arn, role_arn and region."""
+
+    slug: str
+    name: str
+    aws: dict[str, str]
+
+
+@dataclass(frozen=True)
+class DemoKeys:
+    tenants: list[DemoTenantKeys]
+    azure_key_url: str
+    azure_directory_id: str
+    gcp_key: str
+
+
+def demo_key_lines(keys: DemoKeys) -> list[str]:
+    """What to paste into /encryption's register forms, per cloud; each value is the last word of a line."""
+    everyone = " and ".join(t.name for t in keys.tenants) or "every tenant"
+    lines = ["Keys in the local emulators, to paste on /encryption > Register a key (see docs/emulators.md):"]
+    lines.append("  AWS KMS (one key and role per tenant; Kodori adds the tenant's ExternalId itself)")
+    for tenant in keys.tenants:
+        lines += [
+            f"    {tenant.name}:",
+            f"      KMS key ARN       {tenant.aws['key_arn']}",
+            f"      or alias ARN      {tenant.aws['alias_arn']}",
+            f"      Role ARN          {tenant.aws['role_arn']}",
+            f"      Region            {tenant.aws['region']}",
+        ]
+    lines += [
+        f"  Azure Key Vault (the same key for {everyone})",
+        f"      Key URL           {keys.azure_key_url}",
+        f"      Directory id      {keys.azure_directory_id}",
+        f"  GCP Cloud KMS (the same key for {everyone})",
+        f"      CryptoKey         {keys.gcp_key}",
+        "  Disable or revoke them in the emulator: python manage.py emulator_key --help",
+    ]
+    return lines
+
+
+# --- The admin APIs, from another process ------------------------------------------------------------------
+
+
+class EmulatorError(Exception):
+    """An emulator refused an admin call, or is not running."""
+
+
+class EmulatorControl:
+    """The running emulators' admin APIs, for management commands in another process than the emulators.
+
+    Addresses come from the environment `make run` gives its children (``KODORI_EMULATOR_*_ADMIN_URL``,
+    ``KODORI_AZURE_VAULT_ENDPOINT``, ``KODORI_AZURE_CA_BUNDLE``), otherwise from the fixed ports and from
+    ``<state_dir>/azure/settings.json``, so a command run in another terminal reaches `make run`'s emulators.
+    """
+
+    def __init__(self, state_dir: Path, env: Mapping[str, str] | None = None, timeout: float = 10) -> None:
+        self.env = os.environ if env is None else env
+        self.state_dir = state_dir
+        self.timeout = timeout
+        self.aws_admin = (
+            self.env.get("KODORI_EMULATOR_AWS_ADMIN_URL") or f"http://127.0.0.1:{AWS_PORT}/_emulator"
+        )
+        self.gcp_admin = (
+            self.env.get("KODORI_EMULATOR_GCP_ADMIN_URL") or f"http://127.0.0.1:{GCP_STS_PORT}/_emulator"
+        )
+
+    def _azure_settings(self) -> dict[str, Any]:
+        path = self.state_dir / "azure" / "settings.json"
+        try:
+            return dict(json.loads(path.read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            return {}
+
+    def _call(self, url: str, body: Any, context: ssl.SSLContext | None = None, method: str = "POST") -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(  # noqa: S310 - loopback admin URLs only
+            url, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout, context=context) as response:  # noqa: S310
+                return json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as err:
+            detail = err.read().decode("utf-8", "replace")[:500]
+            raise EmulatorError(f"{url}: HTTP {err.code} {detail}") from None
+        except (urllib.error.URLError, OSError) as err:
+            raise EmulatorError(
+                f"{url}: {err} (is `make run` or `manage.py run_emulators` running?)"
+            ) from None
+
+    def aws(self, method: str, **kwargs: Any) -> Any:
+        return self._call(f"{self.aws_admin}/{method}", kwargs)["result"]
+
+    def gcp(self, method: str, **kwargs: Any) -> Any:
+        return self._call(f"{self.gcp_admin}/{method}", kwargs)["result"]
+
+    def azure(self, path: str, body: Any = None, method: str = "POST") -> Any:
+        """``/_emulator/<path>`` of the vault (HTTPS, trusting the emulators' own CA)."""
+        saved = self._azure_settings()
+        vault = self.env.get("KODORI_AZURE_VAULT_ENDPOINT") or saved.get(
+            "vault_url", f"https://127.0.0.1:{DEFAULT_VAULT_PORT}"
+        )
+        ca = self.env.get("KODORI_AZURE_CA_BUNDLE") or saved.get("ca_path")
+        if not ca:
+            raise EmulatorError(
+                f"no Azure emulator CA: {self.state_dir / 'azure' / 'settings.json'} is missing"
+            )
+        context = ssl.create_default_context(cafile=ca)
+        return self._call(f"{vault}/_emulator/{path.lstrip('/')}", body, context, method)
+
+    def azure_client_id(self) -> str:
+        return self.env.get("KODORI_AZURE_CLIENT_ID") or str(self._azure_settings()["client_id"])
+
+    def demo_keys(self, tenants: list[tuple[str, str, str]]) -> DemoKeys:
+        """Provision each ``(slug, name, external_id)`` in the AWS emulator; gather every cloud's keys."""
+        provisioned = [
+            DemoTenantKeys(
+                slug, name, self.aws("provision_tenant", name=aws_demo_name(slug), external_id=ext)
+            )
+            for slug, name, ext in tenants
+        ]
+        saved = self._azure_settings()
+        azure_key = self.env.get("KODORI_EMULATOR_AZURE_KEY_ID") or str(saved.get("key_id", ""))
+        directory = self.env.get("KODORI_EMULATOR_AZURE_DIRECTORY_ID") or str(saved.get("directory_id", ""))
+        gcp_key = self.env.get("KODORI_EMULATOR_GCP_KEY") or (
+            f"projects/{DEFAULT_PROJECT}/locations/global/keyRings/{GCP_DEMO_RING}/cryptoKeys/{GCP_DEMO_KEY}"
+        )
+        return DemoKeys(provisioned, azure_key_url(azure_key) if azure_key else "", directory, gcp_key)

@@ -10,21 +10,26 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from django.db import connection
-from django.db.models import Count, Q
+from django.db.models import Count, Exists, OuterRef, Q
 
 from tenants.models import Tenant
 
-from . import keyring
+from . import identity, keyring, lifecycle
 from .models import DataKey, KeyStatus, TenantKey, TenantKeyVersion, VersionStatus, WrapMethod
 
 
 @dataclass(frozen=True)
 class KeyCoverage:
-    """A KEK with its live (not destroyed) key versions and the data keys they wrap."""
+    """A KEK with its live (not destroyed) key versions and the data keys they wrap.
+
+    ``used_elsewhere``: another registration Kodori still uses, in this or any tenant, names the same key as
+    the customer deletes it (``identity.deletion_unit``), so deleting it would cost data there.
+    """
 
     key: TenantKey
     live_versions: int
     data_keys: int
+    used_elsewhere: bool = False
 
     @property
     def unreferenced(self) -> bool:
@@ -37,26 +42,83 @@ class KeyCoverage:
 
     @property
     def deletable_in_kms(self) -> bool:
-        """Unreferenced and living in a KMS: the customer (or operator) may delete it there."""
-        return self.unreferenced and self.key.wrap_method != WrapMethod.GLOBAL
+        """Unreferenced, living in a KMS, and no registration Kodori still uses shares it: the customer (or
+        operator) may delete it there."""
+        return self.unreferenced and self.key.wrap_method != WrapMethod.GLOBAL and not self.used_elsewhere
+
+    @property
+    def actions(self) -> list[str]:
+        """The lifecycle transitions an owner may start on this key (the buttons its row and page show)."""
+        return [str(t) for t in lifecycle.actions(self.key.status)]
+
+    @property
+    def unreadable(self) -> int:
+        """Data keys Kodori cannot open right now because this key is disabled or refuses Kodori."""
+        if self.key.status == KeyStatus.DISABLED or (self.key.usable and self.key.refused_at is not None):
+            return self.data_keys
+        return 0
 
 
-def key_coverage(tenant: Tenant) -> list[KeyCoverage]:
-    """Every registered key of ``tenant``, newest first, with its live versions and data keys."""
+def _in_use() -> Q:
+    """Registrations Kodori still uses: pending or active, or holding key versions that are not destroyed."""
+    live = TenantKeyVersion.objects.filter(kek_id=OuterRef("pk")).exclude(status=VersionStatus.DESTROYED)
+    return Q(status__in=[KeyStatus.PENDING, KeyStatus.ACTIVE]) | Q(Exists(live))
+
+
+def used_elsewhere(key: TenantKey) -> bool:
+    """Whether a registration other than ``key`` that Kodori still uses, in any tenant, shares its KMS key.
+
+    Deliberately not tenant-scoped: one customer key may be registered by several tenants of one customer,
+    and "safe to delete" must hold for all of them. It answers only yes or no, never which tenant.
+    """
+    if not key.canonical_id:
+        return False
+    unit = identity.deletion_unit(key.wrap_method, key.canonical_id.split("#", 1)[0])
+    same = (
+        Q(canonical_id__startswith=unit)
+        if unit.endswith("/")
+        else Q(canonical_id=unit) | Q(canonical_id__startswith=unit + "#")
+    )
+    return (
+        TenantKey.objects.filter(wrap_method=key.wrap_method)
+        .filter(same)
+        .exclude(pk=key.pk)
+        .filter(_in_use())
+        .exists()
+    )
+
+
+def _with_counts(keys: list[TenantKey], tenant_id: int) -> list[KeyCoverage]:
     versions = dict(
-        TenantKeyVersion.objects.for_tenant(tenant)
+        TenantKeyVersion.objects.filter(tenant_id=tenant_id, kek__in=keys)
         .values("kek_id")
         .annotate(n=Count("id", filter=~Q(status=VersionStatus.DESTROYED)))
         .values_list("kek_id", "n")
     )
     data_keys = dict(
-        DataKey.objects.for_tenant(tenant)
+        DataKey.objects.filter(tenant_id=tenant_id, tkv__kek__in=keys)
         .values("tkv__kek_id")
         .annotate(n=Count("id"))
         .values_list("tkv__kek_id", "n")
     )
+    rows = []
+    for key in keys:
+        row = KeyCoverage(key, versions.get(key.pk, 0), data_keys.get(key.pk, 0))
+        if row.unreferenced and key.wrap_method != WrapMethod.GLOBAL:
+            row = KeyCoverage(key, row.live_versions, row.data_keys, used_elsewhere(key))
+        rows.append(row)
+    return rows
+
+
+def key_coverage(tenant: Tenant) -> list[KeyCoverage]:
+    """Every registered key of ``tenant``, newest first, with its live versions and data keys."""
     keys = TenantKey.objects.for_tenant(tenant).select_related("registered_by").order_by("-created_at", "-pk")
-    return [KeyCoverage(key, versions.get(key.pk, 0), data_keys.get(key.pk, 0)) for key in keys]
+    return _with_counts(list(keys), tenant.pk)
+
+
+def coverage_of(key: TenantKey) -> KeyCoverage:
+    """One key's coverage (its page)."""
+    return _with_counts([key], key.tenant_id)[0]
 
 
 @dataclass(frozen=True)
@@ -68,9 +130,30 @@ class VersionCoverage:
 
     @property
     def movable(self) -> int:
-        """Data keys a re-wrap walk moves from here: not the active version, and its KEK can still open it
-        (a key an owner disabled is left alone: Kodori no longer uses it for anything)."""
-        return self.data_keys if self.tkv.status != VersionStatus.ACTIVE and self.tkv.kek.usable else 0
+        """Data keys a re-wrap walk moves from here: those under a retired key (a key an owner disabled is
+        left alone, as Kodori no longer opens it; older versions of the active key stay where they are)."""
+        return self.data_keys if self.tkv.kek.status == KeyStatus.RETIRED else 0
+
+    @property
+    def status_label(self) -> str:
+        """The version's state as it really is: an active version under a disabled or refusing key opens
+        nothing, so it is never called simply "Active"."""
+        kek, label = self.tkv.kek, self.tkv.get_status_display()
+        if self.tkv.status == VersionStatus.DESTROYED:
+            return label
+        if kek.status == KeyStatus.DISABLED:
+            return f"{label} — key disabled, unreadable"
+        if kek.refused_at is not None:
+            return f"{label} — key refuses Kodori, unreadable"
+        return label
+
+    @property
+    def status_class(self) -> str:
+        if self.tkv.status == VersionStatus.DESTROYED:
+            return "status-muted"
+        if self.tkv.kek.status == KeyStatus.DISABLED or self.tkv.kek.refused_at is not None:
+            return "status-danger"
+        return "status-ok" if self.tkv.status == VersionStatus.ACTIVE else "status-warn"
 
     @property
     def unused(self) -> bool:

@@ -4,7 +4,7 @@ An upload asks ``new_data_key`` for a fresh DEK: the tenant's active TKV is unwr
 once
 per cache TTL, and the DEK is wrapped locally with AES-256-GCM (no KMS call while the TKV is cached).
 A download
-asks ``open_data_key``. Rotation (``rotate_tkv``) adds a version; existing DEKs keep opening through theirs.
+asks ``open_data_key``. ``add_key_version`` adds a version; existing DEKs keep opening through theirs.
 
 The cache holds plaintext TKVs in this process's memory only, keyed by TKV id, bounded in size, with a TTL
 per wrap
@@ -37,7 +37,7 @@ from django.views.decorators.debug import sensitive_variables
 
 from tenants.models import Tenant
 
-from . import aead
+from . import aead, alerts
 from .errors import NotAuthentic
 from .models import DataKey, KeyStatus, TenantKey, TenantKeyVersion, VersionStatus, WrapMethod
 from .providers import FailureKind, KeyContext, ProviderError, provider_for
@@ -141,9 +141,25 @@ def _check_usable(tkv: TenantKeyVersion) -> None:
             f"Key version {tkv.version} was destroyed after its data was re-wrapped.",
             kind=FailureKind.NOT_FOUND,
         )
-    if not tkv.kek.usable:
+    kek = tkv.kek
+    if not kek.usable:
         cache.discard(tkv.pk)
-        raise KeyUnavailable(f"The key protecting this data is {tkv.kek.get_status_display().lower()}.")
+        if kek.status == KeyStatus.DISABLED:
+            raise KeyUnavailable(
+                f"The key protecting this data, {kek.label}, was disabled in Kodori. An owner or admin can "
+                "re-enable it on the Encryption page."
+            )
+        raise KeyUnavailable(
+            f"The key protecting this data, {kek.label}, is {kek.get_status_display().lower()}."
+        )
+    if kek.refused_at is not None:
+        cache.discard(tkv.pk)
+        raise KeyUnavailable(
+            f"The key protecting this data, {kek.label}, refuses Kodori since "
+            f"{kek.refused_at:%Y-%m-%d %H:%M} UTC: {kek.last_verify_error} Restore Kodori's access to it in "
+            "your KMS; Kodori checks it again every few minutes, or an owner can press Retry now on the "
+            "Encryption page."
+        )
 
 
 _unwrap_locks: dict[int, threading.Lock] = {}
@@ -171,7 +187,12 @@ def tkv_key(tkv: TenantKeyVersion) -> bytes:
         if key is not None:
             return key
         context = KeyContext(tenant_id=tkv.tenant_id, key_version=tkv.version)
-        key = provider_for(tkv.kek).unwrap(bytes(tkv.wrapped_key), context)
+        try:
+            key = provider_for(tkv.kek).unwrap(bytes(tkv.wrapped_key), context)
+        except ProviderError as exc:
+            if exc.seals:
+                alerts.request_reverify(tkv.kek_id)  # the key's status changes within seconds, not minutes
+            raise
         if len(key) != TKV_SIZE:
             raise ProviderError(FailureKind.INTEGRITY, "The key provider returned a key of the wrong size.")
         cache.put(tkv.pk, key, cache_ttl(WrapMethod(tkv.kek.wrap_method)))
@@ -230,15 +251,12 @@ def active_tkv(tenant: Tenant) -> TenantKeyVersion:
     return TenantKeyVersion.objects.for_tenant(tenant).select_related("kek").get(status="active")
 
 
-def rotate_tkv(tenant: Tenant) -> TenantKeyVersion:
-    """A new TKV under the tenant's active KEK. Existing DEKs keep opening through their own version."""
+def add_key_version(tenant: Tenant) -> TenantKeyVersion:
+    """A new TKV under the tenant's active KEK (the current one filled up). Not a custody change: no walk
+    starts, and existing DEKs keep opening through their own version."""
     with transaction.atomic():
         kek = TenantKey.objects.for_tenant(tenant).select_for_update().filter(status=KeyStatus.ACTIVE).first()
-        tkv = create_tkv(tenant, kek or _global_kek(tenant))
-        from .rewrap import after_rotation  # the walk builds on this module
-
-        after_rotation(tenant)
-        return tkv
+        return create_tkv(tenant, kek or _global_kek(tenant))
 
 
 # --- Data keys ---------------------------------------------------------------------------------------------
@@ -272,7 +290,7 @@ def new_data_key(tenant: Tenant, blob_id: uuid.UUID, format_version: int) -> tup
                     pk=tkv.pk, status=VersionStatus.ACTIVE
                 ).exists()
                 if still_active:
-                    rotate_tkv(tenant)
+                    add_key_version(tenant)
                 continue
             key = tkv_key(tkv)
             dek = os.urandom(DEK_SIZE)

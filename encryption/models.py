@@ -61,6 +61,9 @@ class TenantKey(models.Model):
     wrap_method = models.CharField(max_length=32, choices=WrapMethod.choices)
     # The provider's identifier (ARN, Key Vault URL, CryptoKey path); empty for kodori-managed keys.
     key_id = models.CharField(max_length=512, blank=True)
+    # The key's canonical identity (``encryption.identity``): an alias ARN resolved to its key ARN, a GCP
+    # key-version path cut to its CryptoKey. One row per canonical key and tenant; empty for kodori-managed.
+    canonical_id = models.CharField(max_length=512, blank=True)
     # Non-secret provider configuration (region, role ARN, directory id ...). Never credentials.
     config = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=16, choices=KeyStatus.choices, default=KeyStatus.PENDING)
@@ -73,6 +76,9 @@ class TenantKey(models.Model):
     disabled_at = models.DateTimeField(null=True, blank=True)
     last_verified_at = models.DateTimeField(null=True, blank=True)
     last_verify_error = models.TextField(blank=True)
+    # Set while the key's KMS refuses Kodori (a probe or a use met access denied, disabled, not found);
+    # cleared when it answers again. Kodori then opens nothing under the key, in any process, and names it.
+    refused_at = models.DateTimeField(null=True, blank=True)
 
     objects = TenantScopedQuerySet.as_manager()
 
@@ -83,6 +89,11 @@ class TenantKey(models.Model):
                 fields=["tenant"],
                 condition=models.Q(status="active"),
                 name="tenant_key_one_active_per_tenant",
+            ),
+            models.UniqueConstraint(
+                fields=["tenant", "canonical_id"],
+                condition=~models.Q(canonical_id=""),
+                name="tenant_key_one_row_per_kms_key",
             ),
             models.CheckConstraint(
                 condition=models.Q(status__in=[s.value for s in KeyStatus]), name="tenant_key_status_valid"
@@ -106,6 +117,17 @@ class TenantKey(models.Model):
     def usable(self) -> bool:
         """Whether data protected by this KEK may be unwrapped (retired keys still unwrap old data)."""
         return self.status in (KeyStatus.ACTIVE, KeyStatus.RETIRED)
+
+    @property
+    def label(self) -> str:
+        """How pages and messages name the key: provider and identifier suffix."""
+        if not self.key_id:
+            return "the Kodori-managed key"
+        return f"{WrapMethod(self.wrap_method).label} …{self.key_id_suffix}"
+
+    @property
+    def is_customer(self) -> bool:
+        return WrapMethod(self.wrap_method).is_customer
 
 
 class TenantExternalId(models.Model):

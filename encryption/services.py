@@ -1,10 +1,12 @@
-"""Key custody verbs: register, verify, activate, disable, seal and unseal. Each is atomic and audited.
+"""Key custody verbs: register, verify, activate, make active, disable, re-enable, retry and remove.
 
-Lifecycle of a registered key (``TenantKey``)::
+Each verb is one transition of the lifecycle in ``encryption.lifecycle`` (checked there), atomic, and audited
+in the same transaction, causes before effects: ``tenant-kms.registered`` / ``.re-enabled`` first, then
+``tenant-kms.rotated``, then ``tenant.unsealed`` or ``tenant.sealed``, then the re-wrap it starts.
 
-    pending ──probe ok──► active ──another key activated──► retired
-    pending ──probe fails──► failed (last_verify_error says why; nothing else changes)
-    any ──owner/admin──► disabled (at once, in every process)
+One row per KMS key and tenant: registration compares canonical identities (``encryption.identity``) and a key
+the tenant already has is retried, made active again or re-enabled through the normal probe instead of
+getting a second row (the database's unique index backs this up).
 
 Views and Celery tasks call these; they hold no business rules of their own. Provider calls (the probe,
 wrapping a new tenant key version) happen before or inside short transactions that lock the tenant row, so two
@@ -27,8 +29,9 @@ from audit.models import EventType
 from audit.services import record
 from tenants.models import Tenant
 
-from . import keyring, rewrap
+from . import identity, keyring, rewrap
 from .credentials import refuse_static_credentials
+from .health import reverify_tenant as _reverify_tenant
 from .identifiers import (
     InvalidKeyIdentifier,
     check_aws_role_for_key,
@@ -38,22 +41,15 @@ from .identifiers import (
     parse_azure_key_url,
     parse_gcp_crypto_key,
 )
+from .lifecycle import KeyCustodyError as KeyCustodyError
+from .lifecycle import Transition, check
 from .models import KeyStatus, TenantExternalId, TenantKey, WrapMethod
 from .providers import FailureKind, ProviderError, provider_for
+from .sealing import Trigger, seal, unseal
+from .sealing import seal_tenant as seal_tenant  # re-exported: the custody verbs' one module
+from .sealing import unseal_tenant as unseal_tenant
 
 logger = logging.getLogger(__name__)
-
-
-class KeyCustodyError(Exception):
-    """A custody change the rules forbid; ``str()`` tells the owner what to do instead."""
-
-
-def _label(key: TenantKey) -> str:
-    return (
-        f"{WrapMethod(key.wrap_method).label} …{key.key_id_suffix}"
-        if key.key_id
-        else "the Kodori-managed key"
-    )
 
 
 # --- Registration and verification --------------------------------------------------------------------------
@@ -101,40 +97,105 @@ def validate_registration(
     )
 
 
-@transaction.atomic
+def _resolve_canonical(tenant: Tenant, method: WrapMethod, key_id: str, config: dict[str, Any]) -> str:
+    """The canonical identity of a validated key id; an AWS alias is resolved with DescribeKey first."""
+    resolved = ""
+    if method == WrapMethod.CUSTOMER_KMS_AWS and parse_aws_key_arn(key_id).resource_type == "alias":
+        candidate = TenantKey(tenant=tenant, wrap_method=method, key_id=key_id, config=config)
+        try:
+            resolved = provider_for(candidate).describe_key_arn()  # type: ignore[attr-defined]
+        except ProviderError as exc:
+            again = " Try again in a minute." if exc.kind == FailureKind.TRANSIENT else ""
+            raise KeyCustodyError(
+                f"Kodori could not find out which key the alias names: {exc}{again} Nothing was registered."
+            ) from exc
+    return identity.canonical_id(method, key_id, resolved_aws_key_arn=resolved)
+
+
 def register_key(
+    tenant: Tenant, wrap_method: WrapMethod, key_id: str, config: dict[str, Any], *, actor: Any
+) -> TenantKey:
+    """``register_or_restore`` for callers that need only the key."""
+    return register_or_restore(tenant, wrap_method, key_id, config, actor=actor)[0]
+
+
+def register_or_restore(
     tenant: Tenant,
     wrap_method: WrapMethod,
     key_id: str,
     config: dict[str, Any],
     *,
     actor: Any,
-) -> TenantKey:
-    """Record a pending key and queue its probe after commit.
+) -> tuple[TenantKey, str]:
+    """Register a customer key, or bring back the row the tenant already has for the same KMS key.
 
-    Raises ``KeyCustodyError``, ``InvalidKeyIdentifier`` or ``StaticCredentialRefused`` (all with messages a
-    customer can act on) and then stores nothing.
+    Returns the key and what happened: ``"registered"`` (a new pending row; its probe is queued),
+    ``"retrying"`` (a failed row, with the submitted settings, verified again), ``"made-active"`` (a retired
+    row probed and made active again) or ``"re-enabled"`` (a disabled row probed and re-enabled). A key that
+    is already active or pending is refused. Raises ``KeyCustodyError``, ``InvalidKeyIdentifier`` or
+    ``StaticCredentialRefused`` (all with messages a customer can act on) and then changes nothing.
     """
     method = WrapMethod(wrap_method)
     if method == WrapMethod.GLOBAL:
         raise KeyCustodyError("The Kodori-managed key needs no registration.")
-    tenant = Tenant.objects.select_for_update().get(pk=tenant.pk)
     if not tenant.cloud_kms_enabled:
         raise KeyCustodyError(
             "Cloud KMS is not switched on for this tenant yet. Ask Kodori support to enable it."
         )
     key_id, config = validate_registration(tenant, method, key_id, config)
-    key = TenantKey.objects.create(
-        tenant=tenant, wrap_method=method, key_id=key_id, config=config, registered_by=actor
+    canonical = _resolve_canonical(tenant, method, key_id, config)
+    existing = TenantKey.objects.for_tenant(tenant).filter(canonical_id=canonical).first()
+    if existing is None:
+        return _create_pending(tenant, method, key_id, canonical, config, actor=actor), "registered"
+    if existing.status == KeyStatus.FAILED:
+        return retry_key(existing, actor=actor, config=config), "retrying"
+    if existing.status == KeyStatus.RETIRED:
+        return make_active(existing, actor=actor, config=config), "made-active"
+    if existing.status == KeyStatus.DISABLED:
+        return re_enable_key(existing, actor=actor, config=config), "re-enabled"
+    raise KeyCustodyError(
+        f"{tenant.name} already has this key ({existing.label}, registered "
+        f"{existing.created_at:%Y-%m-%d}): "
+        + (
+            "it is the active key."
+            if existing.status == KeyStatus.ACTIVE
+            else "Kodori is verifying it now; the key history shows the result."
+        )
     )
-    from .tasks import verify_key
 
-    transaction.on_commit(lambda: verify_key.delay(key.pk))
+
+@transaction.atomic
+def _create_pending(
+    tenant: Tenant, method: WrapMethod, key_id: str, canonical: str, config: dict[str, Any], *, actor: Any
+) -> TenantKey:
+    tenant = Tenant.objects.select_for_update().get(pk=tenant.pk)
+    if not tenant.cloud_kms_enabled:
+        raise KeyCustodyError(
+            "Cloud KMS is not switched on for this tenant yet. Ask Kodori support to enable it."
+        )
+    if TenantKey.objects.for_tenant(tenant).filter(canonical_id=canonical).exists():
+        raise KeyCustodyError("This key was registered a moment ago; the key history shows it.")
+    key = TenantKey.objects.create(
+        tenant=tenant,
+        wrap_method=method,
+        key_id=key_id,
+        canonical_id=canonical,
+        config=config,
+        registered_by=actor,
+    )
+    _queue_verify(key.pk)
     return key
 
 
+def _queue_verify(key_pk: int) -> None:
+    from .tasks import verify_key
+
+    transaction.on_commit(lambda: verify_key.delay(key_pk))
+
+
 def verify_key(key_pk: int) -> TenantKey:
-    """Probe a pending key (wrap + unwrap a random value at the provider); activate it or mark it failed.
+    """Probe a pending key (wrap + unwrap a random value at the provider, and what each cloud adds: the key's
+    own state, the role's ExternalId condition); activate it or mark it failed.
 
     Idempotent: a key that is no longer pending is returned unchanged, so a redelivered task does no harm.
     A transient failure (throttled, unavailable) raises ``ProviderError`` and leaves the key pending, so the
@@ -144,12 +205,18 @@ def verify_key(key_pk: int) -> TenantKey:
     if key.status != KeyStatus.PENDING:
         return key
     try:
-        provider_for(key).probe(key.tenant_id)
+        _prove(key)
     except ProviderError as exc:
         if exc.kind == FailureKind.TRANSIENT:
             raise  # the task retries later; a busy KMS is no reason to fail a registration
         return _mark_failed(key, str(exc))
     return activate_key(key)
+
+
+def _prove(key: TenantKey) -> None:
+    provider = provider_for(key)
+    provider.probe(key.tenant_id)
+    provider.check_registration()
 
 
 def fail_verification(key_pk: int, error: str) -> TenantKey:
@@ -162,6 +229,7 @@ def _mark_failed(key: TenantKey, error: str) -> TenantKey:
     key = TenantKey.objects.select_for_update().get(pk=key.pk)
     if key.status != KeyStatus.PENDING:
         return key
+    check(key.status, Transition.VERIFY_FAILED)
     key.status = KeyStatus.FAILED
     key.last_verify_error = error
     key.last_verified_at = timezone.now()
@@ -176,55 +244,195 @@ def _mark_failed(key: TenantKey, error: str) -> TenantKey:
     return key
 
 
-@transaction.atomic
-def activate_key(key: TenantKey, *, actor: Any = None) -> TenantKey:
-    """Make a verified key active: retire the prior, provision a TKV under it, audit; one transaction."""
-    tenant = Tenant.objects.select_for_update().get(pk=key.tenant_id)
-    key = TenantKey.objects.select_for_update().get(pk=key.pk)
-    if key.status != KeyStatus.PENDING:
-        return key
+def _become_active(tenant: Tenant, key: TenantKey, *, actor: Any, trigger: Trigger) -> None:
+    """Make ``key`` (row locked) the tenant's active key: retire the prior, give it the active key version,
+    audit the change of custody, unseal, and start the re-wrap; the caller's transaction holds it together.
+
+    ``tenant-kms.registered`` marks the first time the tenant adopts a key; ``tenant-kms.rotated`` every
+    change of the key new data is wrapped under, from the prior active key, or, after the active key was
+    disabled, from the key that last protected new data.
+    """
     previous = (
-        TenantKey.objects.for_tenant(tenant).select_for_update().filter(status=KeyStatus.ACTIVE).first()
+        TenantKey.objects.for_tenant(tenant)
+        .select_for_update()
+        .filter(status=KeyStatus.ACTIVE)
+        .exclude(pk=key.pk)
+        .first()
     )
+    current = keyring.current_tkv(tenant)
+    first_adoption = key.activated_at is None
     now = timezone.now()
     if previous is not None:
+        check(previous.status, Transition.SUPERSEDE)
         previous.status = KeyStatus.RETIRED
         previous.retired_at = now
         previous.save(update_fields=["status", "retired_at"])
     key.status = KeyStatus.ACTIVE
     key.activated_at = key.last_verified_at = now
     key.last_verify_error = ""
-    key.save(update_fields=["status", "activated_at", "last_verified_at", "last_verify_error"])
-    keyring.create_tkv(tenant, key)
-    if previous is not None:
-        rewrap.after_rotation(tenant)
-    if previous is None or previous.wrap_method == WrapMethod.GLOBAL:
+    key.refused_at = None
+    key.save(update_fields=["status", "activated_at", "last_verified_at", "last_verify_error", "refused_at"])
+    if current is None or current.kek_id != key.pk:
+        keyring.create_tkv(tenant, key)
+    origin = previous or (current.kek if current is not None and current.kek_id != key.pk else None)
+    who = actor or key.registered_by
+    if first_adoption and key.wrap_method != WrapMethod.GLOBAL:
         payload = payloads.key_registered(key_row_id=key.pk, provider=key.wrap_method, key_id=key.key_id)
-        record(tenant, EventType.TENANT_KMS_REGISTERED, actor=actor or key.registered_by, payload=payload)
-    if previous is not None:
+        record(tenant, EventType.TENANT_KMS_REGISTERED, actor=who, payload=payload)
+    if origin is not None or not first_adoption:
         payload = payloads.key_rotated(
-            from_provider=previous.wrap_method,
-            from_key_id=previous.key_id,
+            from_provider=origin.wrap_method if origin else "",
+            from_key_id=origin.key_id if origin else "",
             to_provider=key.wrap_method,
             to_key_id=key.key_id,
-            from_key_row_id=previous.pk,
+            from_key_row_id=origin.pk if origin else None,
             to_key_row_id=key.pk,
         )
-        record(tenant, EventType.TENANT_KMS_ROTATED, actor=actor or key.registered_by, payload=payload)
-    return key
-
-
-# --- Disabling
-# -----------------------------------------------------------------------------------------------
+        record(tenant, EventType.TENANT_KMS_ROTATED, actor=who, payload=payload)
+    unseal(tenant, f"{key.label} was verified and is now the active key.", key, trigger=trigger, actor=who)
+    if origin is not None:
+        rewrap.after_rotation(tenant)
 
 
 @transaction.atomic
-def disable_key(key: TenantKey, *, actor: Any, request: HttpRequest | None = None) -> TenantKey:
-    """Stop using ``key`` at once. Disabling the active key seals the tenant (the page confirms first)."""
+def activate_key(key: TenantKey, *, actor: Any = None) -> TenantKey:
+    """Make a verified pending key active (see ``_become_active``); one transaction."""
+    tenant = Tenant.objects.select_for_update().get(pk=key.tenant_id)
+    key = TenantKey.objects.select_for_update().get(pk=key.pk)
+    if key.status != KeyStatus.PENDING:
+        return key
+    check(key.status, Transition.VERIFIED)
+    _become_active(tenant, key, actor=actor, trigger=Trigger.ACTIVATION)
+    return key
+
+
+def _probe_now(key: TenantKey, config: dict[str, Any] | None, what: str) -> TenantKey:
+    """Probe ``key`` (with the newly submitted settings, if any) before a transition that makes it usable.
+
+    Returns the key as it should be saved (config updated); raises ``KeyCustodyError`` naming the KMS's
+    answer, after keeping it in ``last_verify_error``; nothing else changes.
+    """
+    candidate = TenantKey.objects.get(pk=key.pk)
+    if config is not None and candidate.wrap_method != WrapMethod.GLOBAL:
+        candidate.config = config
+    try:
+        _prove(candidate)
+    except ProviderError as exc:
+        TenantKey.objects.filter(pk=key.pk).update(
+            last_verify_error=str(exc), last_verified_at=timezone.now()
+        )
+        again = (
+            "Try again in a minute."
+            if exc.kind == FailureKind.TRANSIENT
+            else "Fix Kodori's access in your KMS, then try again."
+        )
+        raise KeyCustodyError(f"{key.label} could not be {what}: {exc} {again} Nothing was changed.") from exc
+    return candidate
+
+
+def _save_config(key: TenantKey, probed: TenantKey) -> None:
+    if probed.config != key.config:
+        key.config = probed.config
+        key.save(update_fields=["config"])
+
+
+def make_active(key: TenantKey, *, actor: Any, config: dict[str, Any] | None = None) -> TenantKey:
+    """Make a retired key the active key again, after probing it; the current active key retires."""
+    check(key.status, Transition.MAKE_ACTIVE)
+    probed = _probe_now(key, config, "made active")
+    with transaction.atomic():
+        tenant = Tenant.objects.select_for_update().get(pk=key.tenant_id)
+        key = TenantKey.objects.select_for_update().get(pk=key.pk)
+        check(key.status, Transition.MAKE_ACTIVE)
+        _save_config(key, probed)
+        _become_active(tenant, key, actor=actor, trigger=Trigger.ACTIVATION)
+    return key
+
+
+def re_enable_key(
+    key: TenantKey,
+    *,
+    actor: Any,
+    reason: str = "",
+    config: dict[str, Any] | None = None,
+    request: HttpRequest | None = None,
+) -> TenantKey:
+    """Undo a disable, after probing the key: it becomes the active key again when the tenant has none
+    (unsealing it), otherwise retired, and its data is readable again. ``tenant-kms.re-enabled`` first."""
+    check(key.status, Transition.RE_ENABLE)
+    probed = _probe_now(key, config, "re-enabled")
+    with transaction.atomic():
+        tenant = Tenant.objects.select_for_update().get(pk=key.tenant_id)
+        key = TenantKey.objects.select_for_update().get(pk=key.pk)
+        check(key.status, Transition.RE_ENABLE)
+        _save_config(key, probed)
+        has_active = TenantKey.objects.for_tenant(tenant).filter(status=KeyStatus.ACTIVE).exists()
+        target = KeyStatus.RETIRED if has_active else KeyStatus.ACTIVE
+        key.disabled_at = None
+        key.refused_at = None
+        key.last_verify_error = ""
+        key.last_verified_at = timezone.now()
+        fields = ["disabled_at", "refused_at", "last_verify_error", "last_verified_at"]
+        payload = payloads.key_re_enabled(
+            key_row_id=key.pk, provider=key.wrap_method, key_id=key.key_id, status=target, reason=reason
+        )
+        record(tenant, EventType.TENANT_KMS_RE_ENABLED, actor=actor, request=request, payload=payload)
+        if target == KeyStatus.RETIRED:
+            key.status = KeyStatus.RETIRED
+            key.retired_at = key.retired_at or timezone.now()
+            key.save(update_fields=[*fields, "status", "retired_at"])
+        else:
+            key.save(update_fields=fields)
+            _become_active(tenant, key, actor=actor, trigger=Trigger.RE_ENABLE)
+    return key
+
+
+@transaction.atomic
+def retry_key(key: TenantKey, *, actor: Any, config: dict[str, Any] | None = None) -> TenantKey:
+    """Verify a failed registration again (after the customer fixed the role), with new settings if given."""
+    key = TenantKey.objects.select_for_update().get(pk=key.pk)
+    check(key.status, Transition.RETRY)
+    key.status = KeyStatus.PENDING
+    key.last_verify_error = ""
+    fields = ["status", "last_verify_error"]
+    if config is not None:
+        key.config = config
+        fields.append("config")
+    if actor is not None and getattr(actor, "is_authenticated", False):
+        key.registered_by = actor
+        fields.append("registered_by")
+    key.save(update_fields=fields)
+    _queue_verify(key.pk)
+    return key
+
+
+@transaction.atomic
+def remove_key(key: TenantKey, *, actor: Any, request: HttpRequest | None = None) -> None:
+    """Delete a registration that never verified: it wraps nothing, so nothing can be lost with it."""
+    tenant = Tenant.objects.select_for_update().get(pk=key.tenant_id)
+    key = TenantKey.objects.select_for_update().get(pk=key.pk)
+    check(key.status, Transition.REMOVE)
+    if key.versions.exists():  # never true for a failed key; the lifecycle and PROTECT say so twice
+        raise KeyCustodyError("This key protects key versions and cannot be removed.")
+    payload = payloads.key_removed(key_row_id=key.pk, provider=key.wrap_method, key_id=key.key_id)
+    record(tenant, EventType.TENANT_KMS_REMOVED, actor=actor, request=request, payload=payload)
+    key.delete()
+
+
+# --- Disabling ----------------------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def disable_key(
+    key: TenantKey, *, actor: Any, request: HttpRequest | None = None, reason: str = ""
+) -> TenantKey:
+    """Stop using ``key`` at once, in every process. Reversible: ``re_enable_key``. Disabling the active key
+    seals the tenant until it is re-enabled or another key is verified (the page confirms first)."""
     tenant = Tenant.objects.select_for_update().get(pk=key.tenant_id)
     key = TenantKey.objects.select_for_update().get(pk=key.pk)
     if key.status == KeyStatus.DISABLED:
         return key
+    check(key.status, Transition.DISABLE)
     previous_status = key.status
     key.status = KeyStatus.DISABLED
     key.disabled_at = timezone.now()
@@ -239,88 +447,18 @@ def disable_key(key: TenantKey, *, actor: Any, request: HttpRequest | None = Non
         ),
     )
     if previous_status == KeyStatus.ACTIVE:
-        _seal(tenant, f"{_label(key)} was disabled in Kodori by an owner or admin.", key, actor=actor)
+        who = getattr(actor, "email", "") or "an owner or admin"
+        reason = (
+            f"No active key: {key.label} was disabled in Kodori by {who}. Re-enable it, or register and "
+            "verify another key."
+        )
+        seal(tenant, reason, key, trigger=Trigger.DISABLE, actor=actor)
     return key
 
 
-# --- Sealing
-# -------------------------------------------------------------------------------------------------
+# --- Probing: the tenant's keys now -------------------------------------------------------------------------
 
 
-def _seal(tenant: Tenant, reason: str, key: TenantKey | None, *, actor: Any = None) -> bool:
-    if tenant.sealed_at is not None and tenant.seal_reason == reason:
-        return False
-    tenant.sealed_at = tenant.sealed_at or timezone.now()
-    tenant.seal_reason = reason
-    tenant.save(update_fields=["sealed_at", "seal_reason"])
-    record(
-        tenant,
-        EventType.TENANT_SEALED,
-        actor=actor,
-        payload=payloads.tenant_sealed(
-            reason=reason,
-            provider=key.wrap_method if key else "",
-            key_id=key.key_id if key else "",
-            key_row_id=key.pk if key else None,
-        ),
-    )
-    return True
-
-
-@transaction.atomic
-def seal_tenant(tenant: Tenant, error: ProviderError | str, *, key: TenantKey | None = None) -> bool:
-    """Seal ``tenant`` because its key provider refused (access denied, disabled, not found)."""
-    tenant = Tenant.objects.select_for_update().get(pk=tenant.pk)
-    return _seal(tenant, str(error), key)
-
-
-@transaction.atomic
-def unseal_tenant(tenant: Tenant, *, reason: str, actor: Any = None, key: TenantKey | None = None) -> bool:
-    tenant = Tenant.objects.select_for_update().get(pk=tenant.pk)
-    if tenant.sealed_at is None:
-        return False
-    tenant.sealed_at = None
-    tenant.seal_reason = ""
-    tenant.save(update_fields=["sealed_at", "seal_reason"])
-    record(
-        tenant,
-        EventType.TENANT_UNSEALED,
-        actor=actor,
-        payload=payloads.tenant_unsealed(
-            reason=reason,
-            provider=key.wrap_method if key else "",
-            key_id=key.key_id if key else "",
-            key_row_id=key.pk if key else None,
-        ),
-    )
-    return True
-
-
-def reverify_tenant(tenant: Tenant, *, actor: Any = None) -> bool:
-    """Probe the tenant's active key now; seal on refusal, unseal on success. Returns whether it works.
-
-    What the periodic task runs for every tenant on a customer key, and what "retry now" runs for one tenant.
-    Transient failures change nothing (the next run tries again).
-    """
-    key = TenantKey.objects.for_tenant(tenant).filter(status=KeyStatus.ACTIVE).first()
-    if key is None:
-        return not tenant.is_sealed
-    try:
-        provider_for(key).probe(tenant.pk)
-    except ProviderError as exc:
-        if exc.kind.seals:
-            seal_tenant(tenant, exc, key=key)
-        elif exc.kind == FailureKind.INTEGRITY:
-            logger.error("probe of key row %s returned a wrong value", key.pk)
-        return False
-    TenantKey.objects.filter(pk=key.pk).update(last_verified_at=timezone.now(), last_verify_error="")
-    # A tenant sealed because an owner disabled its active key stays sealed: that key is no longer active.
-    if tenant.is_sealed:
-        unseal_tenant(tenant, reason=f"{_label(key)} answered again.", actor=actor, key=key)
-    return True
-
-
-def tenants_to_reverify() -> list[Tenant]:
-    """Tenants whose active key is in a cloud KMS (kodori-managed keys cannot be revoked from outside)."""
-    cloud = [m.value for m in WrapMethod if m != WrapMethod.GLOBAL]
-    return list(Tenant.objects.filter(keys__status=KeyStatus.ACTIVE, keys__wrap_method__in=cloud).distinct())
+def reverify_tenant(tenant: Tenant, *, actor: Any = None, trigger: Trigger = Trigger.OWNER_RETRY) -> bool:
+    """Probe the tenant's active key (and its refused retired keys) now; seal or unseal. True if it works."""
+    return _reverify_tenant(tenant, trigger=trigger, actor=actor)

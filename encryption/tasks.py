@@ -8,8 +8,9 @@ from django.db import DatabaseError, connection
 
 from tenants.models import Tenant
 
-from . import services, walk
+from . import health, services, walk
 from .providers import ProviderError
+from .sealing import Trigger
 
 # A registration whose KMS is only busy is retried for about five minutes before it is marked failed.
 VERIFY_RETRIES = 6
@@ -29,14 +30,21 @@ def verify_key(self: Task, key_pk: int) -> str:
 
 @shared_task(name="encryption.tasks.reverify_active_keys")
 def reverify_active_keys() -> dict[str, int]:
-    """Probe every tenant's active cloud key: seal tenants whose key refuses, unseal those answering again."""
+    """The schedule: probe every cloud key Kodori depends on (active keys, and retired keys that still protect
+    key versions); seal, unseal, mark refused or clear as each answers. (Name kept for beat schedules.)"""
     ok = failed = 0
-    for tenant in services.tenants_to_reverify():
-        if services.reverify_tenant(tenant):
+    for key_pk in health.keys_to_reverify():
+        if health.probe_key(key_pk, trigger=Trigger.SCHEDULE):
             ok += 1
         else:
             failed += 1
     return {"ok": ok, "failed": failed}
+
+
+@shared_task(name="encryption.tasks.reverify_key")
+def reverify_key(key_pk: int, trigger: str = Trigger.USE) -> bool:
+    """Probe one key now: queued by the first refusal an upload, download or re-wrap meets."""
+    return health.probe_key(key_pk, trigger=Trigger(trigger))
 
 
 @shared_task(name="encryption.tasks.reverify_tenant")

@@ -13,13 +13,25 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from tenants.access import MANAGERS, TenantRequest, tenant_required
 
-from . import rewrap, services
+from . import rewrap, services, snippets
 from .coverage import key_coverage, version_coverage
 from .credentials import StaticCredentialRefused, refuse_static_credentials
-from .forms import FORMS, DisableKeyForm
+from .forms import FORMS
 from .identifiers import InvalidKeyIdentifier
 from .keyring import cache_ttl
 from .models import KeyStatus, RewrapJob, RewrapStatus, TenantKey, WrapMethod
+from .sealing import Trigger
+
+# What registering told the owner, by what it did (``services.register_key``).
+_REGISTERED = {
+    "registered": "{key} registered; Kodori is verifying it now.",
+    "retrying": "You had registered {key} before and it failed verification; Kodori is verifying it "
+    "again now, with the settings you just gave.",
+    "made-active": "{key} was already registered (retired). Kodori verified it and made it the active key "
+    "again.",
+    "re-enabled": "{key} was already registered and disabled. Kodori verified it and re-enabled it; it is "
+    "now {status}.",
+}
 
 
 @require_GET
@@ -29,7 +41,10 @@ def index(request: TenantRequest) -> HttpResponse:
     coverage = key_coverage(tenant)
     versions = version_coverage(tenant)
     active = next((c.key for c in coverage if c.key.status == KeyStatus.ACTIVE), None)
+    # Before the first upload a tenant has no key at all and gets the Kodori-managed one on first use; a
+    # tenant that had keys and has no active one is sealed, and the page says so rather than naming a method.
     method = WrapMethod(active.wrap_method) if active else WrapMethod.GLOBAL
+    keyless = active is None and bool(coverage)
     job = RewrapJob.objects.for_tenant(tenant).select_related("started_by").first()
     movable = sum(v.movable for v in versions)
     unused = sum(1 for v in versions if v.unused)
@@ -46,6 +61,9 @@ def index(request: TenantRequest) -> HttpResponse:
         ),
         "rewrap_after_rotation": settings.KODORI_REWRAP_AFTER_ROTATION,
         "active": active,
+        "keyless": keyless,
+        "re_enable_candidates": [c.key for c in coverage if c.key.status == KeyStatus.DISABLED],
+        "refused": [c for c in coverage if c.key.refused_at is not None and c.key.usable],
         "method": method,
         "mode": "customer"
         if method.is_customer
@@ -68,23 +86,20 @@ def register(request: TenantRequest, cloud: str) -> HttpResponse:
         submitted = {k: v for k, v in request.POST.items() if k != "csrfmiddlewaretoken"}
         try:
             refuse_static_credentials(submitted)
-            key = services.register_key(
+            key, outcome = services.register_or_restore(
                 tenant, form.method, form.cleaned_data["key_id"], form.config(), actor=request.user
             )
         except (InvalidKeyIdentifier, StaticCredentialRefused, services.KeyCustodyError) as exc:
             form.add_error(None, str(exc))
         else:
-            messages.info(request, f"Key …{key.key_id_suffix} registered; Kodori is verifying it now.")
+            messages.info(
+                request, _REGISTERED[outcome].format(key=key.label, status=key.get_status_display())
+            )
             return redirect("encryption:index")
     ctx = {
         "form": form,
         "cloud": cloud,
-        "aws_principal": settings.KODORI_AWS_PRINCIPAL_ARN or "<KODORI_PRINCIPAL_ARN>",
-        "gcp_principal": settings.KODORI_GCP_PRINCIPAL or "<KODORI_PRINCIPAL>",
-        "azure_client_id": settings.KODORI_AZURE_CLIENT_ID or "<KODORI_APP_ID>",
-        "external_id": services.external_id_for(tenant)
-        if cloud == "aws" and tenant.cloud_kms_enabled
-        else "",
+        **snippets.register_context(cloud, tenant, form),
         "support_email": settings.SUPPORT_EMAIL,
     }
     return render(request, "encryption/register.html", ctx, status=400 if request.method == "POST" else 200)
@@ -105,36 +120,18 @@ def key_status(request: TenantRequest, pk: int) -> HttpResponse:
     return response
 
 
-@require_http_methods(["GET", "POST"])
-@tenant_required(*MANAGERS)
-def disable(request: TenantRequest, pk: int) -> HttpResponse:
-    key = get_object_or_404(TenantKey.objects.for_tenant(request.tenant), pk=pk)
-    if key.status == KeyStatus.DISABLED:
-        messages.info(request, "That key is already disabled.")
-        return redirect("encryption:index")
-    form = DisableKeyForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
-        if key.status == KeyStatus.ACTIVE and form.cleaned_data["confirm"] != request.tenant.slug:
-            form.add_error(
-                "confirm", f"Type {request.tenant.slug} to confirm that the tenant will be sealed."
-            )
-        else:
-            services.disable_key(key, actor=request.user, request=request)
-            messages.success(request, f"Key …{key.key_id_suffix or ' (Kodori-managed)'} disabled.")
-            return redirect("encryption:index")
-    status = 400 if request.method == "POST" else 200
-    return render(request, "encryption/disable.html", {"key": key, "form": form}, status=status)
-
-
 @require_POST
 @tenant_required(*MANAGERS)
 def retry(request: TenantRequest) -> HttpResponse:
     """Probe the active key now: a sealed tenant whose key answers again is unsealed at once."""
-    if services.reverify_tenant(request.tenant, actor=request.user):
+    if services.reverify_tenant(request.tenant, actor=request.user, trigger=Trigger.OWNER_RETRY):
         messages.success(request, "Your key answered: files are available.")
     else:
         request.tenant.refresh_from_db()
-        messages.error(request, f"Your key still does not answer. {request.tenant.seal_reason}".strip())
+        reason = request.tenant.seal_reason
+        if not TenantKey.objects.for_tenant(request.tenant).filter(status=KeyStatus.ACTIVE).exists():
+            reason = "There is no active key: re-enable a disabled key or register and verify another one."
+        messages.error(request, f"Your key still does not answer. {reason}".strip())
     return redirect("encryption:index")
 
 

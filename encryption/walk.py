@@ -48,6 +48,7 @@ from .coverage import destroy_unreferenced_versions, unreferenced_keys
 from .errors import NotAuthentic
 from .models import DataKey, KeyStatus, RewrapJob, RewrapStatus, TenantKey, TenantKeyVersion, VersionStatus
 from .providers import FailureKind, ProviderError
+from .sealing import Trigger, seal_tenant
 
 logger = logging.getLogger(__name__)
 
@@ -139,8 +140,8 @@ def _batch(job_pk: int) -> Outcome:
             return Outcome.FINISHED
         if active.pk != target.pk:
             _retarget(job, tenant, active)
-        else:  # full (KODORI_TKV_MAX_WRAPS): rotate it now; the next batch retargets
-            keyring.rotate_tkv(tenant)
+        else:  # full (KODORI_TKV_MAX_WRAPS): add a version under the same key; the next batch retargets
+            keyring.add_key_version(tenant)
         job.save()
         return Outcome.MORE
     moved, unreadable = _rewrap_rows(tenant, source, target, rows)
@@ -178,9 +179,12 @@ def _entry(tkv: TenantKeyVersion, total: int) -> dict[str, Any]:
 
 
 def _retarget(job: RewrapJob, tenant: Tenant, target: TenantKeyVersion) -> None:
-    """The tenant rotated during the walk: its previous target becomes a source, walked after the others."""
+    """The active version changed during the walk. If the tenant rotated to another key, the previous target
+    (now under a retired key) becomes a source, walked after the others. If the target only filled up
+    (``KODORI_TKV_MAX_WRAPS``) and a new version of the same key took over, the previous target stays as it
+    is: versions under the active key are never walked, so a walk cannot chase its own filled targets."""
     previous = TenantKeyVersion.objects.select_related("kek").get(pk=job.target_tkv_id)
-    if previous.kek.usable:
+    if previous.kek.status == KeyStatus.RETIRED:
         n = DataKey.objects.for_tenant(tenant).filter(tkv_id=previous.pk).count()
         entry = job.versions.setdefault(str(previous.pk), _entry(previous, 0))
         entry["total"] = entry.get("total", 0) + n
@@ -211,7 +215,8 @@ def _fetch(job: RewrapJob, tenant: Tenant) -> list[tuple[int, bytes, bytes, int]
 
 
 def _next_source(tenant: Tenant, target_id: int, *, after: int) -> int | None:
-    """The next version (by id) after ``after`` that still wraps data keys and whose KEK can open them.
+    """The next version (by id) after ``after`` that still wraps data keys under a retired KEK (one Kodori can
+    still open and no longer wraps new data under; versions of the active KEK stay where they are).
 
     Versions are walked in id order and a retargeted walk's previous target has a larger id than every
     older version, so every source is visited once and the walk ends.
@@ -219,14 +224,13 @@ def _next_source(tenant: Tenant, target_id: int, *, after: int) -> int | None:
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT t.id FROM tenant_key_versions t JOIN tenant_kms_keys k ON k.id = t.kek_id "
-            "WHERE t.tenant_id = %s AND t.id > %s AND t.id <> %s AND t.status <> %s AND k.status IN (%s, %s) "
+            "WHERE t.tenant_id = %s AND t.id > %s AND t.id <> %s AND t.status <> %s AND k.status = %s "
             "AND EXISTS (SELECT 1 FROM data_keys d WHERE d.tkv_id = t.id) ORDER BY t.id LIMIT 1",
             [
                 tenant.pk,
                 after,
                 target_id,
                 VersionStatus.DESTROYED,
-                KeyStatus.ACTIVE,
                 KeyStatus.RETIRED,
             ],
         )
@@ -321,9 +325,12 @@ def fail_job(job_pk: int, error: str, *, seal: bool = False) -> RewrapJob | None
     tenant = Tenant.objects.get(pk=job.tenant_id)
     _finish(job, tenant, error=error)
     if seal and not tenant.is_sealed:
-        from .services import seal_tenant
-
-        seal_tenant(tenant, error, key=TenantKey.objects.filter(pk=job.target_tkv.kek_id).first())
+        seal_tenant(
+            tenant,
+            error,
+            key=TenantKey.objects.filter(pk=job.target_tkv.kek_id).first(),
+            trigger=Trigger.REWRAP,
+        )
     return job
 
 

@@ -1,7 +1,8 @@
 """Django admin for support staff: find a tenant, see its members, switch cloud KMS on or off.
 
 The cloud-KMS switch always goes through ``services.set_cloud_kms_enabled`` (from the change form or the list
-actions) so that every switch is recorded the same way.
+actions) so that every switch is recorded the same way, with the reason support must give: the change form
+asks in a field, the list actions on a confirmation page (the Django admin's intermediate-page pattern).
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.template.response import TemplateResponse
 
 from . import services
 from .models import Membership, Tenant
@@ -62,6 +65,18 @@ class TenantAdminForm(forms.ModelForm):
         return cleaned
 
 
+class CloudKmsSwitchForm(forms.Form):
+    """The confirmation page of the list actions: the same reason the change form asks for."""
+
+    reason = forms.CharField(
+        label="Reason for switching cloud KMS",
+        max_length=300,
+        widget=forms.TextInput(attrs={"size": 60}),
+        help_text="Recorded in each selected tenant's audit log.",
+        error_messages={"required": "Say why cloud KMS is switched (for the tenants' audit logs)."},
+    )
+
+
 class SealedFilter(admin.SimpleListFilter):
     title = "sealed"
     parameter_name = "sealed"
@@ -110,21 +125,44 @@ class TenantAdmin(admin.ModelAdmin):
             state = "on" if wanted else "off"
             self.message_user(request, f"Cloud KMS switched {state} for {obj.name}.", messages.SUCCESS)
 
-    def _switch(self, request: HttpRequest, queryset: QuerySet[Tenant], enabled: bool) -> None:
-        reason = "switched for the selected tenants from the tenant list"
-        changed = sum(
-            services.set_cloud_kms_enabled(t, enabled, actor=request.user, reason=reason) for t in queryset
-        )
+    def _switch(
+        self, request: HttpRequest, queryset: QuerySet[Tenant], enabled: bool, action: str
+    ) -> TemplateResponse | None:
+        """Ask for the reason on a confirmation page; switch only once it is given."""
         state = "on" if enabled else "off"
-        self.message_user(request, f"Cloud KMS switched {state} for {changed} tenant(s).", messages.SUCCESS)
+        confirmed = request.POST.get("post") == "yes"
+        form = CloudKmsSwitchForm(request.POST if confirmed else None)
+        if confirmed and form.is_valid():
+            reason = form.cleaned_data["reason"]
+            changed = sum(
+                services.set_cloud_kms_enabled(t, enabled, actor=request.user, reason=reason)
+                for t in queryset
+            )
+            self.message_user(
+                request, f"Cloud KMS switched {state} for {changed} tenant(s).", messages.SUCCESS
+            )
+            return None  # back to the list
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Switch cloud KMS {state}",
+            "opts": self.model._meta,
+            "tenants": list(queryset.order_by("name")),
+            "enabled": enabled,
+            "state": state,
+            "form": form,
+            "action": action,
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, "tenants/admin_cloud_kms_switch.html", context)
 
-    @admin.action(description="Switch cloud KMS on for the selected tenants")
-    def enable_cloud_kms(self, request: HttpRequest, queryset: QuerySet[Tenant]) -> None:
-        self._switch(request, queryset, True)
+    @admin.action(description="Switch cloud KMS on for the selected tenants", permissions=["change"])
+    def enable_cloud_kms(self, request: HttpRequest, queryset: QuerySet[Tenant]) -> TemplateResponse | None:
+        return self._switch(request, queryset, True, "enable_cloud_kms")
 
-    @admin.action(description="Switch cloud KMS off for the selected tenants")
-    def disable_cloud_kms(self, request: HttpRequest, queryset: QuerySet[Tenant]) -> None:
-        self._switch(request, queryset, False)
+    @admin.action(description="Switch cloud KMS off for the selected tenants", permissions=["change"])
+    def disable_cloud_kms(self, request: HttpRequest, queryset: QuerySet[Tenant]) -> TemplateResponse | None:
+        return self._switch(request, queryset, False, "disable_cloud_kms")
 
 
 @admin.register(Membership)

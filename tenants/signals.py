@@ -1,4 +1,5 @@
-"""Signals that tenants sends so other apps (the audit log) can record what happened.
+"""Signals that tenants sends so other apps can act on what happened: the audit log records each one, and
+blobs revokes a removed member's API tokens.
 
 ``tenants`` imports none of Kodori's other apps; it announces its changes here instead. Every signal is sent
 inside the transaction of the change, so a receiver's writes commit or roll back with it.
@@ -12,7 +13,7 @@ from django.dispatch import Signal
 membership_added = Signal()
 # kwargs: tenant, actor, membership, previous_role
 membership_role_changed = Signal()
-# kwargs: tenant, actor, user_id, email, role
+# kwargs: tenant, actor, user_id, email, role (receivers: audit records it, blobs revokes the user's tokens)
 membership_removed = Signal()
 # kwargs: tenant, actor, enabled, reason
 cloud_kms_switched = Signal()

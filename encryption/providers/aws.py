@@ -17,6 +17,10 @@ Decrypt pins ``KeyId``: a ciphertext of any other key is refused (``IncorrectKey
 decrypted with whatever key it names. The region is the one in the key ARN (validated strictly by
 ``encryption.identifiers``), so the host Kodori reaches is always ``kms.<region>.<partition suffix>``.
 
+At registration, ``describe_key_arn`` resolves an alias ARN to its key ARN (``DescribeKey`` through the role)
+and ``check_registration`` proves the role's trust policy insists on the ExternalId: an ``AssumeRole`` with a
+random ExternalId must be refused, or any AWS customer who learns the role's ARN could make Kodori use it.
+
 Credentials in ``TenantKey.config`` are never read: the provider is given the role ARN and ExternalId only.
 boto3's own retries are off (one attempt); ``call_with_retries`` owns retries, with one deadline. The endpoint
 override for the local emulator (``KODORI_AWS_ENDPOINT_URL``) is a deployment setting, never per tenant.
@@ -24,6 +28,7 @@ override for the local emulator (``KODORI_AWS_ENDPOINT_URL``) is a deployment se
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -136,8 +141,8 @@ def _operator_kms(region: str) -> Any:
         return client
 
 
-@sensitive_variables("credentials")
-def _assume(region: str, role_arn: str, external_id: str, tenant_id: int) -> _Session:
+def _sts(region: str) -> Any:
+    """The STS client of Kodori's own identity (boto3's default credential chain) for ``region``."""
     with _lock:
         key = (region, _endpoint_url() or "")
         sts = _sts_clients.get(key)
@@ -145,8 +150,13 @@ def _assume(region: str, role_arn: str, external_id: str, tenant_id: int) -> _Se
             sts = _sts_clients[key] = _session().client(
                 "sts", region_name=region, endpoint_url=_endpoint_url(), config=_config()
             )
+        return sts
+
+
+@sensitive_variables("credentials")
+def _assume(region: str, role_arn: str, external_id: str, tenant_id: int) -> _Session:
     try:
-        credentials = sts.assume_role(
+        credentials = _sts(region).assume_role(
             RoleArn=role_arn,
             RoleSessionName=f"kodori-tenant-{tenant_id}",
             ExternalId=external_id,
@@ -156,6 +166,28 @@ def _assume(region: str, role_arn: str, external_id: str, tenant_id: int) -> _Se
         raise _AssumeRoleFailed(exc) from exc
     expires_at = credentials["Expiration"].timestamp()
     return _Session(credentials, refresh_at=expires_at - REFRESH_MARGIN_SECONDS)
+
+
+@sensitive_variables("answer")
+def _assume_with_decoy(region: str, role_arn: str, tenant_id: int) -> bool:
+    """Whether the role lets Kodori in with a random ExternalId nobody was ever given.
+
+    ``False`` when STS answers ``AccessDenied`` (the trust policy checks the ExternalId, as it must). The
+    credentials of a successful decoy session are dropped at once: they are never cached nor used.
+    """
+    try:
+        answer = _sts(region).assume_role(
+            RoleArn=role_arn,
+            RoleSessionName=f"kodori-tenant-{tenant_id}-externalid-check",
+            ExternalId=f"kodori-decoy-{secrets.token_hex(16)}",
+            DurationSeconds=SESSION_SECONDS,
+        )
+    except ClientError as exc:
+        if _code(exc) == "AccessDenied":
+            return False
+        raise _AssumeRoleFailed(exc) from exc
+    del answer
+    return True
 
 
 def _fresh_session(key: tuple[str, str]) -> _Session | None:
@@ -259,6 +291,7 @@ class AwsKeyProvider(KeyProvider):
                 check_aws_role_for_key(parse_aws_role_arn(self.role_arn), key)
         except InvalidKeyIdentifier as exc:
             raise ProviderError(FailureKind.CONFIGURATION, str(exc)) from exc
+        self.key = key
         self.region = key.region
         if region and region != key.region:
             raise ProviderError(
@@ -308,6 +341,56 @@ class AwsKeyProvider(KeyProvider):
         )
         return bytes(response["Plaintext"])
 
+    def describe_key_arn(self) -> str:
+        """The key ARN behind this provider's key id: ``DescribeKey`` resolves an alias ARN to its key's ARN.
+
+        Customer keys are described through the tenant's role (it needs ``kms:DescribeKey`` on the key); a key
+        ARN comes back unchanged. The answer must be a key ARN of the same partition, account and region as
+        the key id (an alias always names a key of its own account and region); anything else is refused.
+        """
+        response = self._call("DescribeKey", lambda kms: kms.describe_key(KeyId=self.key_arn))
+        answered = str(response.get("KeyMetadata", {}).get("Arn", ""))
+        try:
+            resolved = parse_aws_key_arn(answered)
+        except InvalidKeyIdentifier:
+            resolved = None
+        if (
+            resolved is None
+            or resolved.resource_type != "key"
+            or (resolved.partition, resolved.account, resolved.region)
+            != (self.key.partition, self.key.account, self.key.region)
+        ):
+            raise ProviderError(
+                FailureKind.CONFIGURATION,
+                f"AWS KMS described your key …{self.suffix} as {answered or 'nothing'}, which is not a key "
+                "ARN in the same account and region; register the key by its key ARN.",
+            )
+        return resolved.arn
+
+    def check_registration(self) -> None:
+        """Prove the role's trust policy requires the tenant's ExternalId (customer keys; run after a probe).
+
+        Kodori assumes the role with a random ExternalId nobody was given: STS must refuse it
+        (``AccessDenied``). A role that lets Kodori in anyway would let any AWS customer who learns its ARN
+        register it with Kodori (the confused deputy), so it is refused (``DENIED``) with the exact condition
+        to add. Throttling and outages stay ``TRANSIENT``. Operator keys have no role: nothing to check.
+        """
+        tenant_id = self.tenant_id
+        if tenant_id is None:
+            return
+        accepted = call_with_retries(
+            lambda: _assume_with_decoy(self.region, self.role_arn, tenant_id),
+            lambda exc: self._classify(exc, "AssumeRole"),
+        )
+        if accepted:
+            raise ProviderError(
+                FailureKind.DENIED,
+                f"Your AWS role {self.role_arn} let Kodori in with an ExternalId it was never given. Add "
+                f'"Condition": {{"StringEquals": {{"sts:ExternalId": "{self.external_id}"}}}} to the trust '
+                f"policy of {self.role_arn}; Kodori refuses roles that any AWS customer could make it "
+                "assume.",
+            )
+
     # -- errors ----------------------------------------------------------------------------------------------
 
     def _identity(self) -> str:
@@ -328,6 +411,13 @@ class AwsKeyProvider(KeyProvider):
             return ProviderError(FailureKind.TRANSIENT, f"{where}: {type(exc).__name__}.")
         code, status = _code(exc), _status(exc)
         if code in DENIED_CODES or (status == 403 and code not in TRANSIENT_CODES):
+            if operation == "DescribeKey":
+                policy = "the role's permission policy" if self.is_customer else "its IAM policy"
+                return ProviderError(
+                    FailureKind.DENIED,
+                    f"{where} denied DescribeKey to {self._identity()}. Kodori needs kms:DescribeKey on the "
+                    f"key to resolve an alias: allow it in {policy} and in the key policy.",
+                )
             return ProviderError(
                 FailureKind.DENIED,
                 f"{where} denied {operation} to {self._identity()}. Allow kms:Encrypt and kms:Decrypt on "

@@ -9,20 +9,21 @@ RSA-OAEP carries no associated data, so the context is bound inside the wrapped 
 
 and checked on unwrap: a TKV wrapped for one tenant or version and moved to another unwraps to a payload whose
 context does not match, which is refused as an integrity failure. (Only the holder of the private key, the
-vault,
-can produce a valid OAEP ciphertext of a chosen payload's decryption, so the check cannot be forged by
-editing the
-ciphertext.)
+vault, can produce a valid OAEP ciphertext of a chosen payload's decryption, so the check cannot be forged by
+editing the ciphertext.)
+
+The probe reads the key's attributes first (``KeyClient.get_key``): wrapKey runs locally with the public key,
+so a disabled, expired or not yet valid key would otherwise pass it; unwrap then proves access.
 
 Emulator endpoints (``KODORI_AZURE_VAULT_ENDPOINT``, ``KODORI_AZURE_AUTHORITY_HOST``,
-``KODORI_AZURE_CA_BUNDLE``) are
-deployment settings only: the tenant's key URL always names a real vault host, and the override replaces the
-origin for every tenant alike.
+``KODORI_AZURE_CA_BUNDLE``) are deployment settings only: the tenant's key URL always names a real vault host,
+and the override replaces the origin for every tenant alike.
 """
 
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -43,6 +44,7 @@ try:
         ServiceResponseError,
     )
     from azure.identity import ClientAssertionCredential
+    from azure.keyvault.keys import KeyClient, KeyVaultKeyIdentifier
     from azure.keyvault.keys.crypto import CryptographyClient, KeyWrapAlgorithm
 except ImportError as exc:  # pragma: no cover - the SDKs are base dependencies
     raise ImportError("Azure Key Vault keys need `pip install azure-keyvault-keys azure-identity`.") from exc
@@ -52,6 +54,10 @@ ALGORITHM = KeyWrapAlgorithm.rsa_oaep_256
 
 _credentials: dict[tuple[str, str, str], ClientAssertionCredential] = {}
 _clients: dict[tuple[str, str], CryptographyClient] = {}
+_key_clients: dict[tuple[str, str], KeyClient] = {}
+# Key Vault refuses wrapKey / encrypt outside the key's nbf / exp window with 403 and one of these inner codes
+# (unwrapKey / decrypt keep working, so data wrapped while the key was valid can still be recovered).
+_OUTSIDE_VALIDITY = frozenset({"KeyExpired", "KeyNotYetValid"})
 _lock = threading.Lock()
 
 
@@ -109,19 +115,36 @@ def _effective_url(key_url: str) -> str:
     return override.rstrip("/") + urlsplit(key_url).path
 
 
+def _client_kwargs() -> dict[str, Any]:
+    kwargs = _transport_kwargs()
+    if settings.KODORI_AZURE_VAULT_ENDPOINT:
+        # The emulator's host is not *.vault.azure.net; production keeps the SDK's check.
+        kwargs["verify_challenge_resource"] = False
+    return kwargs
+
+
 def _client(key_url: str, directory_id: str) -> CryptographyClient:
     with _lock:
         cached = _clients.get((key_url, directory_id))
     if cached is not None:
         return cached
-    kwargs = _transport_kwargs()
-    if settings.KODORI_AZURE_VAULT_ENDPOINT:
-        # The emulator's host is not *.vault.azure.net; production keeps the SDK's check.
-        kwargs["verify_challenge_resource"] = False
     credential = _credential(directory_id, _authority(key_url))
-    client = CryptographyClient(_effective_url(key_url), credential, **kwargs)
+    client = CryptographyClient(_effective_url(key_url), credential, **_client_kwargs())
     with _lock:
         _clients[(key_url, directory_id)] = client
+    return client
+
+
+def _key_client(vault_url: str, key_url: str, directory_id: str) -> KeyClient:
+    """A ``KeyClient`` of the key's vault (``vault_url``, after the emulator override), to read attributes."""
+    with _lock:
+        cached = _key_clients.get((vault_url, directory_id))
+    if cached is not None:
+        return cached
+    credential = _credential(directory_id, _authority(key_url))
+    client = KeyClient(vault_url, credential, **_client_kwargs())
+    with _lock:
+        _key_clients[(vault_url, directory_id)] = client
     return client
 
 
@@ -130,6 +153,7 @@ def reset_clients() -> None:
     with _lock:
         _credentials.clear()
         _clients.clear()
+        _key_clients.clear()
 
 
 class AzureKeyProvider(KeyProvider):
@@ -140,7 +164,7 @@ class AzureKeyProvider(KeyProvider):
         self.directory_id = directory_id
         self.suffix = key_url[-12:]
 
-    def _classify(self, exc: Exception) -> ProviderError:
+    def _classify(self, exc: Exception, operation: str = "unwrapKey") -> ProviderError:
         where = f"Your Azure Key Vault key …{self.suffix}"
         if isinstance(exc, ResourceNotFoundError):
             return ProviderError(
@@ -157,10 +181,16 @@ class AzureKeyProvider(KeyProvider):
             status = exc.status_code or 0
             if status == 403 and code == "KeyDisabled":
                 return ProviderError(FailureKind.DISABLED, f"{where} is disabled in your vault.")
+            if status == 403 and code in _OUTSIDE_VALIDITY:
+                return ProviderError(
+                    FailureKind.DISABLED,
+                    f"{where} is outside its validity period (activation or expiry date) and refused "
+                    f"{operation}. Change or remove the key's activation and expiry dates in your vault.",
+                )
             if status in (401, 403):
                 return ProviderError(
                     FailureKind.DENIED,
-                    f"{where} denied unwrapKey to Kodori's application. Grant it the Key Vault Crypto "
+                    f"{where} denied {operation} to Kodori's application. Grant it the Key Vault Crypto "
                     "Service Encryption User role (or an access policy with get, wrapKey, unwrapKey) "
                     "on the key.",
                 )
@@ -176,6 +206,52 @@ class AzureKeyProvider(KeyProvider):
         if isinstance(exc, ServiceRequestError | ServiceResponseError | TimeoutError | ConnectionError):
             return ProviderError(FailureKind.TRANSIENT, f"{where}: the vault could not be reached.")
         return ProviderError(FailureKind.TRANSIENT, f"{where}: {type(exc).__name__}.")
+
+    def probe(self, tenant_id: int) -> None:
+        """Read the key's attributes, refusing a disabled, expired or not yet valid key; wrap and unwrap.
+
+        Wrapping with an RSA key runs locally with the public key the SDK fetched once (and the SDK checks no
+        dates for a key given by URL), so only the attributes tell whether Kodori may wrap new keys with it;
+        unwrap, which always goes to the vault, is what proves access.
+        """
+        self.check_attributes()
+        super().probe(tenant_id)
+
+    def check_attributes(self) -> None:
+        """``GET`` the key (the ``get`` permission Kodori's grant includes) and check ``enabled``,
+        ``expires_on`` (``exp``) and ``not_before`` (``nbf``): any of them out of bounds is ``DISABLED``."""
+        where = f"Your Azure Key Vault key …{self.suffix}"
+        try:
+            identifier = KeyVaultKeyIdentifier(_effective_url(self.key_url))
+        except ValueError as exc:
+            raise ProviderError(
+                FailureKind.CONFIGURATION, f"{where} is not a Key Vault key URL Kodori can read."
+            ) from exc
+        client = _key_client(identifier.vault_url, self.key_url, self.directory_id)
+        key = call_with_retries(
+            lambda: client.get_key(identifier.name, identifier.version),
+            lambda exc: self._classify(exc, "get"),
+        )
+        properties = key.properties
+        now = datetime.now(UTC)
+        if properties.enabled is False:
+            raise ProviderError(
+                FailureKind.DISABLED,
+                f"{where} is disabled (its enabled attribute is false). Enable the key in your vault.",
+            )
+        if properties.expires_on is not None and properties.expires_on <= now:
+            raise ProviderError(
+                FailureKind.DISABLED,
+                f"{where} expired on {_when(properties.expires_on)} (its expiration date, attribute exp), "
+                "so Key Vault no longer wraps with it. Set a later expiration date, or remove it, in your "
+                "vault.",
+            )
+        if properties.not_before is not None and properties.not_before > now:
+            raise ProviderError(
+                FailureKind.DISABLED,
+                f"{where} is not valid until {_when(properties.not_before)} (its activation date, attribute "
+                "nbf). Remove the activation date, or set it in the past, in your vault.",
+            )
 
     @sensitive_variables("plaintext", "payload")
     def wrap(self, plaintext: bytes, context: KeyContext) -> bytes:
@@ -198,6 +274,10 @@ class AzureKeyProvider(KeyProvider):
                 FailureKind.INTEGRITY, "The wrapped key belongs to another tenant or key version."
             )
         return payload[len(header) :]
+
+
+def _when(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _inner_code(exc: HttpResponseError) -> str:

@@ -1,10 +1,11 @@
 """The one interface every key provider implements, and the errors it may raise.
 
-A provider holds (or reaches) a key-encryption key and offers three operations::
+A provider holds (or reaches) a key-encryption key and offers these operations::
 
     wrap(plaintext, context) -> bytes
     unwrap(ciphertext, context) -> bytes
     probe(tenant_id) -> None
+    check_registration() -> None
 
 ``context`` names what the wrapped value belongs to; every provider binds it (AWS EncryptionContext, GCP
 additional authenticated data, an envelope checked on unwrap for Azure, AES-GCM associated data locally), so a
@@ -104,6 +105,14 @@ class KeyProvider(ABC):
             raise ProviderError(
                 FailureKind.INTEGRITY, "The key returned a different value than it was given."
             )
+
+    def check_registration(self) -> None:
+        """Prove what a successful probe cannot: that the key's registration is safe to accept.
+
+        Run after a successful ``probe``. The default has nothing to check; the AWS provider proves that the
+        tenant's role refuses an ExternalId other than the tenant's. Raises ``ProviderError`` like ``probe``.
+        """
+        return None  # nothing to check by default; not abstract, so every provider answers it
 
     def __repr__(self) -> str:
         # Subclasses hold key material or clients; never let a repr print either.

@@ -17,6 +17,11 @@ Decrypt sends ``ciphertext_crc32c`` and the AAD checksum and checks the returned
 mismatch means the bytes were damaged in transit, not that the key or data are wrong, so it is TRANSIENT and
 retried under the deadline, as Google's data-integrity guide recommends; it never seals a tenant.
 
+The probe first reads the version Encrypt uses (``GetCryptoKey``'s primary, or the pinned version) and refuses
+it unless ENABLED: Decrypt picks the version a ciphertext names, so an older enabled version keeps unwrapping
+while the primary is disabled. Without ``roles/cloudkms.viewer`` that read is denied, which is not a refusal:
+Cloud KMS then refuses the probe's Encrypt itself (FAILED_PRECONDITION), classified with the same message.
+
 Credentials are refreshed explicitly before a call (a refused token exchange then raises ``OAuthError`` /
 ``RefreshError`` at once instead of surfacing as a retried ``UNAVAILABLE`` from the gRPC auth plugin), calls
 pass ``retry=None`` (``call_with_retries`` owns retries) and a timeout. An ``UNAUTHENTICATED`` answer to a
@@ -32,6 +37,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -70,6 +76,14 @@ DEFAULT_IAM_CREDENTIALS_URL = "https://iamcredentials.googleapis.com"
 REFUSED_GRANTS = frozenset(
     {"invalid_grant", "invalid_target", "unauthorized_client", "access_denied", "invalid_scope"}
 )
+# Cloud KMS's FAILED_PRECONDITION for a version that is not ENABLED: "<version> is not enabled, current state
+# is: DISABLED."
+_NOT_ENABLED = re.compile(r"(\S+/cryptoKeyVersions/(\d+)) is not enabled, current state is: ([A-Z_]+)")
+_STATE_WORDS = {
+    "DISABLED": "is disabled",
+    "DESTROY_SCHEDULED": "is scheduled for destruction",
+    "DESTROYED": "is destroyed",
+}
 TRANSIENT_API_ERRORS = (
     api_exceptions.ResourceExhausted,
     api_exceptions.ServiceUnavailable,
@@ -270,6 +284,109 @@ class GcpKeyProvider(KeyProvider):
 
         return bytes(self._call("Decrypt", decrypt))
 
+    @property
+    def pinned(self) -> bool:
+        """Whether the key id names a version, which Encrypt then uses instead of the primary."""
+        return self.key_name != self.crypto_key
+
+    def probe(self, tenant_id: int) -> None:
+        """Check the version Encrypt uses is ENABLED, then wrap and unwrap a random value (``KeyProvider``).
+
+        Decrypt picks the version a ciphertext names, so an older enabled version keeps unwrapping while the
+        primary is disabled or scheduled for destruction; the probe must not call such a key healthy.
+        """
+        self.check_version_in_use()
+        super().probe(tenant_id)
+
+    def check_version_in_use(self) -> None:
+        """Refuse (``DISABLED``) unless the version Encrypt uses is ENABLED: the primary, or the pinned one.
+
+        Reads it with ``GetCryptoKey`` (``GetCryptoKeyVersion`` for a pinned version), which needs
+        ``cloudkms.cryptoKeys.get`` / ``cloudkms.cryptoKeyVersions.get`` (``roles/cloudkms.viewer``). The
+        Encrypter/Decrypter role lacks them, so a ``PERMISSION_DENIED`` here is not a refusal: the probe's
+        Encrypt then proves the same, since Cloud KMS encrypts only with an ENABLED primary (or pinned)
+        version and answers FAILED_PRECONDITION otherwise, classified with the same message.
+        """
+
+        def read(client: kms_v1.KeyManagementServiceClient) -> tuple[str, str] | None:
+            try:
+                if self.pinned:
+                    version = client.get_crypto_key_version(
+                        request={"name": self.key_name}, retry=None, timeout=_timeout()
+                    )
+                else:
+                    key = client.get_crypto_key(
+                        request={"name": self.crypto_key}, retry=None, timeout=_timeout()
+                    )
+                    if "primary" not in key or not key.primary.name:
+                        return ("", "")
+                    version = key.primary
+            except api_exceptions.PermissionDenied:
+                return None  # no viewer permission: the probe's Encrypt proves the version instead
+            return (str(version.name), kms_v1.CryptoKeyVersion.CryptoKeyVersionState(version.state).name)
+
+        found = self._call("GetCryptoKey", read)
+        if found is not None and found[1] != "ENABLED":
+            raise self._version_refusal(*found)
+
+    def _version_refusal(self, version: str, state: str) -> ProviderError:
+        """``DISABLED``: the version Encrypt would use (``version``, "" for no primary) is unusable."""
+        where = f"Your GCP Cloud KMS key …{self.suffix}"
+        if not version:
+            return ProviderError(
+                FailureKind.DISABLED,
+                f"{where} has no primary version, so Kodori cannot wrap new keys with it. Enable the primary "
+                "version, or make an enabled version primary, in Cloud KMS.",
+            )
+        number = version.rsplit("/", 1)[-1]
+        words = _STATE_WORDS.get(state, "is not enabled")
+        if self.pinned:
+            return ProviderError(
+                FailureKind.DISABLED,
+                f"{where}: version {number}, which Kodori's key id names, {words} (state {state}). Enable "
+                "that version in Cloud KMS, or register the key without a version to use its primary.",
+            )
+        extra = (
+            " Restore it before it is destroyed (it comes back disabled)."
+            if state == "DESTROY_SCHEDULED"
+            else ""
+        )
+        return ProviderError(
+            FailureKind.DISABLED,
+            f"{where}: its primary version {number} {words} (state {state}), so Kodori cannot wrap new keys "
+            f"with it.{extra} Enable the primary version, or make an enabled version primary, in Cloud KMS.",
+        )
+
+    def _precondition_refusal(self, message: str, operation: str) -> ProviderError:
+        """FAILED_PRECONDITION: the version Encrypt or Decrypt needs is not ENABLED, or there is none."""
+        where = f"Your GCP Cloud KMS key …{self.suffix}"
+        found = _NOT_ENABLED.search(message)
+        if operation == "Encrypt" and "no primary" in message.lower():
+            return self._version_refusal("", "")
+        if found is not None and operation == "Encrypt":
+            return self._version_refusal(found.group(1), found.group(3))
+        if found is not None:
+            number, state = found.group(2), found.group(3)
+            words = _STATE_WORDS.get(state, "is not enabled")
+            fix = {
+                "DESTROY_SCHEDULED": "Restore it in Cloud KMS before it is destroyed, then enable it.",
+                "DESTROYED": "Once destroyed, what it protects is lost for good.",
+            }.get(state, "Enable that version in Cloud KMS to restore access.")
+            return ProviderError(
+                FailureKind.DISABLED,
+                f"{where}: version {number}, which wrapped this key, {words} (state {state}). {fix}",
+            )
+        if "DESTROY" in message:
+            return ProviderError(
+                FailureKind.DISABLED,
+                f"{where}: the key version is destroyed or scheduled for destruction. A scheduled "
+                "destruction can be cancelled in Cloud KMS; once destroyed, what it protects is lost.",
+            )
+        return ProviderError(
+            FailureKind.DISABLED,
+            f"{where} (or the version in use) is disabled; enable it in Cloud KMS to restore access.",
+        )
+
     # -- errors ----------------------------------------------------------------------------------------------
 
     def _who(self) -> str:
@@ -296,16 +413,7 @@ class GcpKeyProvider(KeyProvider):
                 FailureKind.DENIED, f"{where}: Cloud KMS refused {self._who()}'s access token."
             )
         if isinstance(exc, api_exceptions.FailedPrecondition):
-            if "DESTROY" in exc.message:
-                return ProviderError(
-                    FailureKind.DISABLED,
-                    f"{where}: the key version is destroyed or scheduled for destruction. A scheduled "
-                    "destruction can be cancelled in Cloud KMS; once destroyed, what it protects is lost.",
-                )
-            return ProviderError(
-                FailureKind.DISABLED,
-                f"{where} (or the version in use) is disabled; enable it in Cloud KMS to restore access.",
-            )
+            return self._precondition_refusal(str(exc.message or ""), operation)
         if isinstance(exc, api_exceptions.NotFound):
             return ProviderError(FailureKind.NOT_FOUND, f"{where} was not found (deleted, or a wrong name).")
         if isinstance(exc, api_exceptions.InvalidArgument):

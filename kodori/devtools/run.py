@@ -4,8 +4,14 @@ Without ``DATABASE_URL`` / ``REDIS_URL`` in the environment it starts a private 
 ``.kodori/`` (see ``servers``); with them, it uses yours. Then it migrates, seeds the demo tenants, and runs
 the web server (gunicorn), a Celery worker and Celery beat until interrupted. It also starts the local AWS,
 Azure and GCP KMS emulators (``emulators.dev``) and points Kodori at them, so a key can be registered in each
-cloud without leaving this machine; ``KODORI_EMULATORS=0`` skips them. Re-running reuses the same data,
-ports and secrets, kept in ``.kodori/env``.
+cloud without leaving this machine; ``KODORI_EMULATORS=0`` skips them. After the seed, ``manage.py
+emulator_demo`` gives each demo tenant its AWS key and role (the role trusts the tenant's ExternalId, which
+only exists once the database does); the identifiers to paste into the registration forms, per cloud, are
+printed once the web server started. Migrations, the seed and that run in one child process
+(``prepare_database``). Under the emulators Kodori probes keys every 30 s and keeps
+unwrapped customer keys 30 s (``KODORI_REVERIFY_INTERVAL_SECONDS``, ``KODORI_TKV_CACHE_TTL_CUSTOMER``; the
+environment wins), so revoking a key in an emulator shows in the browser within a minute. Re-running reuses
+the same data, ports, secrets (kept in ``.kodori/env``) and emulator keys (``.kodori/emulators``).
 """
 
 from __future__ import annotations
@@ -25,8 +31,11 @@ if TYPE_CHECKING:
     from emulators.dev import DevEmulators
 
 BASE_DIR = Path(__file__).resolve().parents[2]
+# What make run uses under the emulators unless the environment says otherwise: revocation shows quickly.
+EMULATOR_DEFAULTS = {"KODORI_REVERIFY_INTERVAL_SECONDS": "30", "KODORI_TKV_CACHE_TTL_CUSTOMER": "30"}
 STATE_DIR = Path(os.environ.get("KODORI_STATE_DIR", BASE_DIR / ".kodori"))
 ENV_FILE = STATE_DIR / "env"
+DEMO_KEYS_FILE = STATE_DIR / "emulators" / "demo-keys.txt"  # emulator_demo's output, printed after start
 
 
 def _read_env_file() -> dict[str, str]:
@@ -118,11 +127,14 @@ class Runner:
         for line in self.emulators.summary:
             print(f"  {line}")
         env.update(self.emulators.env)
+        for name, value in EMULATOR_DEFAULTS.items():
+            env.setdefault(name, value)
 
-    def manage(self, env: dict[str, str], *args: str) -> None:
-        subprocess.run(
-            [sys.executable, str(BASE_DIR / "manage.py"), *args], env=env, check=True, cwd=BASE_DIR
-        )
+    def prepare(self, env: dict[str, str], password: str) -> None:
+        """Run :func:`prepare_database` in a child process with Kodori's environment."""
+        DEMO_KEYS_FILE.unlink(missing_ok=True)
+        code = "import sys; from kodori.devtools.run import prepare_database; prepare_database(sys.argv[1])"
+        subprocess.run([sys.executable, "-c", code, password], env=env, check=True, cwd=BASE_DIR)
 
     def spawn(self, name: str, cmd: list[str], env: dict[str, str]) -> None:
         # Own process group, so Ctrl-C reaches us first and we stop children in order.
@@ -163,8 +175,7 @@ class Runner:
             self.start_servers(state, env)
             self._remember_urls(env)
             self.start_emulators(env)
-            self.manage(env, "migrate", "--noinput", "-v", "0")
-            self.manage(env, "seed_demo", "--password", state["KODORI_DEMO_PASSWORD"])
+            self.prepare(env, state["KODORI_DEMO_PASSWORD"])
             bin_dir = Path(sys.executable).parent
             self.spawn(
                 "web",
@@ -214,7 +225,10 @@ class Runner:
                 ],
                 env,
             )
-            print(f"\nKodori is running at http://127.0.0.1:{port}/  (Ctrl-C stops everything)\n")
+            demo_keys = DEMO_KEYS_FILE.read_text() if DEMO_KEYS_FILE.exists() else ""
+            print(
+                f"\n{demo_keys}\nKodori is running at http://127.0.0.1:{port}/  (Ctrl-C stops everything)\n"
+            )
             while True:
                 for name, proc in self.children:
                     if proc.poll() is not None:
@@ -235,6 +249,32 @@ class Runner:
         values["DATABASE_URL"] = env["DATABASE_URL"]
         values["REDIS_URL"] = env["REDIS_URL"]
         _write_env_file(values)
+
+
+def prepare_database(password: str) -> None:
+    """``migrate``, ``seed_demo`` and, under the emulators, ``emulator_demo``: one Django start-up, not three.
+
+    ``emulator_demo``'s lines (what to paste into the registration forms) go to ``DEMO_KEYS_FILE``, which
+    ``Runner`` prints once the web server started. A failure there is reported and does not stop `make run`.
+    """
+    import io
+
+    import django
+    from django.core.management import CommandError, call_command
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kodori.settings")
+    django.setup()
+    call_command("migrate", interactive=False, verbosity=0)
+    call_command("seed_demo", password=password)
+    if os.environ.get("KODORI_EMULATOR_AWS_ADMIN_URL"):
+        out = io.StringIO()
+        try:
+            call_command("emulator_demo", stdout=out)
+        except CommandError as err:
+            print(f"The demo tenants' emulator keys were not provisioned: {err}", file=sys.stderr)
+        else:
+            DEMO_KEYS_FILE.parent.mkdir(parents=True, exist_ok=True)
+            DEMO_KEYS_FILE.write_text(out.getvalue())
 
 
 def main() -> int:

@@ -50,7 +50,21 @@ BUILDERS: dict[EventType, Callable[[str], dict[str, Any]]] = {
     EventType.TENANT_KMS_VERIFY_FAILED: lambda k: payloads.key_verify_failed(
         key_row_id=1, provider="x", key_id=k, error=_error(k)
     ),
-    EventType.TENANT_SEALED: lambda k: payloads.tenant_sealed(reason=_error(k), provider="aws", key_id=k),
+    EventType.TENANT_KMS_RE_ENABLED: lambda k: payloads.key_re_enabled(
+        key_row_id=1, provider="customer_kms_aws", key_id=k, status="active", reason=f"asked about {k}"
+    ),
+    EventType.TENANT_KMS_REMOVED: lambda k: payloads.key_removed(
+        key_row_id=1, provider="customer_kms_gcp", key_id=k
+    ),
+    EventType.TENANT_KMS_UNREACHABLE: lambda k: payloads.key_health(
+        key_row_id=1, provider="customer_kms_aws", key_id=k, status="retired", trigger="use", error=_error(k)
+    ),
+    EventType.TENANT_KMS_REACHABLE: lambda k: payloads.key_health(
+        key_row_id=1, provider="customer_kms_aws", key_id=k, status="retired", trigger="schedule"
+    ),
+    EventType.TENANT_SEALED: lambda k: payloads.tenant_sealed(
+        reason=_error(k), provider="aws", key_id=k, trigger="use"
+    ),
     EventType.TENANT_UNSEALED: lambda k: payloads.tenant_unsealed(reason=f"{k} answers again", key_id=k),
     EventType.TENANT_CLOUD_KMS_ENABLED: lambda k: payloads.cloud_kms_switched(enabled=True),
     EventType.TENANT_CLOUD_KMS_DISABLED: lambda k: payloads.cloud_kms_switched(enabled=False),

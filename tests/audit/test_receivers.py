@@ -129,8 +129,11 @@ def test_support_switching_cloud_kms_with_the_list_actions_records_one_event_per
 ) -> None:
     client = as_user(support)
     url = reverse("admin:tenants_tenant_changelist")
-    client.post(url, {"action": "enable_cloud_kms", "_selected_action": [tenant.pk, other_tenant.pk]})
-    client.post(url, {"action": "enable_cloud_kms", "_selected_action": [tenant.pk]})  # already on: no event
-    client.post(url, {"action": "disable_cloud_kms", "_selected_action": [tenant.pk]})
+    confirmed = {"post": "yes", "reason": "BYOK pilot"}  # the action's confirmation page, answered
+    client.post(
+        url, {"action": "enable_cloud_kms", "_selected_action": [tenant.pk, other_tenant.pk], **confirmed}
+    )
+    client.post(url, {"action": "enable_cloud_kms", "_selected_action": [tenant.pk], **confirmed})  # no event
+    client.post(url, {"action": "disable_cloud_kms", "_selected_action": [tenant.pk], **confirmed})
     assert [e.type for e in events(tenant)] == ["tenant.cloud-kms-enabled", "tenant.cloud-kms-disabled"]
     assert [e.type for e in events(other_tenant)] == ["tenant.cloud-kms-enabled"]

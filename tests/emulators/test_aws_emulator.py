@@ -121,6 +121,33 @@ def test_it_refuses_a_wrong_or_missing_external_id(
     assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
 
 
+@pytest.mark.parametrize("external_id", ["any-random-value", None], ids=["any", "none"])
+def test_it_lets_any_external_id_through_a_trust_policy_without_the_condition(
+    emulator: AwsKmsEmulator, external_id: Any
+) -> None:
+    # What Kodori's registration check relies on: such a role is assumable with a decoy ExternalId.
+    key = emulator.create_key()
+    role = emulator.create_tenant_role("careless", None, key)
+    extra = {"ExternalId": external_id} if external_id else {}
+    answer = sts_client(emulator.endpoint_url).assume_role(RoleArn=role, RoleSessionName="kodori", **extra)
+    assert answer["AssumedRoleUser"]["Arn"].endswith(":assumed-role/careless/kodori")
+
+
+def test_it_describes_a_key_by_alias_arn_through_the_role(emulator: AwsKmsEmulator, tenant: Tenant) -> None:
+    alias_arn = tenant.key_arn.split(":key/")[0] + ":alias/acme-kek"
+    described = tenant_kms(emulator.endpoint_url, tenant).describe_key(KeyId=alias_arn)["KeyMetadata"]
+    assert described["Arn"] == tenant.key_arn
+    # A role whose permission policy lacks kms:DescribeKey is refused, as KMS refuses it.
+    narrow_role = emulator.create_tenant_role(
+        "kodori-narrow", "ext-narrow", tenant.key_arn, actions=["kms:Encrypt", "kms:Decrypt"]
+    )
+    narrow = Tenant(tenant.key_arn, narrow_role, "kodori-narrow", "ext-narrow")
+    with pytest.raises(ClientError) as caught:
+        tenant_kms(emulator.endpoint_url, narrow).describe_key(KeyId=alias_arn)
+    assert error_code(caught) == "AccessDeniedException"
+    assert "kms:DescribeKey" in str(caught.value)
+
+
 def test_it_refuses_a_role_that_does_not_exist(emulator: AwsKmsEmulator) -> None:
     with pytest.raises(ClientError) as caught:
         sts_client(emulator.endpoint_url).assume_role(

@@ -8,6 +8,7 @@ connection beyond 127.0.0.1 (see ``loopback_only``). Federated credentials, TLS 
 
 from __future__ import annotations
 
+import datetime
 import secrets
 import time
 import uuid
@@ -403,3 +404,60 @@ def test_it_counts_calls_for_tests(vault: AzureKeyVaultEmulator, app: ClientSett
         response.json()["count"] == 3 == vault.call_count("unwrapKey", key=key_name, principal=app.client_id)
     )
     assert {c["principal"] for c in response.json()["calls"]} == {app.client_id}
+
+
+# -- validity dates (nbf / exp) ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("expires_in", "starts_in", "inner"),
+    [(-60, None, "KeyExpired"), (None, 3600, "KeyNotYetValid")],
+    ids=["expired", "not-yet-valid"],
+)
+def test_it_refuses_wrap_outside_the_validity_dates_but_still_unwraps(
+    vault: AzureKeyVaultEmulator, key_name: str, expires_in: int | None, starts_in: int | None, inner: str
+) -> None:
+    # Without "get" the SDK cannot fetch the public key, so it wraps at the vault: the server-side rule shows.
+    remote = vault.register_client(permissions=["wrapKey", "unwrapKey"])
+    client = crypto_for(vault, remote, key_name)
+    wrapped = client.wrap_key(OAEP256, b"v" * 32).encrypted_key
+    now = time.time()
+    vault.set_key_validity(
+        key_name,
+        expires_on=None if expires_in is None else now + expires_in,
+        not_before=None if starts_in is None else now + starts_in,
+    )
+
+    with pytest.raises(HttpResponseError) as excinfo:
+        client.wrap_key(OAEP256, b"v" * 32)
+    assert excinfo.value.status_code == 403
+    assert vault.calls("wrapKey", key=key_name)[-1].error == inner
+    # Data wrapped while the key was valid stays recoverable, as on the real service.
+    assert client.unwrap_key(OAEP256, wrapped).key == b"v" * 32
+
+    vault.set_key_validity(key_name)  # both dates cleared
+    assert client.unwrap_key(OAEP256, client.wrap_key(OAEP256, b"w" * 32).encrypted_key).key == b"w" * 32
+
+
+def test_it_serves_and_updates_the_validity_dates_through_the_key_client(
+    vault: AzureKeyVaultEmulator, key_name: str
+) -> None:
+    admin = vault.register_client(permissions=["get", "update"])
+    keys = KeyClient(vault.url, credential_for(admin), **admin.client_kwargs())
+    assert keys.get_key(key_name).properties.expires_on is None
+
+    expires = datetime.datetime(2031, 5, 6, 7, 8, 9, tzinfo=datetime.UTC)
+    starts = datetime.datetime(2030, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
+    keys.update_key_properties(key_name, expires_on=expires, not_before=starts)
+    properties = keys.get_key(key_name).properties
+    assert (properties.expires_on, properties.not_before) == (expires, starts)
+
+    requests.post(
+        f"{vault.url}/_emulator/keys/{key_name}/validity",
+        json={"expires_on": 1_700_000_000},
+        verify=str(vault.ca_path),
+        timeout=5,
+    ).raise_for_status()
+    properties = keys.get_key(key_name).properties
+    assert properties.expires_on == datetime.datetime.fromtimestamp(1_700_000_000, datetime.UTC)
+    assert properties.not_before is None

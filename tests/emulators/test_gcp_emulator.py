@@ -146,6 +146,34 @@ def test_it_refuses_a_disabled_version_until_it_is_enabled_again(
     assert decrypt(kms, key, ciphertext, b"").plaintext == b"secret"
 
 
+@pytest.mark.parametrize("state", ["DISABLED", "DESTROY_SCHEDULED", "DESTROYED"])
+def test_it_refuses_encrypt_with_an_unusable_primary_while_an_older_version_still_decrypts(
+    emulator: GcpKmsEmulator, kms: Any, key: str, state: str
+) -> None:
+    old = encrypt(kms, key, b"old", b"").ciphertext
+    emulator.create_version(key, make_primary=True)
+    emulator.set_version_state(key + "/cryptoKeyVersions/2", state)
+    # As on Cloud KMS: Encrypt on the CryptoKey uses the primary and never falls back to another version.
+    with pytest.raises(
+        gexc.FailedPrecondition, match=rf"cryptoKeyVersions/2 is not enabled, current state is: {state}\."
+    ):
+        encrypt(kms, key, b"new", b"")
+    assert decrypt(kms, key, old, b"").plaintext == b"old"
+    emulator.grant(key, role="roles/cloudkms.viewer")
+    primary = kms.get_crypto_key(request={"name": key}).primary
+    assert primary.name == key + "/cryptoKeyVersions/2" and primary.state.name == state
+
+
+def test_it_refuses_encrypt_on_a_key_without_a_primary(emulator: GcpKmsEmulator, kms: Any) -> None:
+    ring = emulator.create_key_ring("bare")
+    key = emulator.create_crypto_key(ring, "kek", with_version=False)
+    emulator.grant(key)
+    emulator.grant(key, role="roles/cloudkms.viewer")
+    with pytest.raises(gexc.FailedPrecondition, match="has no primary"):
+        encrypt(kms, key, b"x", b"")
+    assert "primary" not in kms.get_crypto_key(request={"name": key})
+
+
 @pytest.mark.parametrize("state", ["DESTROY_SCHEDULED", "DESTROYED"])
 def test_it_refuses_destroyed_versions(emulator: GcpKmsEmulator, kms: Any, key: str, state: str) -> None:
     ciphertext = encrypt(kms, key, b"secret", b"").ciphertext

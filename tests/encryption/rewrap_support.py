@@ -19,10 +19,19 @@ from django.db import connection
 from django.db.models import F
 from django.utils import timezone
 
-from encryption import aead, keyring
+from encryption import aead, keyring, services
 from encryption.envelope import FORMAT_VERSION
-from encryption.models import DataKey, TenantKeyVersion
+from encryption.models import DataKey, KeyStatus, TenantKey, TenantKeyVersion, WrapMethod
 from tenants.models import Tenant
+
+
+def rotate_kek(tenant: Tenant) -> TenantKeyVersion:
+    """Rotate ``tenant`` to a new (Kodori-managed) KEK: the current KEK retires with its versions, so a walk
+    moves their data keys; returns the new active version. What a real rotation to a cloud key does, without
+    a KMS."""
+    kek = TenantKey.objects.create(tenant=tenant, wrap_method=WrapMethod.GLOBAL, status=KeyStatus.PENDING)
+    services.activate_key(kek)
+    return keyring.active_tkv(tenant)
 
 
 def seed_data_keys(tenant: Tenant, n: int, tkv: TenantKeyVersion | None = None) -> dict[uuid.UUID, bytes]:

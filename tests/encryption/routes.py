@@ -55,6 +55,36 @@ ROUTES = [
         kwargs=_acme_key,
     ),
     Route("encryption:retry", expect(403, anonymous=302, owner=302, admin=302, outsider=302), method="POST"),
+    Route("encryption:key", expect(403, anonymous=302, owner=200, admin=200, outsider=404), kwargs=_acme_key),
+    # The transitions on the active key: each refused by the lifecycle (a message and a redirect), changing
+    # nothing; another tenant's key is 404.
+    Route(
+        "encryption:enable",
+        expect(403, anonymous=302, owner=302, admin=302, outsider=404),
+        method="POST",
+        kwargs=_acme_key,
+    ),
+    Route(
+        "encryption:activate",
+        expect(403, anonymous=302, owner=302, admin=302, outsider=404),
+        method="POST",
+        kwargs=_acme_key,
+    ),
+    Route(
+        "encryption:retry_key",
+        expect(403, anonymous=302, owner=302, admin=302, outsider=404),
+        method="POST",
+        kwargs=_acme_key,
+    ),
+    Route(
+        "encryption:remove", expect(403, anonymous=302, owner=302, admin=302, outsider=404), kwargs=_acme_key
+    ),
+    Route(
+        "encryption:remove",
+        expect(403, anonymous=302, owner=302, admin=302, outsider=404),
+        method="POST",
+        kwargs=_acme_key,
+    ),
     # Nothing to re-wrap in a fresh tenant: the owner is told so on the page (redirect), nothing is created.
     Route(
         "encryption:rewrap_start",

@@ -112,7 +112,7 @@ def test_disabling_the_key_takes_effect_at_once_despite_the_cache(tenant: Tenant
 
 def test_rotation_is_additive(tenant: Tenant) -> None:
     old_blob, old_dek = new_key(tenant)
-    v2 = keyring.rotate_tkv(tenant)
+    v2 = keyring.add_key_version(tenant)
     new_blob, new_dek = new_key(tenant)
     assert v2.version == 2
     assert DataKey.objects.get(blob_id=new_blob).tkv_id == v2.pk
@@ -152,7 +152,7 @@ def test_a_destroyed_version_keeps_no_key_material(tenant: Tenant) -> None:
 
 def test_a_destroyed_version_refuses_to_open(tenant: Tenant) -> None:
     blob_id, _ = new_key(tenant)
-    keyring.rotate_tkv(tenant)
+    keyring.add_key_version(tenant)
     TenantKeyVersion.objects.filter(version=1).update(status=VersionStatus.DESTROYED, wrapped_key=b"")
     with pytest.raises(keyring.KeyUnavailable, match="destroyed"):
         keyring.open_data_key(tenant, blob_id)

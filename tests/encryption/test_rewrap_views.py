@@ -26,6 +26,7 @@ from encryption.models import (
 )
 from tenants.models import Tenant
 from tests.encryption.conftest import customer_key_url
+from tests.encryption.rewrap_support import rotate_kek
 
 pytestmark = pytest.mark.django_db
 
@@ -46,7 +47,7 @@ def data_keys(tenant: Tenant, n: int) -> dict[uuid.UUID, bytes]:
 def rotated(tenant: Tenant) -> dict[uuid.UUID, bytes]:
     """Five data keys under version 1, then a rotation: version 2 is active and wraps nothing yet."""
     keys = data_keys(tenant, 5)
-    keyring.rotate_tkv(tenant)
+    rotate_kek(tenant)
     return keys
 
 
@@ -252,7 +253,7 @@ def test_a_retired_customer_key_is_safe_to_delete_only_once_nothing_depends_on_i
     assert TenantKey.objects.get(pk=first.pk).status == KeyStatus.RETIRED
 
     html = as_user(owner).get(INDEX).content.decode()
-    assert "4 blobs still depend on it" in html and SAFE not in html
+    assert "4 files still depend on it" in html and SAFE not in html
 
     job = services_start(tenant, owner)
     assert walk.walk(job.pk) == walk.Outcome.FINISHED
@@ -275,7 +276,7 @@ def test_a_retired_version_that_wraps_nothing_is_retired_by_an_empty_walk(
     as_user: Any, owner: Any, tenant: Tenant
 ) -> None:
     keyring.active_tkv(tenant)
-    keyring.rotate_tkv(tenant)  # version 1 wraps no data key
+    rotate_kek(tenant)  # version 1 wraps no data key
     html = as_user(owner).get(INDEX).content.decode()
     assert "Retire 1 unused key version" in html and "Re-wrap 0" not in html
     as_user(owner).post(START)
@@ -291,13 +292,9 @@ def test_a_retired_version_that_wraps_nothing_is_retired_by_an_empty_walk(
 def test_data_keys_under_a_disabled_key_are_not_offered_and_the_page_says_why(
     as_user: Any, owner: Any, tenant: Tenant, rotated: dict[uuid.UUID, bytes]
 ) -> None:
-    # A second KEK becomes active; the first (with 5 data keys under version 1) is then disabled by an owner.
-    old = TenantKey.objects.get(tenant=tenant)
-    TenantKey.objects.filter(pk=old.pk).update(status=KeyStatus.RETIRED)
-    new = TenantKey.objects.create(tenant=tenant, wrap_method=WrapMethod.GLOBAL, status=KeyStatus.ACTIVE)
-    with_new = TenantKeyVersion.objects.get(tenant=tenant, version=2)
-    TenantKeyVersion.objects.filter(pk=with_new.pk).update(kek=new)
-    services.disable_key(TenantKey.objects.get(pk=old.pk), actor=owner)
+    # The rotation made a second KEK active; the first (with 5 data keys under version 1) is then disabled.
+    old = TenantKeyVersion.objects.get(tenant=tenant, version=1).kek
+    services.disable_key(old, actor=owner)
     html = as_user(owner).get(INDEX).content.decode()
     assert "5 data keys stay under a disabled key" in html
     assert "Re-wrap 5" not in html and "Retire 1" not in html

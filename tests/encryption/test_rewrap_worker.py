@@ -48,7 +48,7 @@ from encryption.models import (
 from tenants.models import Tenant
 from tests.blobs.support import LiveApi, make_blob, make_token
 from tests.conftest import start_beat, start_worker, stop_process, wait_until_ready
-from tests.encryption.rewrap_support import seed_data_keys, under, unopenable, wait_for
+from tests.encryption.rewrap_support import rotate_kek, seed_data_keys, under, unopenable, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -112,7 +112,7 @@ def rotated_tenant(
     """``n`` data keys under version 1, then a rotation: (plaintext DEKs, version 1, version 2)."""
     old = keyring.active_tkv(tenant)
     keys = seed_data_keys(tenant, n, old)
-    new = keyring.rotate_tkv(tenant)
+    new = rotate_kek(tenant)
     return keys, old, new
 
 
@@ -227,7 +227,7 @@ def test_it_rewraps_100000_data_keys_through_sigkills_while_uploads_go_on(
     keys = seed_data_keys(tenant, SEEDED, old)
     processes.beat()
     worker = processes.worker("walker-0")
-    new = keyring.rotate_tkv(tenant)
+    new = rotate_kek(tenant)
     job = rewrap.start_rewrap(tenant, actor=owner)
     assert job is not None and job.total == SEEDED + len(before)
     traffic = Traffic(LiveApi(live_server.url, make_token(member)), before)
@@ -469,7 +469,7 @@ def test_a_rotation_during_the_walk_retargets_it(tenant: Tenant, owner: Any, pro
     job = rewrap.start_rewrap(tenant, actor=owner)
     assert job is not None and job.target_tkv_id == second.pk
     wait_for("the walk to start", lambda: job_state(job).done > 0, timeout=60, every=0.02)
-    third = keyring.rotate_tkv(tenant)
+    third = rotate_kek(tenant)
     finished(job, timeout=120)
     assert job.target_tkv_id == third.pk, "the walk ended before the rotation (make it longer)"
     moved_to_second = job.versions[str(second.pk)]["total"]

@@ -28,7 +28,7 @@ def world(db: None) -> list[dict[str, Any]]:
         tenant = Tenant.objects.create(slug=f"t{t}", name=f"Tenant {t}")
         if t % 2:
             keyring.active_tkv(tenant)
-            keyring.rotate_tkv(tenant)  # some tenants on version 2, so version numbers differ too
+            keyring.add_key_version(tenant)  # some tenants on version 2, so version numbers differ too
         for _ in range(BLOBS):
             blob_id = uuid.uuid4()
             dek, row = keyring.new_data_key(tenant, blob_id, envelope.FORMAT_VERSION)

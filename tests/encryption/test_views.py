@@ -44,7 +44,7 @@ def test_it_shows_the_active_customer_key_and_what_each_key_protects(
     assert "Your own cloud KMS key" in html and f"…{url[-12:]}" in html
     assert url not in html  # only the last 12 characters are shown
     assert re.search(r"\b1 file\s*<br>", html)  # the Azure key
-    assert "3 blobs still depend on it" in html  # the retired Kodori-managed key still protects older files
+    assert "3 files still depend on it" in html  # the retired Kodori-managed key still protects older files
     assert "Re-wrap 3 data keys to the active key" in html
     assert "switched off" not in html
 
@@ -142,7 +142,10 @@ def test_disabling_the_active_key_needs_the_typed_confirmation(
     assert client.post(url, {"confirm": tenant.slug}).status_code == 302
     tenant.refresh_from_db()
     assert tenant.is_sealed
-    assert "Retry now" in client.get(reverse("encryption:index")).content.decode()
+    page = client.get(reverse("encryption:index")).content.decode()
+    # Probing again cannot help a tenant without an active key; re-enabling the key can.
+    assert "No active key — tenant sealed" in page and "Retry now" not in page
+    assert reverse("encryption:enable", args=[key.pk]) in page
 
 
 def test_the_aws_form_refuses_a_region_that_contradicts_the_arn(

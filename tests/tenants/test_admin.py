@@ -90,19 +90,6 @@ def test_saving_without_changing_the_switch_announces_nothing(
     assert switches == []
 
 
-def test_staff_switch_cloud_kms_off_with_the_list_action(
-    as_user: Any, staff: Any, tenant: Tenant, other_tenant: Tenant, switches: list[dict[str, Any]]
-) -> None:
-    Tenant.objects.update(cloud_kms_enabled=True)
-    r = as_user(staff).post(
-        reverse("admin:tenants_tenant_changelist"),
-        {"action": "disable_cloud_kms", "_selected_action": [tenant.pk, other_tenant.pk]},
-    )
-    assert r.status_code == 302
-    assert not Tenant.objects.filter(cloud_kms_enabled=True).exists()
-    assert [s["enabled"] for s in switches] == [False, False]
-
-
 def test_tenant_users_cannot_open_the_admin(as_user: Any, owner: Any) -> None:
     r = as_user(owner).get(reverse("admin:tenants_tenant_changelist"))
     assert r.status_code == 302 and "/admin/login/" in r["Location"]

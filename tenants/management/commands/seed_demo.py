@@ -1,4 +1,9 @@
-"""Create the demo tenants and users that `make run` prints. Safe to re-run: nothing duplicated or reset."""
+"""Create the demo tenants and users that `make run` prints. Safe to re-run: nothing duplicated or reset.
+
+Both demo tenants get cloud KMS switched on (through ``set_cloud_kms_enabled``, so the audit log records it
+with a reason), so their owners can try every key flow against the local emulators. Only once: a tenant
+whose switch was ever flipped, by this command or by support in the admin, keeps what it has.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,9 @@ from django.contrib.auth.models import Group, Permission
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
+from audit.models import AuditEvent, EventType
 from tenants.models import Membership, Role, Tenant
+from tenants.services import set_cloud_kms_enabled
 
 TENANTS = [("acme", "Acme Corp"), ("globex", "Globex")]
 # (e-mail, tenant slug, role)
@@ -24,6 +31,9 @@ MEMBERS = [
     ("owner@acme.test", "globex", Role.ADMIN),
 ]
 STAFF_EMAIL = "support@kodori.test"
+CLOUD_KMS_REASON = (
+    "Demo tenant: switched on by seed_demo so every key flow can be tried against the emulators"
+)
 SUPPORT_GROUP = "Support"
 SUPPORT_PERMISSIONS = ["view_tenant", "change_tenant", "view_membership"]
 
@@ -55,6 +65,11 @@ class Command(BaseCommand):
 
         for email, slug, role in MEMBERS:
             Membership.objects.get_or_create(user=user(email), tenant=tenants[slug], defaults={"role": role})
+
+        switches = [EventType.TENANT_CLOUD_KMS_ENABLED, EventType.TENANT_CLOUD_KMS_DISABLED]
+        for tenant in tenants.values():
+            if not AuditEvent.objects.filter(tenant=tenant, type__in=switches).exists():
+                set_cloud_kms_enabled(tenant, True, actor=None, reason=CLOUD_KMS_REASON)
 
         staff = user(STAFF_EMAIL, is_staff=True)
         group, _ = Group.objects.get_or_create(name=SUPPORT_GROUP)

@@ -21,7 +21,7 @@ from encryption.models import (
 from encryption.providers import FailureKind, KeyContext, ProviderError
 from encryption.providers.local import GlobalKeyProvider
 from tenants.models import Tenant
-from tests.encryption.rewrap_support import seed_data_keys
+from tests.encryption.rewrap_support import rotate_kek, seed_data_keys
 
 N = 250  # data keys under the retired version
 BATCH = 50
@@ -40,7 +40,7 @@ class Rotated:
 def rotate_with_keys(tenant: Tenant, n: int = N) -> Rotated:
     old = keyring.active_tkv(tenant)
     keys = seed_data_keys(tenant, n, old)
-    new = keyring.rotate_tkv(tenant)
+    new = rotate_kek(tenant)
     return Rotated(tenant, keys, old, new)
 
 

@@ -41,7 +41,7 @@ from tests.encryption.rewrap.helpers import (
     finish,
     refuse_unwrap,
 )
-from tests.encryption.rewrap_support import seed_data_keys, under, unopenable, wrapped_rows
+from tests.encryption.rewrap_support import rotate_kek, seed_data_keys, under, unopenable, wrapped_rows
 
 pytestmark = pytest.mark.django_db
 
@@ -151,7 +151,7 @@ def test_a_retired_version_whose_key_refuses_is_skipped_and_named(
 ) -> None:
     """Version 1 refuses from the first batch on; version 2's keys still move; the tenant is not sealed."""
     second_batch = seed_data_keys(rotated.tenant, 60, rotated.new)
-    third = keyring.rotate_tkv(rotated.tenant)
+    third = rotate_kek(rotated.tenant)
     refused = refuse_unwrap(monkeypatch, 1, FailureKind.DENIED)
     job = rewrap.start_rewrap(rotated.tenant, actor=owner)
     assert job is not None and job.total == N + 60

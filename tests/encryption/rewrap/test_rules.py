@@ -38,7 +38,7 @@ from tests.encryption.rewrap.helpers import (
     finish,
     rotate_with_keys,
 )
-from tests.encryption.rewrap_support import seed_data_keys, under, unopenable, wrapped_rows
+from tests.encryption.rewrap_support import rotate_kek, seed_data_keys, under, unopenable, wrapped_rows
 
 pytestmark = pytest.mark.django_db
 
@@ -112,7 +112,7 @@ def test_a_rotation_starts_exactly_one_walk_and_a_second_rotation_joins_it(
     settings.KODORI_REWRAP_AFTER_ROTATION = True
     first = keyring.active_tkv(tenant)
     seed_data_keys(tenant, 30, first)
-    second = keyring.rotate_tkv(tenant)
+    second = rotate_kek(tenant)
     (job,) = RewrapJob.objects.filter(tenant=tenant)
     assert (job.trigger, job.started_by, job.status) == (RewrapTrigger.ROTATION, None, RewrapStatus.RUNNING)
     assert (job.target_tkv_id, job.total) == (second.pk, 30)
@@ -120,7 +120,7 @@ def test_a_rotation_starts_exactly_one_walk_and_a_second_rotation_joins_it(
     (started,) = events(tenant, EventType.REWRAP_STARTED)
     assert started.actor_id is None and started.payload["trigger"] == RewrapTrigger.ROTATION
 
-    keyring.rotate_tkv(tenant)  # the running walk retargets itself; no second job, nothing queued twice
+    rotate_kek(tenant)  # the running walk retargets itself; no second job, nothing queued twice
     activate_another_kek(tenant, None)  # a new KEK is a rotation too
     assert list(RewrapJob.objects.filter(tenant=tenant).values_list("pk", flat=True)) == [job.pk]
     assert queued == [job.pk]
@@ -143,7 +143,7 @@ def test_a_tenant_with_only_empty_retired_versions_completes_at_once_and_destroy
     tenant: Tenant, owner: Any
 ) -> None:
     first = keyring.active_tkv(tenant)
-    keyring.rotate_tkv(tenant)
+    rotate_kek(tenant)
     job = rewrap.start_rewrap(tenant, actor=owner)
     assert job is not None and job.total == 0
     assert finish(job) == [walk.Outcome.FINISHED]
@@ -199,7 +199,8 @@ def test_it_moves_every_data_key_to_the_active_version_and_destroys_the_retired_
     assert completed.payload["rewrapped"] == N and completed.payload["total"] == N
     assert completed.payload["unreadable"] == 0
     assert completed.payload["destroyedVersions"] == [1]
-    assert completed.payload["retiredKeyRowIds"] == []  # the same KEK is still active
+    # The rotation retired the old KEK; with its only version destroyed it protects nothing any more.
+    assert completed.payload["retiredKeyRowIds"] == [rotated.old.kek_id]
     # Running it again does nothing.
     assert walk.run_batch(job.pk) == walk.Outcome.STOPPED
 
@@ -207,15 +208,15 @@ def test_it_moves_every_data_key_to_the_active_version_and_destroys_the_retired_
 def test_a_finished_walk_names_the_retired_kek_that_now_protects_nothing(
     rotated: Rotated, owner: Any
 ) -> None:
-    retired_kek = TenantKey.objects.get(pk=rotated.old.kek_id)
+    retired_keks = [rotated.old.kek_id, rotated.new.kek_id]  # both retired once a third KEK is active
     activate_another_kek(rotated.tenant, owner)
     job = rewrap.start_rewrap(rotated.tenant, actor=owner)
     assert job is not None and job.total == N
     finish(job)
     assert job.status == RewrapStatus.COMPLETED, job.last_error
-    assert job.unreferenced_keys == [retired_kek.pk]
+    assert job.unreferenced_keys == retired_keks
     (completed,) = events(rotated.tenant, EventType.REWRAP_COMPLETED)
-    assert completed.payload["retiredKeyRowIds"] == [retired_kek.pk]
+    assert completed.payload["retiredKeyRowIds"] == retired_keks
     assert sorted(completed.payload["destroyedVersions"]) == [1, 2]  # version 2 never wrapped anything
     assert unopenable(rotated.tenant, rotated.keys) == []
 
@@ -309,7 +310,7 @@ def test_it_retargets_when_the_tenant_rotates_during_the_walk(rotated: Rotated, 
     walk.run_batch(job.pk)
     walk.run_batch(job.pk)
     uploaded = seed_data_keys(rotated.tenant, 7, rotated.new)  # uploads under the target meanwhile
-    newest = keyring.rotate_tkv(rotated.tenant)
+    newest = rotate_kek(rotated.tenant)
     finish(job)
     assert job.status == RewrapStatus.COMPLETED, job.last_error
     assert job.target_tkv_id == newest.pk

@@ -1,0 +1,140 @@
+"""Key health: probing every key Kodori still depends on, and acting on what the KMS answers.
+
+Which keys are probed: the active key of every tenant on a cloud KMS, and every retired key that still
+protects key versions (``keys_to_reverify``); the beat schedule probes them all, an owner's "Retry now" and
+support's re-probe probe one tenant's, and the first refusal met in use probes that key at once
+(``alerts.request_reverify``).
+
+What an answer does, for any of them:
+
+- refused (access denied, disabled, not found): the key is marked refused (``refused_at``, the error kept in
+  ``last_verify_error``) and ``tenant-kms.unreachable`` names it with the data keys it makes unreadable. From
+  then on Kodori opens nothing under it, in any process (``keyring`` checks the row on every use), and
+  downloads of its files answer 503 naming the key. The active key refusing also seals the tenant.
+- answers again: the mark is cleared (``tenant-kms.reachable``); for the active key the tenant is unsealed.
+- busy or unreachable (transient): nothing changes; the next probe tries again.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Exists, OuterRef, Q
+from django.utils import timezone
+
+from audit import payloads
+from audit.models import EventType
+from audit.services import record
+from tenants.models import Tenant
+
+from . import keyring
+from .models import DataKey, KeyStatus, TenantKey, TenantKeyVersion, VersionStatus, WrapMethod
+from .providers import FailureKind, ProviderError, provider_for
+from .sealing import Trigger, seal, unseal
+
+logger = logging.getLogger(__name__)
+
+
+def _live_versions() -> Exists:
+    return Exists(
+        TenantKeyVersion.objects.filter(kek_id=OuterRef("pk")).exclude(status=VersionStatus.DESTROYED)
+    )
+
+
+def keys_to_reverify() -> list[int]:
+    """Cloud keys Kodori depends on: every active one, and every retired one still holding key versions
+    (Kodori-managed keys cannot be revoked from outside)."""
+    keys = (
+        TenantKey.objects.exclude(wrap_method=WrapMethod.GLOBAL)
+        .filter(Q(status=KeyStatus.ACTIVE) | (Q(status=KeyStatus.RETIRED) & _live_versions()))
+        .order_by("pk")
+    )
+    return list(keys.values_list("pk", flat=True))
+
+
+def _data_keys_under(key: TenantKey) -> int:
+    return DataKey.objects.filter(tenant_id=key.tenant_id, tkv__kek=key).count()
+
+
+def _forget_cached(key: TenantKey) -> None:
+    for tkv_pk in TenantKeyVersion.objects.filter(kek=key).values_list("pk", flat=True):
+        keyring.cache.discard(tkv_pk)
+
+
+@transaction.atomic
+def _refused(key_pk: int, error: str, trigger: Trigger, actor: Any) -> None:
+    key = TenantKey.objects.select_related("tenant").get(pk=key_pk)
+    tenant = Tenant.objects.select_for_update().get(pk=key.tenant_id)
+    key = TenantKey.objects.select_for_update().get(pk=key_pk)
+    if not key.usable:
+        return
+    now = timezone.now()
+    first = key.refused_at is None
+    key.refused_at = key.refused_at or now
+    key.last_verify_error = error
+    key.last_verified_at = now
+    key.save(update_fields=["refused_at", "last_verify_error", "last_verified_at"])
+    transaction.on_commit(lambda: _forget_cached(key))
+    if first:
+        payload = payloads.key_health(
+            key_row_id=key.pk,
+            provider=key.wrap_method,
+            key_id=key.key_id,
+            status=key.status,
+            trigger=trigger,
+            error=error,
+            data_keys=_data_keys_under(key),
+        )
+        record(tenant, EventType.TENANT_KMS_UNREACHABLE, actor=actor, payload=payload)
+    if key.status == KeyStatus.ACTIVE:
+        seal(tenant, error, key, trigger=trigger, actor=actor)
+
+
+@transaction.atomic
+def _answered(key_pk: int, trigger: Trigger, actor: Any) -> None:
+    tenant_pk = TenantKey.objects.values_list("tenant_id", flat=True).get(pk=key_pk)
+    tenant = Tenant.objects.select_for_update().get(pk=tenant_pk)
+    key = TenantKey.objects.select_for_update().get(pk=key_pk)
+    was_refused = key.refused_at is not None
+    key.refused_at = None
+    key.last_verify_error = ""
+    key.last_verified_at = timezone.now()
+    key.save(update_fields=["refused_at", "last_verify_error", "last_verified_at"])
+    if was_refused:
+        payload = payloads.key_health(
+            key_row_id=key.pk, provider=key.wrap_method, key_id=key.key_id, status=key.status, trigger=trigger
+        )
+        record(tenant, EventType.TENANT_KMS_REACHABLE, actor=actor, payload=payload)
+    if key.status == KeyStatus.ACTIVE:
+        unseal(tenant, f"{key.label} answered again.", key, trigger=trigger, actor=actor)
+
+
+def probe_key(key_pk: int, *, trigger: Trigger, actor: Any = None) -> bool:
+    """Probe one active or retired key now and act on the answer (module docstring). True if it works."""
+    key = TenantKey.objects.filter(pk=key_pk).first()
+    if key is None or not key.usable:
+        return False
+    try:
+        provider_for(key).probe(key.tenant_id)
+    except ProviderError as exc:
+        if exc.kind.seals:
+            _refused(key.pk, str(exc), trigger, actor)
+        elif exc.kind == FailureKind.INTEGRITY:
+            logger.error("probe of key row %s returned a wrong value", key.pk)
+        return False
+    _answered(key.pk, trigger, actor)
+    return True
+
+
+def reverify_tenant(tenant: Tenant, *, trigger: Trigger, actor: Any = None) -> bool:
+    """Probe the tenant's active key and every retired key marked refused; True if the active key works."""
+    keys = TenantKey.objects.for_tenant(tenant).filter(status__in=[KeyStatus.ACTIVE, KeyStatus.RETIRED])
+    active_works = False
+    for key in keys.order_by("pk"):
+        if key.status == KeyStatus.ACTIVE:
+            active_works = probe_key(key.pk, trigger=trigger, actor=actor)
+        elif key.refused_at is not None:
+            probe_key(key.pk, trigger=trigger, actor=actor)
+    return active_works
