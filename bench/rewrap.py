@@ -10,8 +10,9 @@ the walk must not touch them. Every data key is real: a random 32-byte DEK seale
 its TKV and ``keyring.dek_aad``, loaded with COPY, B's rows interleaved with A's (one in eleven).
 
 Each measurement starts from a fresh load: ``TRUNCATE data_keys`` (and the empty blobs table that points at
-it), ``rotate_tkv(A)`` for the version the rows are sealed under, COPY, ``rotate_tkv(A)`` again so a new
-version is active, ``VACUUM (ANALYZE) data_keys``, ``CHECKPOINT``. Then one of:
+it), ``add_key_version(A)`` for the version the rows are sealed under, COPY, a rotation of A to a new
+(Kodori-managed) KEK so the rows sit under a retired KEK and a new version is active,
+``VACUUM (ANALYZE) data_keys``, ``CHECKPOINT``. Then one of:
 
 - **walk**: ``rewrap.start_rewrap(A)`` (not timed), then ``walk.walk(job.pk)`` in this process, as the
   ``run_rewrap`` task runs it, timed from the first batch until it returns FINISHED (so including the last
@@ -215,6 +216,16 @@ class Dataset:
     other_fingerprint: tuple[int, str] = (0, "")
 
 
+def rotate_kek(tenant: Any) -> Any:
+    """Rotate ``tenant`` to a new Kodori-managed KEK (the current one retires); the new active version."""
+    from encryption import keyring, services
+    from encryption.models import KeyStatus, TenantKey, WrapMethod
+
+    kek = TenantKey.objects.create(tenant=tenant, wrap_method=WrapMethod.GLOBAL, status=KeyStatus.PENDING)
+    services.activate_key(kek)
+    return keyring.active_tkv(tenant)
+
+
 def make_dataset(rows: int) -> Dataset:
     from encryption import aead, keyring
     from encryption.envelope import FORMAT_VERSION
@@ -231,7 +242,7 @@ def make_dataset(rows: int) -> Dataset:
         (blob_id, aead.seal(other_key, dek, keyring.dek_aad(other.pk, blob_id, other_tkv.pk, FORMAT_VERSION)))
         for blob_id, dek in other_deks.items()
     ]
-    keyring.rotate_tkv(other)  # B's rows are under a retired version: a walk of A must still leave them
+    rotate_kek(other)  # B's rows are under a retired key: a walk of A must still leave them
     rng = random.Random(8)
     return Dataset(
         tenant=tenant,
@@ -272,7 +283,7 @@ def load(ds: Dataset) -> tuple[Any, Any]:
     started = time.perf_counter()
     sql(f"TRUNCATE data_keys, {Blob._meta.db_table} RESTART IDENTITY")
     tenant, other, n = ds.tenant, ds.other, len(ds.deks)
-    source = keyring.rotate_tkv(tenant)
+    source = keyring.add_key_version(tenant)
     key = keyring.tkv_key(source)
     wrapped = [
         aead.seal(key, dek, keyring.dek_aad(tenant.pk, blob_id, source.pk, FORMAT_VERSION))
@@ -296,7 +307,7 @@ def load(ds: Dataset) -> tuple[Any, Any]:
     copied = time.perf_counter()
     # As if uploads had made them: the version's wrap counter counts its DEKs.
     TenantKeyVersion.objects.filter(pk=source.pk).update(wrap_count=F("wrap_count") + n)
-    target = keyring.rotate_tkv(tenant)
+    target = rotate_kek(tenant)  # walks move data keys off retired KEKs only
     vacuum()
     checkpoint()
     ds.other_fingerprint = other_fingerprint(ds)
@@ -533,7 +544,6 @@ def main(argv: list[str] | None = None) -> int:
         setup_django(root, database_url, redis_url, args.batch_size)
         from django.conf import settings
 
-        from encryption import keyring
         from encryption.models import DataKey
 
         batch = int(settings.KODORI_REWRAP_BATCH_SIZE)
@@ -569,7 +579,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"    walk: {phase.report()}; sample of {len(ds.sample):,} DEKs intact")
                     print(f"    walk: index sizes (MiB) before {sizes_before}; after {index_sizes()}")
                     if args.order_check:
-                        third = keyring.rotate_tkv(ds.tenant)
+                        third = rotate_kek(ds.tenant)
                         again = run_raw(ds, target, third, batch, "raw-after-walk")
                         print(f"    raw on the walked, vacuumed table (not used): {again.report()}")
                 else:

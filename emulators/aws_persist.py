@@ -22,6 +22,7 @@ Restoring reaches into moto's in-process backends (``moto.kms.models.kms_backend
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
 import json
 import logging
@@ -167,7 +168,14 @@ class PersistentAwsKmsEmulator(AwsKmsEmulator):
         self._stop_saver.clear()
         self._saver = threading.Thread(target=self._save_periodically, name="aws-emulator-saver", daemon=True)
         self._saver.start()
+        # boto3 takes a few tenths of a second per client: make the admin clients while the caller goes on.
+        threading.Thread(target=self._warm_up, name="aws-emulator-warm-up", daemon=True).start()
         return self
+
+    def _warm_up(self) -> None:
+        with contextlib.suppress(Exception):
+            for service in ("kms", "iam"):
+                self._admin(service)
 
     def stop(self) -> None:
         if self._persisting:
@@ -218,14 +226,11 @@ class PersistentAwsKmsEmulator(AwsKmsEmulator):
             raise ValueError(f"{self.state_file}: not an AWS emulator state file this version can read")
         for key in data["keys"]:
             _restore_key(key)
-        iam = self._admin("iam")
+        iam = _iam_backend()
         for role in data["roles"]:
-            extra = {"Description": role["description"]} if role["description"] else {}
-            iam.create_role(
-                RoleName=role["name"], Path=role["path"], AssumeRolePolicyDocument=role["trust"], **extra
-            )
+            iam.create_role(role["name"], role["trust"], role["path"], None, role["description"], [], None)
             for name, document in role["policies"].items():
-                iam.put_role_policy(RoleName=role["name"], PolicyName=name, PolicyDocument=document)
+                iam.put_role_policy(role["name"], name, document)
         self._revoked_role_policies.update(
             {name: [(p[0], p[1]) for p in saved] for name, saved in data["revoked_role_policies"].items()}
         )

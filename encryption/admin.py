@@ -1,38 +1,62 @@
-"""Support's view of keys in the Django admin: every tenant's key status and seal state, and a probe re-run.
+"""Support's view of keys in the Django admin: every tenant's keys with status, health and last verify error,
+a probe re-run per tenant, and re-enabling a disabled key on a customer's request, with a reason.
 
-Read-only by design: no staff action can read tenant data or key material. The key inline and the probe action
-are added to the tenants app's admin here, because ``tenants`` imports none of Kodori's other apps.
+No staff action can read tenant data or key material (there is none in these rows). The full key identifier
+and role are shown to support, as to the tenant's owners; audit events keep only the 12-character suffix. The
+key inline and the probe action are added to the tenants app's admin here, because ``tenants`` imports none
+of Kodori's other apps.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.template.response import TemplateResponse
 
 from tenants.admin import TenantAdmin
 from tenants.models import Tenant
 
 from . import services
-from .models import TenantKey
+from .models import KeyStatus, TenantKey
+from .sealing import Trigger
+
+_KEY_FIELDS = [
+    "tenant",
+    "wrap_method",
+    "key_id",
+    "canonical_id",
+    "config",
+    "status",
+    "refused_at",
+    "last_verified_at",
+    "last_verify_error",
+    "created_at",
+    "activated_at",
+    "retired_at",
+    "disabled_at",
+]
 
 
 class TenantKeyInline(admin.TabularInline):
     model = TenantKey
     extra = 0
-    fields = ["wrap_method", "key_suffix", "status", "activated_at", "last_verified_at", "last_verify_error"]
+    fields = ["wrap_method", "key_suffix", "status", "refused_at", "last_verified_at", "last_verify_error"]
     readonly_fields = [
         "wrap_method",
         "key_suffix",
         "status",
-        "activated_at",
+        "refused_at",
         "last_verified_at",
         "last_verify_error",
     ]
     ordering = ["-created_at"]
     verbose_name = "registered key"
+    show_change_link = True
 
     @admin.display(description="key")
     def key_suffix(self, obj: TenantKey) -> str:
@@ -59,20 +83,92 @@ class TenantWithKeysAdmin(TenantAdmin):
 
     @admin.display(description="active key")
     def active_key(self, obj: Tenant) -> str:
-        key = TenantKey.objects.for_tenant(obj).filter(status="active").first()
+        key = TenantKey.objects.for_tenant(obj).filter(status=KeyStatus.ACTIVE).first()
         if key is None:
-            return "—"
-        return f"{key.get_wrap_method_display()} …{key.key_id_suffix}" if key.key_id else "kodori-managed"
+            return "— (none: sealed)" if TenantKey.objects.for_tenant(obj).exists() else "—"
+        label = f"{key.get_wrap_method_display()} …{key.key_id_suffix}" if key.key_id else "kodori-managed"
+        return f"{label} (refuses Kodori: {key.last_verify_error})" if key.refused_at else label
 
     @admin.action(description="Re-run the key probe now (seals or unseals)")
     def reprobe_keys(self, request: HttpRequest, queryset: QuerySet[Tenant]) -> None:
-        results = [services.reverify_tenant(tenant, actor=request.user) for tenant in queryset]
+        results = [
+            services.reverify_tenant(tenant, actor=request.user, trigger=Trigger.SUPPORT_REPROBE)
+            for tenant in queryset
+        ]
         self.message_user(
             request,
             f"Probed {len(results)} tenant(s): {sum(results)} answered, "
             f"{len(results) - sum(results)} did not.",
             messages.SUCCESS if all(results) else messages.WARNING,
         )
+
+
+class ReEnableForm(forms.Form):
+    """Support re-enables a key only on the customer's request, and says so for the tenant's audit log."""
+
+    reason = forms.CharField(
+        label="Reason (the customer's request)",
+        max_length=300,
+        widget=forms.TextInput(attrs={"size": 60}),
+        help_text="Recorded in the tenant's audit log with the re-enabled event.",
+        error_messages={"required": "Give the reason: it is recorded in the tenant's audit log."},
+    )
+
+
+@admin.register(TenantKey)
+class TenantKeyAdmin(admin.ModelAdmin):
+    """Every registered key, across tenants: read-only, plus re-enabling a disabled key with a reason."""
+
+    list_display = ["tenant", "wrap_method", "key_suffix", "status", "refused_at", "last_verify_error"]
+    list_filter = ["status", "wrap_method"]
+    search_fields = ["tenant__slug", "tenant__name", "key_id"]
+    readonly_fields = list(_KEY_FIELDS)
+    fields = tuple(_KEY_FIELDS)
+    actions = ["re_enable_keys"]
+
+    @admin.display(description="key")
+    def key_suffix(self, obj: TenantKey) -> str:
+        return f"…{obj.key_id_suffix}" if obj.key_id else "kodori-managed"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # The change form shows everything read-only; "change" is what the re-enable action needs.
+        return bool(request.user.has_perm("encryption.change_tenantkey"))
+
+    @admin.action(
+        description="Re-enable the selected disabled keys (asks for a reason)", permissions=["change"]
+    )
+    def re_enable_keys(self, request: HttpRequest, queryset: QuerySet[TenantKey]) -> TemplateResponse | None:
+        confirmed = request.POST.get("post") == "yes"
+        form = ReEnableForm(request.POST if confirmed else None)
+        keys = list(queryset.select_related("tenant").order_by("tenant__name", "pk"))
+        if confirmed and form.is_valid():
+            for key in keys:
+                try:
+                    services.re_enable_key(key, actor=request.user, reason=form.cleaned_data["reason"])
+                except services.KeyCustodyError as exc:
+                    self.message_user(request, f"{key.tenant.name}: {exc}", messages.ERROR)
+                else:
+                    key.refresh_from_db()
+                    status = key.get_status_display().lower()
+                    done = f"{key.tenant.name}: {key.label} re-enabled; it is {status}."
+                    self.message_user(request, done, messages.SUCCESS)
+            return None
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Re-enable keys",
+            "opts": self.model._meta,
+            "keys": keys,
+            "form": form,
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, "encryption/admin_re_enable.html", context)
 
 
 admin.site.unregister(Tenant)

@@ -67,9 +67,9 @@ def staff(db: None) -> Any:
     from django.contrib.auth.models import Permission
 
     user = make_user("support@kodori.test", is_staff=True)
-    user.user_permissions.set(
-        Permission.objects.filter(codename__in=["view_tenant", "change_tenant", "view_membership"])
-    )
+    from tenants.management.commands.seed_demo import SUPPORT_PERMISSIONS
+
+    user.user_permissions.set(Permission.objects.filter(codename__in=SUPPORT_PERMISSIONS))
     return user
 
 

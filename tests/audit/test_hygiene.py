@@ -62,6 +62,9 @@ BUILDERS: dict[EventType, Callable[[str], dict[str, Any]]] = {
     EventType.TENANT_KMS_REACHABLE: lambda k: payloads.key_health(
         key_row_id=1, provider="customer_kms_aws", key_id=k, status="retired", trigger="schedule"
     ),
+    EventType.TENANT_KMS_AUTH_SECRET_ROTATED: lambda k: payloads.auth_secret_rotated(
+        versions=[1], kek_fingerprint="5ca1ab1e5ca1ab1e", previous_kek_fingerprints=["c0ffeec0ffeec0ff"]
+    ),
     EventType.TENANT_SEALED: lambda k: payloads.tenant_sealed(
         reason=_error(k), provider="aws", key_id=k, trigger="use"
     ),

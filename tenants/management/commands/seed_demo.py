@@ -35,7 +35,14 @@ CLOUD_KMS_REASON = (
     "Demo tenant: switched on by seed_demo so every key flow can be tried against the emulators"
 )
 SUPPORT_GROUP = "Support"
-SUPPORT_PERMISSIONS = ["view_tenant", "change_tenant", "view_membership"]
+# change_tenantkey: the key admin's only action, re-enabling a disabled key on a customer's request.
+SUPPORT_PERMISSIONS = [
+    "view_tenant",
+    "change_tenant",
+    "view_membership",
+    "view_tenantkey",
+    "change_tenantkey",
+]
 
 
 class Command(BaseCommand):
