@@ -260,10 +260,12 @@ def prepare_database(password: str) -> None:
     import io
 
     import django
+    from django.apps import apps
     from django.core.management import CommandError, call_command
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kodori.settings")
-    django.setup()
+    if not apps.ready:
+        django.setup()
     call_command("migrate", interactive=False, verbosity=0)
     call_command("seed_demo", password=password)
     if os.environ.get("KODORI_EMULATOR_AWS_ADMIN_URL"):
