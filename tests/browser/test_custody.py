@@ -1,8 +1,9 @@
-"""In Chromium, with a real Celery worker and the local cloud emulators: every custody state an owner can reach
-on /encryption reads true and has a way out. An owner disables the active AWS key (the tenant is sealed and the
-page says "No active key — tenant sealed" with a Re-enable button), re-enables it (active again, unsealed at once),
-registers it a second time by its alias (refused: one row per key), reads its full identifier on the key page,
-and a failed registration can be retried and removed. Desktop and phone screenshots of each."""
+"""In Chromium, with a real Celery worker and the local cloud emulators: every custody state an owner can
+reach on /encryption reads true and has a way out. An owner disables the active AWS key (the tenant is sealed
+and the page says "No active key — tenant sealed" with a Re-enable button), re-enables it (active again,
+unsealed at once), registers it a second time by its alias (refused: one row per key), reads its full
+identifier on the key page, and a failed registration can be retried and removed. Desktop and phone
+screenshots of each."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from tests.browser.test_shell import sign_in
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 PHONE = {"width": 390, "height": 844}
-# The first element, in document order, whose box ends right of the viewport: what makes a page scroll sideways.
+# The first element whose box ends right of the viewport (what makes a page scroll sideways), outside boxes
+# that scroll on their own unless it is positioned out of them.
 _WIDEST = """[...document.querySelectorAll('body *')]
   .filter(e => e.getBoundingClientRect().right > innerWidth + 1
     && (!e.closest('.table-scroll, pre') || getComputedStyle(e).position === 'absolute'))

@@ -1,5 +1,5 @@
 """The custody lifecycle of a registered key: the state machine itself, then every transition through the
-services with a real Azure vault (disable, re-enable, make active, retry, remove) and what files do meanwhile."""
+services with a real Azure vault (disable, re-enable, make active, retry, remove) and what files do then."""
 
 from __future__ import annotations
 

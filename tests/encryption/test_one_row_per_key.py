@@ -52,7 +52,7 @@ def rows(tenant: Tenant) -> list[tuple[int, str]]:
     return list(keys.values_list("pk", "status"))
 
 
-# --- Each cloud's second names of one key --------------------------------------------------------------------
+# --- Each cloud's second names of one key ------------------------------------------------------------------
 
 
 def test_azure_urls_differing_only_in_case_are_one_key(
@@ -62,10 +62,10 @@ def test_azure_urls_differing_only_in_case_are_one_key(
     key, outcome = register(cloud_tenant, url, vault.directory_id, owner)
     assert outcome == "registered"
     assert identity.canonical_id(WrapMethod.CUSTOMER_KMS_AZURE, shouting(url)) == key.canonical_id
-    with pytest.raises(services.KeyCustodyError, match="already has this key .*Kodori is verifying it now"):
+    with pytest.raises(services.KeyCustodyError, match=r"already has this key .*Kodori is verifying it now"):
         register(cloud_tenant, shouting(url), vault.directory_id, owner)
     verified(key)
-    with pytest.raises(services.KeyCustodyError, match="already has this key .*it is the active key"):
+    with pytest.raises(services.KeyCustodyError, match=r"already has this key .*it is the active key"):
         register(cloud_tenant, shouting(url), vault.directory_id, owner)
     assert rows(cloud_tenant) == [(key.pk, KeyStatus.ACTIVE)]
 
@@ -261,7 +261,7 @@ def test_the_database_refuses_a_second_row_for_one_canonical_key(
         TenantKey.objects.create(tenant=tenant, wrap_method=WrapMethod.GLOBAL, status=KeyStatus.RETIRED)
 
 
-# --- "Safe to delete from your KMS" ---------------------------------------------------------------------------
+# --- "Safe to delete from your KMS" ------------------------------------------------------------------------
 
 
 def walk_off(tenant: Tenant, owner: Any) -> None:
