@@ -87,7 +87,7 @@ def _authenticate(request: HttpRequest) -> None:
             "Send an API token: Authorization: Bearer kdr_... (create one on the API tokens page)."
         )
     identity = services.authenticate_token(secret.strip())
-    if identity is None or _outlived_its_membership(identity):
+    if identity is None:
         raise Unauthorized(
             "This API token is not valid: it is unknown, revoked, or its user left the tenant."
         )
@@ -95,15 +95,6 @@ def _authenticate(request: HttpRequest) -> None:
     request.membership = identity.membership  # type: ignore[attr-defined]
     request.tenant = identity.membership.tenant  # type: ignore[attr-defined]
     request.api_token = identity.token  # type: ignore[attr-defined]
-
-
-def _outlived_its_membership(identity: services.TokenIdentity) -> bool:
-    """A token made before its user's current membership began belongs to an earlier one, which ended.
-
-    Removal revokes tokens (``blobs.receivers``); this also refuses any a removal did not revoke (made
-    before that receiver existed, or in a race with the removal), so re-adding a user never revives one.
-    """
-    return identity.token.created_at < identity.membership.created_at
 
 
 def _require(request: TenantRequest, roles: tuple[Role, ...]) -> None:

@@ -134,7 +134,8 @@ class TokenIdentity:
 
 
 def authenticate_token(secret: str) -> TokenIdentity | None:
-    """The token and the user's *current* membership, or None (unknown, revoked, or no longer a member)."""
+    """The token and the user's *current* membership, or None (unknown, revoked, no longer a member, or made
+    during an earlier membership). A refused token is not marked used."""
     if not secret.startswith(TOKEN_PREFIX) or len(secret) > 200:
         return None
     token = (
@@ -148,7 +149,10 @@ def authenticate_token(secret: str) -> TokenIdentity | None:
     membership = (
         Membership.objects.for_tenant(token.tenant).select_related("user", "tenant").filter(user=token.user)
     ).first()
-    if membership is None:
+    # A token made before its user's current membership began belongs to an earlier one, which ended. Removal
+    # revokes tokens (``blobs.receivers``); this also refuses any a removal did not revoke (made before that
+    # receiver existed, or racing the removal), so re-adding a user never revives one.
+    if membership is None or token.created_at < membership.created_at:
         return None
     now = timezone.now()
     if token.last_used_at is None or token.last_used_at < now - LAST_USED_RESOLUTION:

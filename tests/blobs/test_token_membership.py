@@ -67,6 +67,7 @@ def test_it_refuses_a_token_older_than_the_current_membership(
     Membership.objects.create(user=member, tenant=tenant, role=Role.MEMBER)
     assert ApiToken.objects.get(user=member).revoked_at is None
     assert _list(old) == 401
+    assert ApiToken.objects.get(user=member).last_used_at is None  # a refused token is not marked used
 
 
 def test_it_records_one_revocation_per_token_with_the_reason(owner: Any, member: Any, tenant: Tenant) -> None:
