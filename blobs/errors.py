@@ -113,12 +113,11 @@ def check_not_sealed(tenant: Tenant) -> None:
 def from_key_error(exc: KeyUnavailable | ProviderError) -> BlobError:
     """The answer for a key that failed during an operation: 503 naming the cause (500 for a data key that
     does not match its blob). The seal state itself is not changed here."""
-    cause = str(exc) or "The tenant's key cannot be used right now."
+    cause = str(exc) or "The key protecting this file cannot be used right now."
     if isinstance(exc, ProviderError) and exc.kind == FailureKind.INTEGRITY:
         return CorruptBlob(f"This file's key does not match it: {cause}")
     if isinstance(exc, ProviderError) and not exc.seals:
-        return KeyNotUsable(f"The tenant's key provider did not answer: {cause} Try again shortly.")
-    return KeyNotUsable(
-        f"The tenant's key cannot be used: {cause} Nothing has been changed or lost.",
-        headers={"Retry-After": "60"},
-    )
+        return KeyNotUsable(f"The key provider did not answer: {cause} Try again shortly.")
+    # Kodori's own refusals already name the key and what to do; a provider's answer gets that context.
+    lead = "" if isinstance(exc, KeyUnavailable) else "The key protecting this file cannot be used: "
+    return KeyNotUsable(f"{lead}{cause} Nothing has been changed or lost.", headers={"Retry-After": "60"})

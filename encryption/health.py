@@ -23,6 +23,7 @@ from typing import Any
 from django.db import transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 
 from audit import payloads
 from audit.models import EventType
@@ -31,7 +32,7 @@ from tenants.models import Tenant
 
 from . import keyring
 from .models import DataKey, KeyStatus, TenantKey, TenantKeyVersion, VersionStatus, WrapMethod
-from .providers import FailureKind, ProviderError, provider_for
+from .providers import FailureKind, KeyContext, ProviderError, provider_for
 from .sealing import Trigger, seal, unseal
 
 logger = logging.getLogger(__name__)
@@ -111,13 +112,34 @@ def _answered(key_pk: int, trigger: Trigger, actor: Any) -> None:
         unseal(tenant, f"{key.label} answered again.", key, trigger=trigger, actor=actor)
 
 
+@sensitive_variables("plaintext")
+def _prove(key: TenantKey) -> None:
+    """What Kodori needs from the key, asked of its KMS. The active key wraps new key versions and unwraps,
+    so it gets the full probe (and each cloud's state checks). A retired key only has to open the key versions
+    it already wraps, so Kodori unwraps its newest live one: a retired key its customer left Decrypt-only, or
+    an Azure version past its expiry date (which still unwraps), is not called refused."""
+    provider = provider_for(key)
+    if key.status == KeyStatus.RETIRED:
+        live = TenantKeyVersion.objects.filter(kek=key).exclude(status=VersionStatus.DESTROYED)
+        tkv = live.order_by("-version").first()
+        if tkv is not None:
+            context = KeyContext(tenant_id=tkv.tenant_id, key_version=tkv.version)
+            plaintext = provider.unwrap(bytes(tkv.wrapped_key), context)
+            if len(plaintext) != keyring.TKV_SIZE:
+                raise ProviderError(
+                    FailureKind.INTEGRITY, "The key provider returned a key of the wrong size."
+                )
+            return
+    provider.probe(key.tenant_id)
+
+
 def probe_key(key_pk: int, *, trigger: Trigger, actor: Any = None) -> bool:
     """Probe one active or retired key now and act on the answer (module docstring). True if it works."""
     key = TenantKey.objects.filter(pk=key_pk).first()
     if key is None or not key.usable:
         return False
     try:
-        provider_for(key).probe(key.tenant_id)
+        _prove(key)
     except ProviderError as exc:
         if exc.kind.seals:
             _refused(key.pk, str(exc), trigger, actor)

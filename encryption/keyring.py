@@ -219,7 +219,12 @@ def create_tkv(tenant: Tenant, kek: TenantKey) -> TenantKeyVersion:
     current = TenantKeyVersion.objects.for_tenant(tenant).aggregate(v=Max("version"))["v"] or 0
     version = current + 1
     key = os.urandom(TKV_SIZE)
-    wrapped = provider_for(kek).wrap(key, KeyContext(tenant_id=tenant.pk, key_version=version))
+    try:
+        wrapped = provider_for(kek).wrap(key, KeyContext(tenant_id=tenant.pk, key_version=version))
+    except ProviderError as exc:
+        if exc.seals:
+            alerts.request_reverify(kek.pk)
+        raise
     now = timezone.now()
     TenantKeyVersion.objects.for_tenant(tenant).filter(status=VersionStatus.ACTIVE).update(
         status=VersionStatus.RETIRED, retired_at=now
@@ -256,7 +261,12 @@ def add_key_version(tenant: Tenant) -> TenantKeyVersion:
     starts, and existing DEKs keep opening through their own version."""
     with transaction.atomic():
         kek = TenantKey.objects.for_tenant(tenant).select_for_update().filter(status=KeyStatus.ACTIVE).first()
-        return create_tkv(tenant, kek or _global_kek(tenant))
+        if kek is None:
+            # The full version's key was disabled: never slip a Kodori-managed key in behind the owner's back.
+            raise KeyUnavailable(
+                "The tenant has no active key: re-enable its key or register and verify another one."
+            )
+        return create_tkv(tenant, kek)
 
 
 # --- Data keys ---------------------------------------------------------------------------------------------

@@ -148,7 +148,7 @@ def register_or_restore(
     if existing is None:
         return _create_pending(tenant, method, key_id, canonical, config, actor=actor), "registered"
     if existing.status == KeyStatus.FAILED:
-        return retry_key(existing, actor=actor, config=config), "retrying"
+        return retry_key(existing, actor=actor, config=config, key_id=key_id), "retrying"
     if existing.status == KeyStatus.RETIRED:
         return make_active(existing, actor=actor, config=config), "made-active"
     if existing.status == KeyStatus.DISABLED:
@@ -250,7 +250,8 @@ def _become_active(tenant: Tenant, key: TenantKey, *, actor: Any, trigger: Trigg
 
     ``tenant-kms.registered`` marks the first time the tenant adopts a key; ``tenant-kms.rotated`` every
     change of the key new data is wrapped under, from the prior active key, or, after the active key was
-    disabled, from the key that last protected new data.
+    disabled, from the key that last protected new data. Re-enabling the very key that was disabled changes
+    no key (``tenant-kms.re-enabled`` and ``tenant.unsealed`` tell it).
     """
     previous = (
         TenantKey.objects.for_tenant(tenant)
@@ -279,13 +280,13 @@ def _become_active(tenant: Tenant, key: TenantKey, *, actor: Any, trigger: Trigg
     if first_adoption and key.wrap_method != WrapMethod.GLOBAL:
         payload = payloads.key_registered(key_row_id=key.pk, provider=key.wrap_method, key_id=key.key_id)
         record(tenant, EventType.TENANT_KMS_REGISTERED, actor=who, payload=payload)
-    if origin is not None or not first_adoption:
+    if origin is not None:
         payload = payloads.key_rotated(
-            from_provider=origin.wrap_method if origin else "",
-            from_key_id=origin.key_id if origin else "",
+            from_provider=origin.wrap_method,
+            from_key_id=origin.key_id,
             to_provider=key.wrap_method,
             to_key_id=key.key_id,
-            from_key_row_id=origin.pk if origin else None,
+            from_key_row_id=origin.pk,
             to_key_row_id=key.pk,
         )
         record(tenant, EventType.TENANT_KMS_ROTATED, actor=who, payload=payload)
@@ -388,8 +389,11 @@ def re_enable_key(
 
 
 @transaction.atomic
-def retry_key(key: TenantKey, *, actor: Any, config: dict[str, Any] | None = None) -> TenantKey:
-    """Verify a failed registration again (after the customer fixed the role), with new settings if given."""
+def retry_key(
+    key: TenantKey, *, actor: Any, config: dict[str, Any] | None = None, key_id: str = ""
+) -> TenantKey:
+    """Verify a failed registration again (after the customer fixed the role), with the identifier and
+    settings just submitted if given (same canonical key: an alias may now be given as the key ARN)."""
     key = TenantKey.objects.select_for_update().get(pk=key.pk)
     check(key.status, Transition.RETRY)
     key.status = KeyStatus.PENDING
@@ -398,6 +402,9 @@ def retry_key(key: TenantKey, *, actor: Any, config: dict[str, Any] | None = Non
     if config is not None:
         key.config = config
         fields.append("config")
+    if key_id and key_id != key.key_id:
+        key.key_id = key_id
+        fields.append("key_id")
     if actor is not None and getattr(actor, "is_authenticated", False):
         key.registered_by = actor
         fields.append("registered_by")

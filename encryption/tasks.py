@@ -12,7 +12,8 @@ from . import health, services, walk
 from .providers import ProviderError
 from .sealing import Trigger
 
-# A registration whose KMS is only busy is retried for about five minutes before it is marked failed.
+# A registration whose KMS is only busy is retried for about 16 minutes (15 s doubling, 6 times) before it
+# is marked failed.
 VERIFY_RETRIES = 6
 VERIFY_RETRY_SECONDS = 15
 

@@ -133,6 +133,9 @@ def _batch(job_pk: int) -> Outcome:
         rows = _fetch(job, tenant)
     tkvs = TenantKeyVersion.objects.select_related("kek").in_bulk([job.cursor_tkv_id, job.target_tkv_id])
     source, target = tkvs[job.cursor_tkv_id], tkvs[job.target_tkv_id]
+    if source.kek.status == KeyStatus.ACTIVE:
+        _drop_source(job, source)  # its key was made active again during the walk: its data stays put
+        return Outcome.MORE
     if not _count_wraps(target, len(rows)):
         active = keyring.current_tkv(tenant)
         if active is None:
@@ -172,6 +175,18 @@ def _end_or_retarget(job: RewrapJob, tenant: Tenant) -> Outcome:
         return Outcome.MORE
     _finish(job, tenant)
     return Outcome.FINISHED
+
+
+def _drop_source(job: RewrapJob, tkv: TenantKeyVersion) -> None:
+    """Stop walking ``tkv``: its KEK is active again. What was not moved leaves the job's totals, so
+    ``done`` never exceeds ``total``; the coverage table still counts those data keys."""
+    entry = job.versions.setdefault(str(tkv.pk), _entry(tkv, 0))
+    left = max(entry.get("total", 0) - entry.get("done", 0), 0)
+    entry["total"] = entry.get("done", 0)
+    job.total = max(job.total - left, job.done + job.unreadable)
+    job.cursor_id = _END
+    logger.info("rewrap job %s leaves key version %s: its key is %s", job.pk, tkv.version, tkv.kek.status)
+    job.save()
 
 
 def _entry(tkv: TenantKeyVersion, total: int) -> dict[str, Any]:

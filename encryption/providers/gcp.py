@@ -344,7 +344,7 @@ class GcpKeyProvider(KeyProvider):
             return ProviderError(
                 FailureKind.DISABLED,
                 f"{where}: version {number}, which Kodori's key id names, {words} (state {state}). Enable "
-                "that version in Cloud KMS, or register the key without a version to use its primary.",
+                "that version in Cloud KMS.",
             )
         extra = (
             " Restore it before it is destroyed (it comes back disabled)."

@@ -91,7 +91,7 @@ def test_an_owner_re_wraps_so_the_retired_key_can_be_deleted(
     base = live_server.url
     sign_in(page, base, "owner@acme.test")
     page.goto(f"{base}/encryption")
-    assert row_of(page, gcp_key[-12:]).get_by_text("20,000 blobs still depend on it").is_visible()
+    assert row_of(page, gcp_key[-12:]).get_by_text("20,000 files still depend on it").is_visible()
     page.get_by_role("button", name="Re-wrap 20,000 data keys to the active key").click()
     page.wait_for_url(f"{base}/encryption#rewrap")
     card = page.locator("#rewrap")

@@ -21,6 +21,7 @@ from tests.emulators.aws_support import customer_root_client
 from tests.encryption.conftest import customer_key_url
 from tests.encryption.custody_support import enable_cloud_kms, fresh, verified
 from tests.encryption.rewrap.helpers import finish
+from tests.encryption.rewrap_support import rotate_kek
 
 pytestmark = pytest.mark.django_db
 
@@ -341,3 +342,16 @@ def test_a_retired_azure_version_is_not_safe_to_delete_while_another_version_of_
     cell = protects(client, v1)
     assert NOT_SAFE in cell and SAFE not in cell
     assert fresh(v2).status == KeyStatus.ACTIVE and SAFE not in protects(client, v2)
+
+
+def test_a_kodori_managed_key_that_protects_nothing_is_never_called_safe_to_delete_from_a_kms(
+    tenant: Tenant, owner: Any, as_user: Any
+) -> None:
+    data_key(tenant)
+    old = TenantKey.objects.get(tenant=tenant, wrap_method=WrapMethod.GLOBAL)
+    rotate_kek(tenant)
+    walk_off(tenant, owner)
+    row = coverage_of(fresh(old))
+    assert row.unreferenced and not row.deletable_in_kms and not row.used_elsewhere
+    cell = protects(as_user(owner), old)
+    assert "No longer referenced" in cell and "KMS" not in cell
