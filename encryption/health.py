@@ -17,6 +17,7 @@ What an answer does, for any of them:
 
 from __future__ import annotations
 
+import datetime
 import logging
 from typing import Any
 
@@ -53,6 +54,20 @@ def keys_to_reverify() -> list[int]:
         .order_by("pk")
     )
     return list(keys.values_list("pk", flat=True))
+
+
+# A pending key's probe is queued after its registration commits; if that message was lost (a broker outage),
+# nothing else would ever verify it. The schedule re-queues pending keys this old (the probe is idempotent).
+STALE_PENDING_SECONDS = 20 * 60
+
+
+def stale_pending_keys() -> list[int]:
+    """Pending keys registered longer ago than any verification with all its retries takes."""
+    cutoff = timezone.now() - datetime.timedelta(seconds=STALE_PENDING_SECONDS)
+    pending = TenantKey.objects.filter(status=KeyStatus.PENDING, created_at__lt=cutoff).exclude(
+        last_verified_at__gte=cutoff  # a failed key retried lately: its probe was queued just now
+    )
+    return list(pending.order_by("pk").values_list("pk", flat=True))
 
 
 def _data_keys_under(key: TenantKey) -> int:

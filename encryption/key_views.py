@@ -49,9 +49,7 @@ def detail(request: TenantRequest, pk: int) -> HttpResponse:
 def disable(request: TenantRequest, pk: int) -> HttpResponse:
     key = _key(request, pk)
     if not lifecycle.allowed(key.status, lifecycle.Transition.DISABLE):
-        messages.info(
-            request, f"{key.label} is {key.get_status_display().lower()}: there is nothing to disable."
-        )
+        messages.info(request, f"{key.label} cannot be disabled. {lifecycle.refusal(key.status)}")
         return redirect("encryption:key", pk=key.pk)
     form = DisableKeyForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
@@ -127,8 +125,7 @@ def remove(request: TenantRequest, pk: int) -> HttpResponse:
     if not lifecycle.allowed(key.status, lifecycle.Transition.REMOVE):
         messages.error(
             request,
-            f"Only a registration that failed verification can be removed; {key.label} is "
-            f"{key.get_status_display().lower()}.",
+            f"Only a registration that failed verification can be removed. {lifecycle.refusal(key.status)}",
         )
         return redirect("encryption:key", pk=key.pk)
     if request.method == "POST":

@@ -67,6 +67,11 @@ class TransitionRefused(KeyCustodyError):
     """The lifecycle does not allow this transition from the key's state; ``str()`` says what to do."""
 
 
+def refusal(status: str) -> str:
+    """What an owner is told when nothing they asked for can start from ``status``."""
+    return _REFUSALS[KeyStatus(status)]
+
+
 def allowed(status: str, transition: Transition) -> bool:
     return (KeyStatus(status), transition) in TABLE
 

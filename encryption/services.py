@@ -380,7 +380,9 @@ def re_enable_key(
         record(tenant, EventType.TENANT_KMS_RE_ENABLED, actor=actor, request=request, payload=payload)
         if target == KeyStatus.RETIRED:
             key.status = KeyStatus.RETIRED
-            key.retired_at = key.retired_at or timezone.now()
+            # Retired since it last stopped being the active key: kept if it was retired when disabled.
+            was_retired = key.retired_at and (not key.activated_at or key.retired_at >= key.activated_at)
+            key.retired_at = key.retired_at if was_retired else timezone.now()
             key.save(update_fields=[*fields, "status", "retired_at"])
         else:
             key.save(update_fields=fields)

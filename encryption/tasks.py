@@ -33,6 +33,8 @@ def verify_key(self: Task, key_pk: int) -> str:
 def reverify_active_keys() -> dict[str, int]:
     """The schedule: probe every cloud key Kodori depends on (active keys, and retired keys that still protect
     key versions); seal, unseal, mark refused or clear as each answers. (Name kept for beat schedules.)"""
+    for key_pk in health.stale_pending_keys():
+        verify_key.delay(key_pk)  # a registration whose probe message was lost: pending must end by itself
     ok = failed = 0
     for key_pk in health.keys_to_reverify():
         if health.probe_key(key_pk, trigger=Trigger.SCHEDULE):

@@ -44,7 +44,9 @@ def index(request: TenantRequest) -> HttpResponse:
     # Before the first upload a tenant has no key at all and gets the Kodori-managed one on first use; a
     # tenant that had keys and has no active one is sealed, and the page says so rather than naming a method.
     method = WrapMethod(active.wrap_method) if active else WrapMethod.GLOBAL
-    keyless = active is None and bool(coverage)
+    # A key version exists only once a key was active: without one (a first key still pending, say) the
+    # tenant uploads under the Kodori-managed key it gets on first use, and is not sealed.
+    keyless = active is None and bool(versions)
     job = RewrapJob.objects.for_tenant(tenant).select_related("started_by").first()
     movable = sum(v.movable for v in versions)
     unused = sum(1 for v in versions if v.unused)
@@ -124,7 +126,18 @@ def key_status(request: TenantRequest, pk: int) -> HttpResponse:
 @tenant_required(*MANAGERS)
 def retry(request: TenantRequest) -> HttpResponse:
     """Probe the active key now: a sealed tenant whose key answers again is unsealed at once."""
-    if services.reverify_tenant(request.tenant, actor=request.user, trigger=Trigger.OWNER_RETRY):
+    active_works = services.reverify_tenant(request.tenant, actor=request.user, trigger=Trigger.OWNER_RETRY)
+    refusing = TenantKey.objects.for_tenant(request.tenant).filter(
+        status=KeyStatus.RETIRED, refused_at__isnull=False
+    )
+    if active_works and refusing:
+        names = ", ".join(key.label for key in refusing)
+        messages.warning(
+            request,
+            f"Your active key answered, but {names} still refuses Kodori: the files it protects stay "
+            "unreadable until you restore Kodori's access to it in your KMS.",
+        )
+    elif active_works:
         messages.success(request, "Your key answered: files are available.")
     else:
         request.tenant.refresh_from_db()

@@ -266,7 +266,7 @@ def prepare_database(password: str) -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kodori.settings")
     if not apps.ready:
         django.setup()
-    call_command("migrate", interactive=False, verbosity=0)
+    call_command("migrate", interactive=False, verbosity=0, skip_checks=False)  # as `manage.py migrate` does
     call_command("seed_demo", password=password)
     if os.environ.get("KODORI_EMULATOR_AWS_ADMIN_URL"):
         out = io.StringIO()

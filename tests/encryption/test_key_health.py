@@ -167,6 +167,28 @@ def test_a_retired_key_the_vault_refuses_stops_only_its_own_files_until_it_answe
     assert "refuses Kodori" not in client.get(reverse("encryption:index")).content.decode()
 
 
+def test_retry_now_under_a_refusing_retired_key_does_not_say_its_files_are_available(
+    cloud_tenant: Tenant, vault: AzureKeyVaultEmulator, kodori_app: Any, owner: Any, as_user: Any
+) -> None:
+    """The warning about a refusing retired key has its own "Retry now" button; while that key still refuses,
+    the answer must not tell the owner that files are available (the files it protects are not)."""
+    per_key_access(vault, kodori_app.client_id, "old", "new")
+    old = active_azure_key(cloud_tenant, vault, "old", owner)
+    make_blob(owner, os.urandom(1_000), "old.bin")
+    active_azure_key(cloud_tenant, vault, "new", owner)
+    vault.revoke(kodori_app.client_id, key="old")
+    assert health.probe_key(old.pk, trigger=Trigger.SCHEDULE) is False
+    client = as_user(owner)
+    html = client.get(reverse("encryption:index")).content.decode()
+    warning = html[html.index(f"{old.label} refuses Kodori") :]
+    assert f'action="{reverse("encryption:retry")}"' in warning[: warning.index("</form>")]
+
+    answer = client.post(reverse("encryption:retry"), follow=True).content.decode()
+    assert fresh(old).refused_at is not None  # still refused: nothing became available
+    assert "files are available" not in answer
+    assert f"{old.label} refuses Kodori" in answer
+
+
 def test_a_disabled_key_is_not_probed(
     cloud_tenant: Tenant, vault: AzureKeyVaultEmulator, kodori_app: Any, owner: Any
 ) -> None:

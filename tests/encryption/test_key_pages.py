@@ -232,7 +232,7 @@ def test_the_disable_page_says_the_key_can_be_re_enabled(
     assert fresh(active).status == KeyStatus.DISABLED
 
     again = client.get(reverse("encryption:disable", args=[active.pk]), follow=True)
-    assert "there is nothing to disable" in again.content.decode()
+    assert "cannot be disabled" in again.content.decode()
 
 
 @pytest.mark.parametrize("status", list(KeyStatus))

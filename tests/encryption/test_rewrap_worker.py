@@ -384,7 +384,9 @@ def test_a_dropped_database_connection_is_retried_and_loses_nothing(
     tenant: Tenant, owner: Any, processes: Processes
 ) -> None:
     keys, old, new = rotated_tenant(tenant, 40_000)
-    processes.worker("dropped", KODORI_REWRAP_BATCH_SIZE="200", KODORI_REWRAP_SLICE_SECONDS="0.5")
+    # Small batches keep the walk slow enough (several seconds of walking for 40,000) that all three drops
+    # land while it runs, however fast the machine: at 200 a batch it sometimes finished first.
+    processes.worker("dropped", KODORI_REWRAP_BATCH_SIZE="50", KODORI_REWRAP_SLICE_SECONDS="0.5")
     job = rewrap.start_rewrap(tenant, actor=owner)
     assert job is not None
     rng = random.Random()

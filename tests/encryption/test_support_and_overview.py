@@ -119,3 +119,25 @@ def test_the_overview_shows_the_active_key_not_the_support_switch(
     services.disable_key(key, actor=owner)
     page = client.get("/").content.decode()
     assert "No active key — tenant sealed" in page
+
+
+def test_a_pending_key_whose_probe_was_lost_is_queued_again_by_the_schedule(tenant: Tenant) -> None:
+    import datetime
+
+    from django.utils import timezone
+
+    from encryption import health
+
+    Tenant.objects.filter(pk=tenant.pk).update(cloud_kms_enabled=True)
+    key = TenantKey.objects.create(
+        tenant=tenant,
+        wrap_method=WrapMethod.CUSTOMER_KMS_GCP,
+        key_id="projects/p/locations/global/keyRings/r/cryptoKeys/lost-probe",
+        canonical_id="projects/p/locations/global/keyRings/r/cryptoKeys/lost-probe",
+    )
+    assert health.stale_pending_keys() == []  # just registered: its probe is on its way
+    old = timezone.now() - datetime.timedelta(seconds=health.STALE_PENDING_SECONDS + 60)
+    TenantKey.objects.filter(pk=key.pk).update(created_at=old)
+    assert health.stale_pending_keys() == [key.pk]
+    TenantKey.objects.filter(pk=key.pk).update(last_verified_at=timezone.now())  # a retry queued lately
+    assert health.stale_pending_keys() == []
