@@ -168,14 +168,15 @@ class PersistentAwsKmsEmulator(AwsKmsEmulator):
         self._stop_saver.clear()
         self._saver = threading.Thread(target=self._save_periodically, name="aws-emulator-saver", daemon=True)
         self._saver.start()
-        # boto3 takes a few tenths of a second per client: make the admin clients while the caller goes on.
+        # A boto3 client and moto's first request per service take a tenth of a second or more each: get them
+        # done while the caller goes on (make run migrates meanwhile), not in the first admin call.
         threading.Thread(target=self._warm_up, name="aws-emulator-warm-up", daemon=True).start()
         return self
 
     def _warm_up(self) -> None:
         with contextlib.suppress(Exception):
-            for service in ("kms", "iam"):
-                self._admin(service)
+            self._admin("kms").list_keys(Limit=1)
+            self._admin("iam").list_roles(MaxItems=1)
 
     def stop(self) -> None:
         if self._persisting:

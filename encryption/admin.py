@@ -11,14 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from django import forms
 from django.contrib import admin, messages
-from django.contrib.admin import helpers
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
 from tenants.admin import TenantAdmin
+from tenants.admin_reason import ask_for_reason, reason_given
 from tenants.models import Tenant
 
 from . import services
@@ -103,18 +102,6 @@ class TenantWithKeysAdmin(TenantAdmin):
         )
 
 
-class ReEnableForm(forms.Form):
-    """Support re-enables a key only on the customer's request, and says so for the tenant's audit log."""
-
-    reason = forms.CharField(
-        label="Reason (the customer's request)",
-        max_length=300,
-        widget=forms.TextInput(attrs={"size": 60}),
-        help_text="Recorded in the tenant's audit log with the re-enabled event.",
-        error_messages={"required": "Give the reason: it is recorded in the tenant's audit log."},
-    )
-
-
 @admin.register(TenantKey)
 class TenantKeyAdmin(admin.ModelAdmin):
     """Every registered key, across tenants: read-only, plus re-enabling a disabled key with a reason."""
@@ -144,13 +131,12 @@ class TenantKeyAdmin(admin.ModelAdmin):
         description="Re-enable the selected disabled keys (asks for a reason)", permissions=["change"]
     )
     def re_enable_keys(self, request: HttpRequest, queryset: QuerySet[TenantKey]) -> TemplateResponse | None:
-        confirmed = request.POST.get("post") == "yes"
-        form = ReEnableForm(request.POST if confirmed else None)
+        form, reason = reason_given(request, "Reason (the customer's request)")
         keys = list(queryset.select_related("tenant").order_by("tenant__name", "pk"))
-        if confirmed and form.is_valid():
+        if reason:
             for key in keys:
                 try:
-                    services.re_enable_key(key, actor=request.user, reason=form.cleaned_data["reason"])
+                    services.re_enable_key(key, actor=request.user, reason=reason)
                 except services.KeyCustodyError as exc:
                     self.message_user(request, f"{key.tenant.name}: {exc}", messages.ERROR)
                 else:
@@ -159,16 +145,26 @@ class TenantKeyAdmin(admin.ModelAdmin):
                     done = f"{key.tenant.name}: {key.label} re-enabled; it is {status}."
                     self.message_user(request, done, messages.SUCCESS)
             return None
-        context = {
-            **self.admin_site.each_context(request),
-            "title": "Re-enable keys",
-            "opts": self.model._meta,
-            "keys": keys,
-            "form": form,
-            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
-        }
-        request.current_app = self.admin_site.name
-        return TemplateResponse(request, "encryption/admin_re_enable.html", context)
+        return ask_for_reason(
+            self,
+            request,
+            form=form,
+            action="re_enable_keys",
+            title="Re-enable keys",
+            intro=(
+                "Re-enable these keys? Kodori first checks that each key answers; it then becomes its "
+                "tenant's active key if the tenant has none (unsealing it), otherwise retired, and its files "
+                "can be read again. Each re-enable is recorded in the tenant's audit log with the reason you "
+                "give. Keys that are not disabled are left as they are."
+            ),
+            lines=[
+                f"{key.tenant.name}: {key.label} — {key.get_status_display()}"
+                + ("" if key.status == KeyStatus.DISABLED else " (not disabled: left as it is)")
+                for key in keys
+            ],
+            pks=[key.pk for key in keys],
+            submit="Re-enable",
+        )
 
 
 admin.site.unregister(Tenant)

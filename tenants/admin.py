@@ -11,12 +11,12 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.admin import helpers
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
 from . import services
+from .admin_reason import ask_for_reason, reason_given
 from .models import Membership, Tenant
 
 
@@ -63,18 +63,6 @@ class TenantAdminForm(forms.ModelForm):
         ):
             self.add_error("cloud_kms_reason", "Say why cloud KMS is switched (for the tenant's audit log).")
         return cleaned
-
-
-class CloudKmsSwitchForm(forms.Form):
-    """The confirmation page of the list actions: the same reason the change form asks for."""
-
-    reason = forms.CharField(
-        label="Reason for switching cloud KMS",
-        max_length=300,
-        widget=forms.TextInput(attrs={"size": 60}),
-        help_text="Recorded in each selected tenant's audit log.",
-        error_messages={"required": "Say why cloud KMS is switched (for the tenants' audit logs)."},
-    )
 
 
 class SealedFilter(admin.SimpleListFilter):
@@ -130,31 +118,38 @@ class TenantAdmin(admin.ModelAdmin):
     ) -> TemplateResponse | None:
         """Ask for the reason on a confirmation page; switch only once it is given."""
         state = "on" if enabled else "off"
-        confirmed = request.POST.get("post") == "yes"
-        form = CloudKmsSwitchForm(request.POST if confirmed else None)
-        if confirmed and form.is_valid():
-            reason = form.cleaned_data["reason"]
+        form, reason = reason_given(
+            request,
+            "Reason for switching cloud KMS",
+            "Say why cloud KMS is switched (for the tenants' audit logs).",
+        )
+        tenants = list(queryset.order_by("name"))
+        if reason:
             changed = sum(
-                services.set_cloud_kms_enabled(t, enabled, actor=request.user, reason=reason)
-                for t in queryset
+                services.set_cloud_kms_enabled(t, enabled, actor=request.user, reason=reason) for t in tenants
             )
             self.message_user(
                 request, f"Cloud KMS switched {state} for {changed} tenant(s).", messages.SUCCESS
             )
             return None  # back to the list
-        context = {
-            **self.admin_site.each_context(request),
-            "title": f"Switch cloud KMS {state}",
-            "opts": self.model._meta,
-            "tenants": list(queryset.order_by("name")),
-            "enabled": enabled,
-            "state": state,
-            "form": form,
-            "action": action,
-            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
-        }
-        request.current_app = self.admin_site.name
-        return TemplateResponse(request, "tenants/admin_cloud_kms_switch.html", context)
+        return ask_for_reason(
+            self,
+            request,
+            form=form,
+            action=action,
+            title=f"Switch cloud KMS {state}",
+            intro=(
+                f"Switch cloud KMS {state} for these tenants? Each switch is recorded in that tenant's "
+                "audit log with the reason you give."
+            ),
+            lines=[
+                f"{t.name} ({t.slug})"
+                + (f" — already {state}, stays as it is" if t.cloud_kms_enabled == enabled else "")
+                for t in tenants
+            ],
+            pks=[t.pk for t in tenants],
+            submit=f"Switch cloud KMS {state}",
+        )
 
     @admin.action(description="Switch cloud KMS on for the selected tenants", permissions=["change"])
     def enable_cloud_kms(self, request: HttpRequest, queryset: QuerySet[Tenant]) -> TemplateResponse | None:
