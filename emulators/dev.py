@@ -29,16 +29,17 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from .aws_persist import PersistentAwsKmsEmulator
-from .azure_keyvault import DEFAULT_VAULT_PORT
-from .azure_keyvault import start_for_development as start_azure
-from .gcp_kms import DEFAULT_PROJECT, GcpKmsEmulator
+if TYPE_CHECKING:  # the emulators are imported where they start: a management command needs none of them
+    from .aws_persist import PersistentAwsKmsEmulator
+    from .gcp_kms import GcpKmsEmulator
 
 AWS_PORT = 48452
+AZURE_VAULT_PORT = 48443  # azure_keyvault.DEFAULT_VAULT_PORT
 GCP_PORT, GCP_STS_PORT = 48450, 48451
+GCP_DEMO_PROJECT = "kodori-dev"  # gcp_kms.DEFAULT_PROJECT
 GCP_DEMO_RING, GCP_DEMO_KEY = "kodori-demo", "tenant-key"
 AWS_DEMO_PREFIX = "kodori-demo-"  # role kodori-demo-<slug>, key alias/kodori-demo-<slug>
 # Key URLs are registered with a real Key Vault host; Kodori sends their path to the emulator
@@ -80,6 +81,8 @@ def start_all(state_dir: Path, *, fixed_ports: bool = True) -> DevEmulators:
 
 
 def _start_aws(running: DevEmulators, state: Path) -> None:
+    from .aws_persist import PersistentAwsKmsEmulator
+
     aws = PersistentAwsKmsEmulator(state / "state.json", port=AWS_PORT if running.fixed_ports else 0)
     aws.start()
     running.aws = aws
@@ -102,6 +105,8 @@ def _start_aws(running: DevEmulators, state: Path) -> None:
 
 
 def _start_azure(running: DevEmulators, state: Path) -> None:
+    from .azure_keyvault import start_for_development as start_azure
+
     azure = start_azure(state) if running.fixed_ports else start_azure(state, vault_port=0, entra_port=0)
     running.azure = azure
     running._stops.append(azure.stop)
@@ -124,6 +129,8 @@ def _start_azure(running: DevEmulators, state: Path) -> None:
 
 
 def _start_gcp(running: DevEmulators, state: Path) -> None:
+    from .gcp_kms import GcpKmsEmulator
+
     state.mkdir(parents=True, exist_ok=True)
     ports = (GCP_PORT, GCP_STS_PORT) if running.fixed_ports else (0, 0)
     gcp = GcpKmsEmulator(port=ports[0], sts_port=ports[1], state_dir=str(state)).start()
@@ -278,7 +285,7 @@ class EmulatorControl:
         """``/_emulator/<path>`` of the vault (HTTPS, trusting the emulators' own CA)."""
         saved = self._azure_settings()
         vault = self.env.get("KODORI_AZURE_VAULT_ENDPOINT") or saved.get(
-            "vault_url", f"https://127.0.0.1:{DEFAULT_VAULT_PORT}"
+            "vault_url", f"https://127.0.0.1:{AZURE_VAULT_PORT}"
         )
         ca = self.env.get("KODORI_AZURE_CA_BUNDLE") or saved.get("ca_path")
         if not ca:
@@ -303,6 +310,6 @@ class EmulatorControl:
         azure_key = self.env.get("KODORI_EMULATOR_AZURE_KEY_ID") or str(saved.get("key_id", ""))
         directory = self.env.get("KODORI_EMULATOR_AZURE_DIRECTORY_ID") or str(saved.get("directory_id", ""))
         gcp_key = self.env.get("KODORI_EMULATOR_GCP_KEY") or (
-            f"projects/{DEFAULT_PROJECT}/locations/global/keyRings/{GCP_DEMO_RING}/cryptoKeys/{GCP_DEMO_KEY}"
+            f"projects/{GCP_DEMO_PROJECT}/locations/global/keyRings/{GCP_DEMO_RING}/cryptoKeys/{GCP_DEMO_KEY}"
         )
         return DemoKeys(provisioned, azure_key_url(azure_key) if azure_key else "", directory, gcp_key)

@@ -262,10 +262,13 @@ def add_key_version(tenant: Tenant) -> TenantKeyVersion:
     with transaction.atomic():
         kek = TenantKey.objects.for_tenant(tenant).select_for_update().filter(status=KeyStatus.ACTIVE).first()
         if kek is None:
-            # The full version's key was disabled: never slip a Kodori-managed key in behind the owner's back.
-            raise KeyUnavailable(
-                "The tenant has no active key: re-enable its key or register and verify another one."
-            )
+            if TenantKeyVersion.objects.for_tenant(tenant).exists():
+                # The full version's key was disabled: never slip a Kodori-managed key in behind the owner's
+                # back (a tenant with no key at all gets one on first use, as ``active_tkv`` does).
+                raise KeyUnavailable(
+                    "The tenant has no active key: re-enable its key or register and verify another one."
+                )
+            kek = _global_kek(tenant)
         return create_tkv(tenant, kek)
 
 

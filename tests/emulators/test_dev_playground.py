@@ -251,3 +251,12 @@ def test_emulator_key_disables_and_enables_each_clouds_key(playground: DevEmulat
     assert disabled.value.kind.seals
     call_command("emulator_key", "azure", "enable", azure_url, *state, stdout=io.StringIO())
     provider_for(azure_key).probe(7)
+
+
+def test_the_fixed_identifiers_match_the_emulators_defaults() -> None:
+    """``emulators.dev`` repeats two defaults so that importing it (management commands) starts nothing."""
+    from emulators import dev
+    from emulators.azure_keyvault import DEFAULT_VAULT_PORT
+    from emulators.gcp_kms import DEFAULT_PROJECT
+
+    assert (dev.AZURE_VAULT_PORT, dev.GCP_DEMO_PROJECT) == (DEFAULT_VAULT_PORT, DEFAULT_PROJECT)

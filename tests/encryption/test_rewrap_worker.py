@@ -239,7 +239,7 @@ def test_it_rewraps_100000_data_keys_through_sigkills_while_uploads_go_on(
             last = kills[-1][2] if kills else 0
             if kills and rng.random() < 0.25:
                 how = "anytime"  # while it starts up, runs the watchdog, or walks: wherever it is
-                time.sleep(rng.uniform(0, 2.5))
+                time.sleep(rng.uniform(0, 1.0))
             else:
                 how = "walking"
                 wait_for(
@@ -248,7 +248,9 @@ def test_it_rewraps_100000_data_keys_through_sigkills_while_uploads_go_on(
                     timeout=60,
                     every=0.02,
                 )
-                time.sleep(rng.uniform(0, 1.2))  # mid-batch, between batches, in a commit ...
+                # Mid-batch, between batches, in a commit ... Short enough that five kills land before a
+                # worker at ~20,000 data keys/s has walked all 100,000 (at up to 1.2 s it sometimes had).
+                time.sleep(rng.uniform(0, 0.4))
             running = job_state(job).status == RewrapStatus.RUNNING
             os.kill(worker.pid, signal.SIGKILL)
             worker.wait(timeout=10)
