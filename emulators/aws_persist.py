@@ -168,15 +168,19 @@ class PersistentAwsKmsEmulator(AwsKmsEmulator):
         self._stop_saver.clear()
         self._saver = threading.Thread(target=self._save_periodically, name="aws-emulator-saver", daemon=True)
         self._saver.start()
-        # A boto3 client and moto's first request per service take a tenth of a second or more each: get them
-        # done while the caller goes on (make run migrates meanwhile), not in the first admin call.
-        threading.Thread(target=self._warm_up, name="aws-emulator-warm-up", daemon=True).start()
         return self
 
-    def _warm_up(self) -> None:
-        with contextlib.suppress(Exception):
-            self._admin("kms").list_keys(Limit=1)
-            self._admin("iam").list_roles(MaxItems=1)
+    def warm_up(self) -> None:
+        """Make the admin clients and moto's first request per service (a tenth of a second or more each) in
+        a background thread, so the first admin call does not wait for them. ``start_all`` calls it once every
+        emulator is up: before, the thread would hold the GIL against their start-up."""
+
+        def run() -> None:
+            with contextlib.suppress(Exception):
+                self._admin("kms").list_keys(Limit=1)
+                self._admin("iam").list_roles(MaxItems=1)
+
+        threading.Thread(target=run, name="aws-emulator-warm-up", daemon=True).start()
 
     def stop(self) -> None:
         if self._persisting:

@@ -77,6 +77,8 @@ def start_all(state_dir: Path, *, fixed_ports: bool = True) -> DevEmulators:
     except BaseException:
         running.stop()
         raise
+    if running.aws is not None:
+        running.aws.warm_up()
     return running
 
 

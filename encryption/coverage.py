@@ -141,10 +141,11 @@ class VersionCoverage:
         kek, label = self.tkv.kek, self.tkv.get_status_display()
         if self.tkv.status == VersionStatus.DESTROYED:
             return label
+        unreadable = ", its data keys unreadable" if self.data_keys else ""
         if kek.status == KeyStatus.DISABLED:
-            return f"{label} — key disabled, unreadable"
+            return f"{label} — key disabled{unreadable}"
         if kek.refused_at is not None:
-            return f"{label} — key refuses Kodori, unreadable"
+            return f"{label} — key refuses Kodori{unreadable}"
         return label
 
     @property

@@ -297,6 +297,7 @@ def test_data_keys_under_a_disabled_key_are_not_offered_and_the_page_says_why(
     services.disable_key(old, actor=owner)
     html = as_user(owner).get(INDEX).content.decode()
     assert "5 data keys stay under a disabled key" in html
+    assert "Retired — key disabled, its data keys unreadable" in html  # the coverage row of version 1
     assert "Re-wrap 5" not in html and "Retire 1" not in html
     response = as_user(owner).post(START, follow=True)
     assert "Nothing to re-wrap" in response.content.decode()
