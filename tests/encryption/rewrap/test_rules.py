@@ -23,7 +23,6 @@ from encryption.models import (
     RewrapJob,
     RewrapStatus,
     RewrapTrigger,
-    TenantKey,
     TenantKeyVersion,
     VersionStatus,
 )
