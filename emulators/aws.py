@@ -318,7 +318,7 @@ class AwsKmsEmulator(FaultControls):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m emulators.aws", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--port", type=int, default=48452, help="proxy port on 127.0.0.1 (0: a free one)")
+    parser.add_argument("--port", type=int, default=28452, help="proxy port on 127.0.0.1 (0: a free one)")
     parser.add_argument("--region", default="us-east-1")
     parser.add_argument(
         "--tenant",

@@ -42,8 +42,8 @@ from .tls import server_ssl_context
 
 # Fixed defaults for `make run`: key ids embed the port and Kodori's dev database stores key ids, so a restart
 # must come back on the same address with the same (persisted) keys.
-DEFAULT_VAULT_PORT = 48443
-DEFAULT_ENTRA_PORT = 48444
+DEFAULT_VAULT_PORT = 28443
+DEFAULT_ENTRA_PORT = 28444
 DEMO_DIRECTORY_ID = "11111111-1111-4111-8111-111111111111"
 DEMO_CLIENT_ID = "22222222-2222-4222-8222-222222222222"
 DEMO_KEY_NAME = "kodori-demo"

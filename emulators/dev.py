@@ -36,9 +36,10 @@ if TYPE_CHECKING:  # the emulators are imported where they start: a management c
     from .aws_persist import PersistentAwsKmsEmulator
     from .gcp_kms import GcpKmsEmulator
 
-AWS_PORT = 48452
-AZURE_VAULT_PORT = 48443  # azure_keyvault.DEFAULT_VAULT_PORT
-GCP_PORT, GCP_STS_PORT = 48450, 48451
+# Fixed ports below Linux's ephemeral range (32768-60999), so an outgoing connection never holds them first.
+AWS_PORT = 28452
+AZURE_VAULT_PORT = 28443  # azure_keyvault.DEFAULT_VAULT_PORT
+GCP_PORT, GCP_STS_PORT = 28450, 28451
 GCP_DEMO_PROJECT = "kodori-dev"  # gcp_kms.DEFAULT_PROJECT
 GCP_DEMO_RING, GCP_DEMO_KEY = "kodori-demo", "tenant-key"
 AWS_DEMO_PREFIX = "kodori-demo-"  # role kodori-demo-<slug>, key alias/kodori-demo-<slug>
@@ -267,7 +268,8 @@ class EmulatorControl:
             url, data=data, method=method, headers={"Content-Type": "application/json"}
         )
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout, context=context) as response:  # noqa: S310
+            opened = urllib.request.urlopen(request, timeout=self.timeout, context=context)  # noqa: S310
+            with opened as response:
                 return json.loads(response.read() or b"null")
         except urllib.error.HTTPError as err:
             detail = err.read().decode("utf-8", "replace")[:500]

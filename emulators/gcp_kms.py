@@ -333,9 +333,9 @@ class GcpKmsEmulator(FaultControls):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m emulators.gcp_kms", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--port", type=int, default=48450, help="gRPC port on 127.0.0.1 (0: a free one)")
+    parser.add_argument("--port", type=int, default=28450, help="gRPC port on 127.0.0.1 (0: a free one)")
     parser.add_argument(
-        "--sts-port", type=int, default=48451, help="STS/admin HTTP port on 127.0.0.1 (0: a free one)"
+        "--sts-port", type=int, default=28451, help="STS/admin HTTP port on 127.0.0.1 (0: a free one)"
     )
     parser.add_argument(
         "--key",

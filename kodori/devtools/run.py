@@ -7,11 +7,11 @@ Azure and GCP KMS emulators (``emulators.dev``) and points Kodori at them, so a 
 cloud without leaving this machine; ``KODORI_EMULATORS=0`` skips them. After the seed, ``manage.py
 emulator_demo`` gives each demo tenant its AWS key and role (the role trusts the tenant's ExternalId, which
 only exists once the database does); the identifiers to paste into the registration forms, per cloud, are
-printed once the web server started. Migrations, the seed and that run in one child process
-(``prepare_database``). Under the emulators Kodori probes keys every 30 s and keeps
-unwrapped customer keys 30 s (``KODORI_REVERIFY_INTERVAL_SECONDS``, ``KODORI_TKV_CACHE_TTL_CUSTOMER``; the
-environment wins), so revoking a key in an emulator shows in the browser within a minute. Re-running reuses
-the same data, ports, secrets (kept in ``.kodori/env``) and emulator keys (``.kodori/emulators``).
+printed as the web server starts. ``migrate``, ``seed_demo`` and ``emulator_demo`` share one child process
+(``prepare_database``). Under the emulators Kodori probes keys every 30 s and keeps unwrapped customer keys
+30 s (``KODORI_REVERIFY_INTERVAL_SECONDS``, ``KODORI_TKV_CACHE_TTL_CUSTOMER``; the environment wins), so
+revoking a key in an emulator shows in the browser within a minute. Re-running reuses the same data, ports,
+secrets (kept in ``.kodori/env``) and emulator keys (``.kodori/emulators``).
 """
 
 from __future__ import annotations
