@@ -16,14 +16,14 @@ import pytest
 
 from encryption import aead
 from encryption.errors import EnvelopeError, NotAuthentic
+from tests.vectors import vectors_dir
 
 KEY = bytes(range(32))
 AAD = b"tenant=7;blob=42;kv=3"
 
 
 def _vectors_dir() -> Path:
-    override = os.environ.get("KODORI_VECTORS_DIR")
-    return Path(override) if override else Path(__file__).resolve().parents[3] / "shared" / "vectors"
+    return vectors_dir()
 
 
 @pytest.fixture(scope="module")

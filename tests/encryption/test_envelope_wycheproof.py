@@ -1,9 +1,9 @@
 """Wycheproof's C2SP chunked-encryption vectors (Cobblestone-256) against the blob format.
 
 All 35 vectors are applied as Wycheproof's ``doc/c2sp_chunked_encryption.md`` describes (summary in
-``shared/vectors/README.md``), through the raw scheme (:mod:`encryption.cobblestone`) and through
+``tests/vectors/README.md``), through the raw scheme (:mod:`encryption.cobblestone`) and through
 Kodori's framing (the same ciphertext behind a v1 header), streaming and random access alike.
-The vectors are read from ``../shared/vectors`` (or ``$KODORI_VECTORS_DIR``); when absent the
+The vectors are read from ``tests/vectors`` (vendored; or ``$KODORI_VECTORS_DIR``); when absent the
 tests skip, except under ``CI=true`` where absence fails.
 """
 
@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from encryption import cobblestone, cobblestone_read, envelope
 from encryption.errors import NotAuthentic
+from tests.vectors import vectors_dir
 
 VECTOR_FILE = "wycheproof/c2sp_chunked_encryption_aes_256_gcm_test.json"
 CHUNK = cobblestone.CHUNK_SIZE
@@ -30,8 +31,7 @@ SEALED = cobblestone.SEALED_CHUNK_SIZE
 
 
 def _vectors_dir() -> Path:
-    override = os.environ.get("KODORI_VECTORS_DIR")
-    return Path(override) if override else Path(__file__).resolve().parents[3] / "shared" / "vectors"
+    return vectors_dir()
 
 
 @pytest.fixture(scope="module")
