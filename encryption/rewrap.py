@@ -19,7 +19,7 @@ from audit.models import EventType
 from audit.services import record
 from tenants.models import Tenant
 
-from . import keyring
+from . import keyring, queue
 from .coverage import version_coverage
 from .models import (
     LIVE_REWRAP_STATUSES,
@@ -47,12 +47,6 @@ def _sources(tenant: Tenant) -> tuple[dict[str, dict[str, Any]], bool]:
         if v.movable
     }
     return entries, any(v.unused for v in versions)
-
-
-def _queue(job_pk: int) -> None:
-    from .tasks import run_rewrap
-
-    transaction.on_commit(lambda: run_rewrap.delay(job_pk))
 
 
 @transaction.atomic
@@ -121,7 +115,7 @@ def start_rewrap(
             versions={str(v["version"]): v["total"] for v in versions.values()},
         ),
     )
-    _queue(job.pk)
+    queue.run_rewrap(job.pk)
     return job
 
 
@@ -185,7 +179,7 @@ def resume_rewrap(job: RewrapJob, *, actor: Any, request: HttpRequest | None = N
         actor=actor,
         request=request,
     )
-    _queue(job.pk)
+    queue.run_rewrap(job.pk)
     return job
 
 

@@ -29,7 +29,7 @@ from audit.models import EventType
 from audit.services import record
 from tenants.models import Tenant
 
-from . import identity, keyring, rewrap
+from . import identity, keyring, queue, rewrap
 from .credentials import refuse_static_credentials
 from .health import reverify_tenant as _reverify_tenant
 from .identifiers import (
@@ -183,14 +183,8 @@ def _create_pending(
         config=config,
         registered_by=actor,
     )
-    _queue_verify(key.pk)
+    queue.verify_key(key.pk)
     return key
-
-
-def _queue_verify(key_pk: int) -> None:
-    from .tasks import verify_key
-
-    transaction.on_commit(lambda: verify_key.delay(key_pk))
 
 
 def verify_key(key_pk: int) -> TenantKey:
@@ -411,7 +405,7 @@ def retry_key(
         key.registered_by = actor
         fields.append("registered_by")
     key.save(update_fields=fields)
-    _queue_verify(key.pk)
+    queue.verify_key(key.pk)
     return key
 
 

@@ -72,12 +72,21 @@ def run_rewrap(self: Task, job_pk: int) -> str:
             connection.close()
         if self.request.retries >= REWRAP_RETRIES:
             walk.fail_job(job_pk, f"Gave up after {REWRAP_RETRIES} retries: {exc}")
+            _vacuum_after(job_pk)
             return walk.Outcome.FINISHED
         countdown = min(REWRAP_RETRY_MAX_SECONDS, 2 ** (self.request.retries + 1))
         raise self.retry(exc=exc, countdown=countdown) from exc
     if outcome == walk.Outcome.MORE:
         run_rewrap.delay(job_pk)
+    elif outcome == walk.Outcome.FINISHED:
+        _vacuum_after(job_pk)
     return outcome
+
+
+def _vacuum_after(job_pk: int) -> None:
+    """A walk that rewrote rows left a dead row version behind for each: reclaim them once it has ended."""
+    if walk.moved_any(job_pk):
+        vacuum_data_keys.delay()
 
 
 @shared_task(name="encryption.tasks.resume_stalled_rewraps")

@@ -46,7 +46,16 @@ from tenants.models import Tenant
 from . import aead, keyring
 from .coverage import destroy_unreferenced_versions, unreferenced_keys
 from .errors import NotAuthentic
-from .models import DataKey, KeyStatus, RewrapJob, RewrapStatus, TenantKey, TenantKeyVersion, VersionStatus
+from .models import (
+    LIVE_REWRAP_STATUSES,
+    DataKey,
+    KeyStatus,
+    RewrapJob,
+    RewrapStatus,
+    TenantKey,
+    TenantKeyVersion,
+    VersionStatus,
+)
 from .providers import FailureKind, ProviderError
 from .sealing import Trigger, seal_tenant
 
@@ -390,10 +399,11 @@ def _finish(job: RewrapJob, tenant: Tenant, *, error: str = "") -> None:
             **common,
         )
         record(tenant, EventType.REWRAP_COMPLETED, payload=payload)
-    if job.done:
-        from .tasks import vacuum_data_keys
 
-        transaction.on_commit(lambda: vacuum_data_keys.delay())
+
+def moved_any(job_pk: int) -> bool:
+    """Whether a finished job rewrote data keys (its task then queues a VACUUM of the table)."""
+    return RewrapJob.objects.filter(pk=job_pk, done__gt=0).exclude(status__in=LIVE_REWRAP_STATUSES).exists()
 
 
 def stalled_jobs() -> list[int]:
