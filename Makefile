@@ -28,6 +28,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
+	$(BIN)/vulture
 	DJANGO_ENV=test $(BIN)/python manage.py makemigrations --check --dry-run
 
 fmt: $(STAMP)

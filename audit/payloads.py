@@ -28,8 +28,6 @@ PROVIDER_LABELS = {
     "customer_kms_gcp": "gcp-kms",
 }
 
-ROTATED_KEYS = ("fromProvider", "fromKeyIdSuffix", "toProvider", "toKeyIdSuffix")
-
 
 def provider_label(wrap_method: str) -> str:
     """``customer_kms_aws`` → ``aws-kms``; a label that is already short passes through."""

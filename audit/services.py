@@ -23,6 +23,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from tenants.models import Tenant
+from tenants.request_context import client_ip_var, request_id_var
 
 from . import chain, signing
 from .encoding import body_pieces, canonical_json, event_hash, format_time
@@ -130,8 +131,6 @@ def _actor_fields(actor: Any) -> tuple[int | None, str, str]:
 def _request_fields(request: HttpRequest | None) -> tuple[str, str]:
     if request is None:
         # Signal receivers get no request; the request id middleware still knows which request this is.
-        from kodori.middleware import client_ip_var, request_id_var
-
         current = request_id_var.get()
         return ("" if current == "-" else current[:64]), _valid_ip(client_ip_var.get())
     request_id = str(getattr(request, "request_id", ""))[:64]

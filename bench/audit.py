@@ -158,8 +158,8 @@ def load_chain(n: int) -> Any:
 
     from audit.encoding import canonical_json, event_hash, format_time
     from audit.verify_bundle import GENESIS_HASH
+    from bench.support import make_user
     from tenants.models import Membership, Role, Tenant
-    from tests.conftest import make_user
 
     tenant = Tenant.objects.create(slug="big", name="Big Co")
     owner = make_user("owner@big.test")

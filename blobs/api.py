@@ -26,7 +26,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonRespons
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 
-from tenants.access import TenantRequest
+from tenants.access import UPLOADERS, TenantRequest
 from tenants.models import Role
 
 from . import downloads, services, uploads
@@ -42,7 +42,6 @@ from .errors import (
 from .models import Blob
 from .upload_handler import EncryptingUploadHandler, parse_multipart
 
-UPLOADERS = (Role.OWNER, Role.ADMIN, Role.MEMBER)
 OPENAPI_PATH = Path(__file__).with_name("openapi.json")
 ApiView = Callable[..., HttpResponseBase]
 

@@ -78,17 +78,13 @@ class Blob(models.Model):
             ),
             models.CheckConstraint(condition=models.Q(size__gte=0), name="blob_size_not_negative"),
             models.CheckConstraint(
-                condition=models.Q(status="uploading") | models.Q(completed_at__isnull=False),
+                condition=models.Q(status=BlobStatus.UPLOADING) | models.Q(completed_at__isnull=False),
                 name="blob_ready_has_completed_at",
             ),
         ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.pk})"
-
-    @property
-    def is_ready(self) -> bool:
-        return self.status == BlobStatus.READY
 
     @property
     def etag(self) -> str:

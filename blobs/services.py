@@ -26,6 +26,7 @@ from encryption import keyring
 from encryption.models import DataKey
 from tenants.models import Membership, Role, Tenant
 
+from . import uploads
 from .errors import check_not_sealed
 from .models import ApiToken, Blob, BlobStatus
 from .storage import delete_object
@@ -172,16 +173,7 @@ def sweep_stale_uploads(*, older_than: timedelta | None = None) -> int:
     swept = 0
     stale = Blob.objects.filter(status=BlobStatus.UPLOADING, created_at__lt=cutoff).select_related("tenant")
     for blob in stale.iterator():
-        try:
-            delete_object(blob.storage_key)
-        except Exception:
-            logger.warning("blobs: sweeper could not delete object of %s; will retry", blob.pk, exc_info=True)
-            continue
-        with transaction.atomic():
-            deleted, _ = Blob.objects.filter(pk=blob.pk, status=BlobStatus.UPLOADING).delete()
-            if deleted:
-                keyring.delete_data_key(blob.tenant, blob.pk)
-                swept += 1
+        swept += uploads.forget_upload(blob)  # the upload path's own clean-up; a failure waits for next run
     # A crash between making the data key and the blob row leaves a key with no blob.
     DataKey.objects.filter(created_at__lt=cutoff, blob__isnull=True).delete()
     return swept

@@ -182,7 +182,7 @@ class Upload:
         try:
             sink = blob_storage().open(blob.storage_key, "wb")
         except Exception as exc:
-            _forget(blob)
+            forget_upload(blob)
             raise StorageUnavailable("The file store is not reachable; try again shortly.") from exc
         encryptor = envelope.Encryptor(dek, envelope.blob_context(tenant.pk, blob_id))
         upload = cls(blob, encryptor, sink, limits)
@@ -265,7 +265,7 @@ class Upload:
                 sink.close()
             except Exception:  # the object may be half-written or never created; delete below decides
                 logger.warning("blobs: closing aborted upload %s failed", self.blob.pk, exc_info=True)
-        _forget(self.blob)
+        forget_upload(self.blob)
 
 
 class _CipherSink:
@@ -298,17 +298,23 @@ class _BodySource:
         return data
 
 
-def _forget(blob: Blob) -> None:
-    """Delete an unfinished blob's object, row and data key, or leave the row for the sweeper."""
+def forget_upload(blob: Blob) -> bool:
+    """Delete an unfinished blob's object, then its row and data key; say whether the row went.
+
+    The clean-up of both an aborted upload and ``services.sweep_stale_uploads``. When the object cannot be
+    deleted, the row stays ``uploading`` (invisible) for the sweeper to retry; a row that is no longer
+    ``uploading`` (finished, or removed meanwhile) is left alone.
+    """
     try:
         delete_object(blob.storage_key)
     except Exception:
-        logger.warning("blobs: object of aborted upload %s left for the sweeper", blob.pk, exc_info=True)
-        return
+        logger.warning("blobs: object of unfinished upload %s left for the sweeper", blob.pk, exc_info=True)
+        return False
     with transaction.atomic():
         deleted, _ = Blob.objects.filter(pk=blob.pk, status=BlobStatus.UPLOADING).delete()
         if deleted:
             keyring.delete_data_key(blob.tenant, blob.pk)
+    return bool(deleted)
 
 
 def declared_length(request: HttpRequest) -> int:

@@ -19,16 +19,13 @@ from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods
 
-from tenants.access import TenantRequest, tenant_required
-from tenants.models import Role
+from tenants.access import UPLOADERS, TenantRequest, tenant_required
 
 from . import downloads, services, uploads
 from .errors import BlobError, check_not_sealed
 from .forms import SORT_LABELS, BlobListForm
 from .models import Blob
 from .upload_handler import EncryptingUploadHandler, parse_multipart
-
-UPLOADERS = (Role.OWNER, Role.ADMIN, Role.MEMBER)
 
 
 def error_page(request: HttpRequest, exc: BlobError) -> HttpResponse:
@@ -70,7 +67,7 @@ def blob_list(request: TenantRequest) -> HttpResponse:
         "rows": rows,
         "sort_links": _sort_links(form),
         "page_query": urlencode(keep),
-        "can_upload": request.membership.role_enum in UPLOADERS,
+        "can_upload": request.membership.role_enum.can_upload,
         "usage": uploads.tenant_usage(request.tenant),
         "quota": settings.BLOB_TENANT_QUOTA,
     }

@@ -95,7 +95,6 @@ class EntraEmulator:
         self._issuers: dict[str, list[rsa.RSAPublicKey]] = {DEFAULT_ISSUER: [self.issuer_key.public_key()]}
         self._apps: dict[str, list[FederatedCredential]] = {}
         self._directories: dict[str, dict[str, str]] = {}  # directory -> client id -> object id
-        self.token_log: list[dict[str, Any]] = []
         self._server: BackgroundServer | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------------------
@@ -159,14 +158,6 @@ class EntraEmulator:
                 if cred not in creds:
                     creds.append(cred)
         return client_id
-
-    def add_federated_credential(self, client_id: str, credential: FederatedCredential) -> None:
-        with self._lock:
-            self._apps.setdefault(client_id, []).append(credential)
-
-    def remove_federated_credentials(self, client_id: str) -> None:
-        with self._lock:
-            self._apps[client_id] = []
 
     def add_service_principal(self, directory_id: str, client_id: str) -> str:
         """Consent ``client_id`` in ``directory_id``; returns the service principal's object id there."""
@@ -275,21 +266,6 @@ class EntraEmulator:
     def jwks(self) -> dict[str, Any]:
         key = jose.rsa_public_jwk(self._signing_key.public_key())
         return {"keys": [{**key, "kid": self._signing_kid, "use": "sig", "alg": "RS256"}]}
-
-    def record_token_request(self, entry: dict[str, Any]) -> None:
-        with self._lock:
-            self.token_log.append({**entry, "time": time.time()})
-
-    def token_requests(
-        self, directory_id: str | None = None, status: int | None = None
-    ) -> list[dict[str, Any]]:
-        with self._lock:
-            return [
-                entry
-                for entry in self.token_log
-                if (directory_id is None or entry["directory_id"] == directory_id)
-                and (status is None or entry["status"] == status)
-            ]
 
     # -- the token exchange -------------------------------------------------------------------------------
 

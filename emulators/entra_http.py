@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime
 import json
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
 from .https_server import JsonRequestHandler
@@ -123,17 +123,11 @@ class EntraHandler(JsonRequestHandler):
             return
         fields = parse_qs(raw.decode("utf-8", errors="replace"), keep_blank_values=True)
         form = {name: values[0] for name, values in fields.items()}
-        directory_id = parts[0]
-        entry: dict[str, Any] = {"directory_id": directory_id, "client_id": form.get("client_id", "")}
         try:
-            payload = self.entra.exchange(directory_id, form)
+            payload = self.entra.exchange(parts[0], form)
         except TokenError as err:
-            entry.update(status=err.status, error_code=err.code)
-            self.entra.record_token_request(entry)
             self._aad_error(err)
             return
-        entry.update(status=200, error_code=None)
-        self.entra.record_token_request(entry)
         self.send_json(200, payload)
 
     def do_GET(self) -> None:

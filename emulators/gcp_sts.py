@@ -41,7 +41,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from emulators.gcp_state import KmsStore
 from emulators.https_server import JsonRequestHandler
-from emulators.jose import JwtError, b64url_decode, encode_rs256, parse_jwt, rsa_public_jwk
+from emulators.jose import JwtError, b64url_decode, encode_rs256, parse_jwt
 
 if TYPE_CHECKING:
     from emulators.gcp_kms import GcpKmsEmulator
@@ -123,14 +123,6 @@ class WorkloadIdentityIssuer:
         payload = {"iss": self.issuer, "sub": subject, "aud": audience, "iat": now, "exp": now + lifetime}
         payload.update(claims)
         return encode_rs256(payload, self.private_key, self.kid)
-
-    def public_jwk(self) -> dict[str, str]:
-        return {
-            **rsa_public_jwk(self.private_key.public_key()),
-            "kid": self.kid,
-            "alg": "RS256",
-            "use": "sig",
-        }
 
 
 class WorkloadFederation:

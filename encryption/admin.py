@@ -3,8 +3,9 @@ a probe re-run per tenant, and re-enabling a disabled key on a customer's reques
 
 No staff action can read tenant data or key material (there is none in these rows). The full key identifier
 and role are shown to support, as to the tenant's owners; audit events keep only the 12-character suffix. The
-key inline and the probe action are added to the tenants app's admin here, because ``tenants`` imports none
-of Kodori's other apps.
+key inline and the probe action (``TenantKeyInline``, ``TenantWithKeysAdmin``) are defined here, because
+``tenants`` imports none of Kodori's other apps, and registered for ``Tenant`` by the project, in
+``kodori/admin.py``, the one place that composes the tenant admin.
 """
 
 from __future__ import annotations
@@ -76,6 +77,8 @@ class TenantKeyInline(admin.TabularInline):
 
 
 class TenantWithKeysAdmin(TenantAdmin):
+    """The tenants app's tenant admin plus the tenant's keys (read-only) and the probe re-run action."""
+
     inlines = [*TenantAdmin.inlines, TenantKeyInline]
     list_display = [*TenantAdmin.list_display, "active_key"]
     actions = [*TenantAdmin.actions, "reprobe_keys"]
@@ -165,7 +168,3 @@ class TenantKeyAdmin(admin.ModelAdmin):
             pks=[key.pk for key in keys],
             submit="Re-enable",
         )
-
-
-admin.site.unregister(Tenant)
-admin.site.register(Tenant, TenantWithKeysAdmin)

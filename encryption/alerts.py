@@ -13,6 +13,7 @@ import logging
 import threading
 from typing import Any
 
+import redis  # Celery's Redis transport brings it
 from celery import current_app
 from django.conf import settings
 
@@ -29,8 +30,6 @@ def _redis() -> Any:
     global _client
     with _client_lock:
         if _client is None:
-            import redis  # Celery's Redis transport brings it
-
             _client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
         return _client
 

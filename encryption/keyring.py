@@ -236,7 +236,12 @@ def create_tkv(tenant: Tenant, kek: TenantKey) -> TenantKeyVersion:
 
 def current_tkv(tenant: Tenant) -> TenantKeyVersion | None:
     """The tenant's active TKV (with its KEK), or None before its first use."""
-    return TenantKeyVersion.objects.for_tenant(tenant).select_related("kek").filter(status="active").first()
+    return (
+        TenantKeyVersion.objects.for_tenant(tenant)
+        .select_related("kek")
+        .filter(status=VersionStatus.ACTIVE)
+        .first()
+    )
 
 
 def active_tkv(tenant: Tenant) -> TenantKeyVersion:
@@ -248,12 +253,12 @@ def active_tkv(tenant: Tenant) -> TenantKeyVersion:
         with transaction.atomic():
             Tenant.objects.select_for_update().get(pk=tenant.pk)
             # Another request may have provisioned it while we waited for the lock.
-            tkv = TenantKeyVersion.objects.for_tenant(tenant).filter(status="active").first()
+            tkv = TenantKeyVersion.objects.for_tenant(tenant).filter(status=VersionStatus.ACTIVE).first()
             if tkv is None:
                 tkv = create_tkv(tenant, _global_kek(tenant))
     except IntegrityError:
         pass
-    return TenantKeyVersion.objects.for_tenant(tenant).select_related("kek").get(status="active")
+    return TenantKeyVersion.objects.for_tenant(tenant).select_related("kek").get(status=VersionStatus.ACTIVE)
 
 
 def add_key_version(tenant: Tenant) -> TenantKeyVersion:
@@ -280,8 +285,8 @@ def _count_wrap(tkv: TenantKeyVersion) -> bool:
     with connection.cursor() as cursor:
         cursor.execute(
             "UPDATE tenant_key_versions SET wrap_count = wrap_count + 1 "
-            "WHERE id = %s AND status = 'active' AND wrap_count < %s",
-            [tkv.pk, settings.KODORI_TKV_MAX_WRAPS],
+            "WHERE id = %s AND status = %s AND wrap_count < %s",
+            [tkv.pk, VersionStatus.ACTIVE.value, settings.KODORI_TKV_MAX_WRAPS],
         )
         return cursor.rowcount == 1
 

@@ -87,7 +87,7 @@ class TenantKey(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["tenant"],
-                condition=models.Q(status="active"),
+                condition=models.Q(status=KeyStatus.ACTIVE),
                 name="tenant_key_one_active_per_tenant",
             ),
             models.UniqueConstraint(
@@ -174,14 +174,16 @@ class TenantKeyVersion(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["tenant", "version"], name="tkv_unique_version_per_tenant"),
             models.UniqueConstraint(
-                fields=["tenant"], condition=models.Q(status="active"), name="tkv_one_active_per_tenant"
+                fields=["tenant"],
+                condition=models.Q(status=VersionStatus.ACTIVE),
+                name="tkv_one_active_per_tenant",
             ),
             models.CheckConstraint(
                 condition=models.Q(status__in=[s.value for s in VersionStatus]), name="tkv_status_valid"
             ),
             # A destroyed version keeps its row (audit trail) but no key material.
             models.CheckConstraint(
-                condition=~models.Q(status="destroyed") | models.Q(wrapped_key=b""),
+                condition=~models.Q(status=VersionStatus.DESTROYED) | models.Q(wrapped_key=b""),
                 name="tkv_destroyed_is_empty",
             ),
         ]

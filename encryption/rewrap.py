@@ -20,7 +20,7 @@ from audit.services import record
 from tenants.models import Tenant
 
 from . import keyring, queue
-from .coverage import version_coverage
+from .coverage import VersionCoverage, version_coverage
 from .models import (
     LIVE_REWRAP_STATUSES,
     RewrapJob,
@@ -37,16 +37,39 @@ def live_job(tenant: Tenant) -> RewrapJob | None:
     return RewrapJob.objects.for_tenant(tenant).filter(status__in=LIVE_REWRAP_STATUSES).first()
 
 
-def _sources(tenant: Tenant) -> tuple[dict[str, dict[str, Any]], bool]:
-    """The per-version entries of a new job (versions with data keys to move), and whether a retired version
-    wraps nothing (a walk would destroy it at once)."""
-    versions = version_coverage(tenant)
-    entries = {
+def rewrap_refusal(tenant: Tenant, versions: list[VersionCoverage] | None = None) -> str | None:
+    """Why an owner cannot start a re-wrap of ``tenant`` now (and what to do instead), or None when they can.
+
+    The one rule behind both ``start_rewrap``'s refusals and the /encryption page's "Start re-wrap" button, so
+    the page never offers a walk the service would refuse. ``versions`` is ``version_coverage(tenant)``, when
+    the caller has it already.
+    """
+    existing = live_job(tenant)
+    if existing is not None:
+        return (
+            f"A re-wrap is already {existing.get_status_display().lower()} "
+            f"({existing.done:,} of {existing.total:,} data keys). "
+            + ("Resume it or cancel it first." if existing.status == RewrapStatus.PAUSED else "")
+        )
+    if tenant.is_sealed:
+        return f"{tenant.name} is sealed: {tenant.seal_reason} Start the re-wrap once your key answers again."
+    target = keyring.current_tkv(tenant)
+    if target is None or not target.kek.usable:
+        return "There is no active key to re-wrap to."
+    if versions is None:
+        versions = version_coverage(tenant)
+    if not any(v.movable or v.unused for v in versions):
+        return "Nothing to re-wrap: every data key is already under the active key version."
+    return None
+
+
+def _sources(versions: list[VersionCoverage]) -> dict[str, dict[str, Any]]:
+    """The per-version entries of a new job: the versions with data keys to move."""
+    return {
         str(v.tkv.pk): {"version": v.tkv.version, "kek": v.tkv.kek_id, "total": v.movable, "done": 0}
         for v in versions
         if v.movable
     }
-    return entries, any(v.unused for v in versions)
 
 
 @transaction.atomic
@@ -67,31 +90,17 @@ def start_rewrap(
     tenant = Tenant.objects.select_for_update().get(pk=tenant.pk)
     manual = trigger == RewrapTrigger.MANUAL
     existing = live_job(tenant)
-    if existing is not None:
-        if manual:
-            raise RewrapError(
-                f"A re-wrap is already {existing.get_status_display().lower()} "
-                f"({existing.done:,} of {existing.total:,} data keys). "
-                + ("Resume it or cancel it first." if existing.status == RewrapStatus.PAUSED else "")
-            )
+    if existing is not None and not manual:
         return existing
-    if tenant.is_sealed:
+    coverage = version_coverage(tenant)
+    refusal = rewrap_refusal(tenant, coverage)
+    if refusal is not None:
         if manual:
-            raise RewrapError(
-                f"{tenant.name} is sealed: {tenant.seal_reason} "
-                "Start the re-wrap once your key answers again."
-            )
+            raise RewrapError(refusal)
         return None
     target = keyring.current_tkv(tenant)
-    if target is None or not target.kek.usable:
-        if manual:
-            raise RewrapError("There is no active key to re-wrap to.")
-        return None
-    versions, unused = _sources(tenant)
-    if not versions and not unused:
-        if manual:
-            raise RewrapError("Nothing to re-wrap: every data key is already under the active key version.")
-        return None
+    assert target is not None  # rewrap_refusal said there is an active key
+    versions = _sources(coverage)
     job = RewrapJob.objects.create(
         tenant=tenant,
         trigger=trigger,

@@ -58,9 +58,8 @@ def index(request: TenantRequest) -> HttpResponse:
         "unused_versions": unused,
         # Data keys under a key an owner disabled: Kodori never opens them again, so no walk moves them.
         "stranded": sum(v.data_keys for v in versions if not v.tkv.kek.usable),
-        "can_rewrap": (
-            (movable or unused) and active is not None and not tenant.is_sealed and not (job and job.is_live)
-        ),
+        # The service's own rule, so the button shows exactly when starting would not be refused.
+        "can_rewrap": rewrap.rewrap_refusal(tenant, versions) is None,
         "rewrap_after_rotation": settings.KODORI_REWRAP_AFTER_ROTATION,
         "active": active,
         "keyless": keyless,

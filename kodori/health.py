@@ -1,4 +1,5 @@
-"""Liveness of the parts Kodori needs: the database, Redis, and the Celery worker and scheduler.
+"""Liveness of the parts Kodori needs: the database, Redis, and the Celery worker and scheduler, and the
+``/healthz`` view that reports it.
 
 Heartbeats live in Redis (not the database) so that a health check never writes to PostgreSQL.
 """
@@ -11,6 +12,8 @@ from functools import cache
 import redis
 from django.conf import settings
 from django.db import connection
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.http import require_GET
 
 HEARTBEAT_KEY = "kodori:heartbeat:{component}"
 HEARTBEAT_TTL_SECONDS = 24 * 3600
@@ -49,3 +52,11 @@ def check() -> dict[str, object]:
     except Exception as exc:
         report["redis"] = f"unavailable: {type(exc).__name__}"
     return report
+
+
+@require_GET
+def healthz(request: HttpRequest) -> JsonResponse:
+    """Unauthenticated liveness for load balancers: database and Redis, plus worker and beat heartbeats."""
+    report = check()
+    healthy = report.get("database") == "ok" and report.get("redis") == "ok"
+    return JsonResponse(report, status=200 if healthy else 503)

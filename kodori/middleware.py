@@ -6,13 +6,11 @@ import logging
 import re
 import uuid
 from collections.abc import Callable
-from contextvars import ContextVar
 
 from django.http import HttpRequest, HttpResponse
 
-request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
-# The client's address, for records made deep inside a request (audit events from signal receivers).
-client_ip_var: ContextVar[str] = ContextVar("client_ip", default="")
+# The context variables live in an app, so that audit reads them without importing the project package.
+from tenants.request_context import client_ip_var, request_id_var
 
 # Accept an upstream proxy's id only when it looks like one, so logs cannot be injected through it.
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")

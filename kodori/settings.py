@@ -80,6 +80,8 @@ INSTALLED_APPS = [
     "audit",
     "encryption",
     "blobs",
+    # The project package itself: no models; it composes the admin site (kodori/admin.py).
+    "kodori",
 ]
 if not PRODUCTION:
     # `manage.py run_emulators`: local cloud KMS emulators, a development and test tool only.
@@ -204,15 +206,37 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600)}
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE_FILENAME = str(DEV_STATE_DIR / "celerybeat-schedule")
+# Every periodic task, in one place; intervals in seconds.
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
+    # Probe the cloud keys Kodori depends on; seal or unseal their tenants (docs/architecture.md).
     "reverify-active-keys": {
         "task": "encryption.tasks.reverify_active_keys",
         "schedule": env.float("KODORI_REVERIFY_INTERVAL_SECONDS", default=300.0),
     },
+    # Beat's heartbeat, which /healthz reports.
     "beat-heartbeat": {
         "task": "kodori.tasks.record_heartbeat",
         "schedule": env.float("HEARTBEAT_INTERVAL_SECONDS", default=60.0),
         "kwargs": {"component": "beat"},
+    },
+    # The re-wrap watchdog: resumes a running walk whose worker died (KODORI_REWRAP_STALL_SECONDS below).
+    "encryption-resume-stalled-rewraps": {
+        "task": "encryption.tasks.resume_stalled_rewraps",
+        "schedule": env.float("KODORI_REWRAP_WATCHDOG_SECONDS", default=60.0),
+    },
+    # Sign each tenant's audit chain head (checkpoints), and verify every chain in full (docs/audit.md).
+    "audit-sign-checkpoints": {
+        "task": "audit.tasks.sign_checkpoints",
+        "schedule": env.float("AUDIT_CHECKPOINT_INTERVAL_SECONDS", default=300.0),
+    },
+    "audit-verify-chains": {
+        "task": "audit.tasks.verify_chains",
+        "schedule": env.float("AUDIT_FULL_VERIFY_INTERVAL_SECONDS", default=86400.0),
+    },
+    # Remove uploads a crash left unfinished (BLOB_STALE_UPLOAD_SECONDS below).
+    "blobs-sweep-stale-uploads": {
+        "task": "blobs.tasks.sweep_stale_uploads",
+        "schedule": env.float("BLOB_SWEEP_INTERVAL_SECONDS", default=900.0),
     },
 }
 
@@ -236,10 +260,6 @@ KODORI_REWRAP_BATCH_SIZE = env.int("KODORI_REWRAP_BATCH_SIZE", default=5000)
 KODORI_REWRAP_SLICE_SECONDS = env.float("KODORI_REWRAP_SLICE_SECONDS", default=30.0)
 # A running walk whose checkpoint is older than this is resumed by the watchdog (its worker died).
 KODORI_REWRAP_STALL_SECONDS = env.float("KODORI_REWRAP_STALL_SECONDS", default=120.0)
-CELERY_BEAT_SCHEDULE["encryption-resume-stalled-rewraps"] = {
-    "task": "encryption.tasks.resume_stalled_rewraps",
-    "schedule": env.float("KODORI_REWRAP_WATCHDOG_SECONDS", default=60.0),
-}
 # Calls to a KMS: transient failures are retried with jittered exponential backoff within this deadline.
 KODORI_KMS_DEADLINE_SECONDS = env.float("KODORI_KMS_DEADLINE_SECONDS", default=10.0)
 KODORI_KMS_MAX_ATTEMPTS = env.int("KODORI_KMS_MAX_ATTEMPTS", default=5)
@@ -333,14 +353,6 @@ AUDIT_BLOB_DOWNLOADS = env.bool("AUDIT_BLOB_DOWNLOADS", default=False)
 # /audit shows this many events a page, and verifies at most this many new events per view (the rest later).
 AUDIT_PAGE_SIZE = env.int("AUDIT_PAGE_SIZE", default=50)
 AUDIT_PAGE_VERIFY_LIMIT = env.int("AUDIT_PAGE_VERIFY_LIMIT", default=50_000)
-CELERY_BEAT_SCHEDULE["audit-sign-checkpoints"] = {
-    "task": "audit.tasks.sign_checkpoints",
-    "schedule": env.float("AUDIT_CHECKPOINT_INTERVAL_SECONDS", default=300.0),
-}
-CELERY_BEAT_SCHEDULE["audit-verify-chains"] = {
-    "task": "audit.tasks.verify_chains",
-    "schedule": env.float("AUDIT_FULL_VERIFY_INTERVAL_SECONDS", default=86400.0),
-}
 if DJANGO_ENV == "test":
     # The test runner empties tables with TRUNCATE between transactional tests; the audit tables' trigger
     # refuses TRUNCATE unless this session setting is on (audit/migrations/0002_append_only.py).
@@ -383,7 +395,3 @@ BLOB_TENANT_QUOTA = env.int("BLOB_TENANT_QUOTA", default=100 * 1024**3)
 BLOB_STALE_UPLOAD_SECONDS = env.int("BLOB_STALE_UPLOAD_SECONDS", default=6 * 3600)
 BLOB_PAGE_SIZE = env.int("BLOB_PAGE_SIZE", default=25)
 BLOB_API_PAGE_SIZE = env.int("BLOB_API_PAGE_SIZE", default=50)
-CELERY_BEAT_SCHEDULE["blobs-sweep-stale-uploads"] = {
-    "task": "blobs.tasks.sweep_stale_uploads",
-    "schedule": env.float("BLOB_SWEEP_INTERVAL_SECONDS", default=900.0),
-}

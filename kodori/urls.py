@@ -5,15 +5,12 @@ from __future__ import annotations
 from django.contrib import admin
 from django.urls import include, path
 
+from kodori import health
 from tenants import views as tenant_views
-
-admin.site.site_header = "Kodori support"
-admin.site.site_title = "Kodori support"
-admin.site.index_title = "Tenants and keys"
 
 urlpatterns = [
     path("", tenant_views.home, name="home"),
-    path("healthz", tenant_views.healthz, name="healthz"),
+    path("healthz", health.healthz, name="healthz"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),
     path("", include("tenants.urls")),

@@ -51,4 +51,6 @@ def tenant_required(*roles: Role) -> Callable[[View], View]:
     return decorator
 
 
-MANAGERS = (Role.OWNER, Role.ADMIN)
+# The roles of each rule on ``Role``, for ``tenant_required(*...)``: the rule itself is spelled once, there.
+MANAGERS = tuple(role for role in Role if role.manages_tenant)  # owners and admins
+UPLOADERS = tuple(role for role in Role if role.can_upload)  # everyone but viewers

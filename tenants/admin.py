@@ -3,6 +3,9 @@
 The cloud-KMS switch always goes through ``services.set_cloud_kms_enabled`` (from the change form or the list
 actions) so that every switch is recorded the same way, with the reason support must give: the change form
 asks in a field, the list actions on a confirmation page (the Django admin's intermediate-page pattern).
+
+``TenantAdmin`` is not registered here: the project composes it with the encryption app's key inline and
+registers the result once, in ``kodori/admin.py``. ``MembershipAdmin`` is registered here.
 """
 
 from __future__ import annotations
@@ -80,8 +83,10 @@ class SealedFilter(admin.SimpleListFilter):
         return queryset
 
 
-@admin.register(Tenant)
 class TenantAdmin(admin.ModelAdmin):
+    """The tenant admin of this app. Registered by the project (``kodori/admin.py``), which adds the key
+    inline and probe action of ``encryption.admin`` to it, since this app imports none of the others."""
+
     list_display = ["name", "slug", "cloud_kms_enabled", "sealed_at", "created_at"]
     list_filter = ["cloud_kms_enabled", SealedFilter, "created_at"]
     search_fields = ["name", "slug", "memberships__user__email"]

@@ -27,11 +27,12 @@ class Role(models.TextChoices):
 
     @property
     def manages_tenant(self) -> bool:
-        """Owners and admins manage members, keys and read the audit log."""
+        """Owners and admins manage members, keys and read the audit log (``tenants.access.MANAGERS``)."""
         return self in (Role.OWNER, Role.ADMIN)
 
     @property
     def can_upload(self) -> bool:
+        """Everyone but viewers uploads files (``tenants.access.UPLOADERS`` for view decorators)."""
         return self != Role.VIEWER
 
 

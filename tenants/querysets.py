@@ -31,4 +31,6 @@ class TenantQuerySet(models.QuerySet[Any]):
 
 class MembershipQuerySet(TenantScopedQuerySet):
     def owners(self) -> Self:
-        return self.filter(role="owner")
+        from .models import Role  # models imports this module
+
+        return self.filter(role=Role.OWNER)

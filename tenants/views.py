@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
-
-from kodori import health
 
 from . import services
 from .access import MANAGERS, TenantRequest, tenant_required
@@ -134,11 +132,3 @@ def switch_tenant(request: TenantRequest) -> HttpResponse:
     request.session[SESSION_KEY] = membership.tenant_id
     messages.info(request, f"Switched to {membership.tenant.name}.")
     return redirect("home")
-
-
-@require_GET
-def healthz(request: HttpRequest) -> JsonResponse:
-    """Unauthenticated liveness for load balancers: database and Redis, plus worker and beat heartbeats."""
-    report = health.check()
-    healthy = report.get("database") == "ok" and report.get("redis") == "ok"
-    return JsonResponse(report, status=200 if healthy else 503)

@@ -15,7 +15,7 @@ from emulators.azure_keyvault import AzureKeyVaultEmulator
 from encryption import envelope, keyring, services
 from encryption.models import KeyStatus, TenantKey
 from tenants.models import Tenant
-from tests.encryption.custody_support import (
+from tests.encryption.support import (
     enable_cloud_kms,
     fresh,
     last_seq,

@@ -22,8 +22,7 @@ from encryption.models import KeyStatus, TenantKey, WrapMethod
 from tenants.models import Tenant
 from tests.blobs.support import make_blob
 from tests.conftest import start_worker, stop_process
-from tests.encryption.custody_support import download, enable_cloud_kms, fresh, verified
-from tests.encryption.rewrap_support import wait_for
+from tests.encryption.support import download, enable_cloud_kms, fresh, verified, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 

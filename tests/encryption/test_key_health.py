@@ -26,7 +26,7 @@ from encryption.sealing import Trigger
 from tenants.models import Tenant
 from tests.blobs.support import make_blob
 from tests.encryption.conftest import customer_key_url
-from tests.encryption.custody_support import (
+from tests.encryption.support import (
     active_azure_key,
     download,
     enable_cloud_kms,

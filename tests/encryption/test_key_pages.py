@@ -20,7 +20,7 @@ from encryption.models import KeyStatus, TenantKey, WrapMethod
 from encryption.sealing import Trigger
 from tenants.models import Tenant
 from tests.blobs.support import make_blob
-from tests.encryption.custody_support import active_azure_key, enable_cloud_kms, fresh
+from tests.encryption.support import active_azure_key, enable_cloud_kms, fresh
 
 pytestmark = pytest.mark.django_db
 

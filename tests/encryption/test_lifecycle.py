@@ -17,7 +17,7 @@ from encryption.models import KeyStatus, TenantKey, TenantKeyVersion, VersionSta
 from tenants.models import Tenant
 from tests.blobs.support import make_blob
 from tests.encryption.conftest import customer_key_url
-from tests.encryption.custody_support import (
+from tests.encryption.support import (
     active_azure_key,
     download,
     enable_cloud_kms,

@@ -19,9 +19,8 @@ from encryption.models import KeyStatus, TenantKey, WrapMethod
 from tenants.models import Tenant
 from tests.emulators.aws_support import customer_root_client
 from tests.encryption.conftest import customer_key_url
-from tests.encryption.custody_support import enable_cloud_kms, fresh, verified
-from tests.encryption.rewrap.helpers import finish
-from tests.encryption.rewrap_support import rotate_kek
+from tests.encryption.rewrap.support import finish
+from tests.encryption.support import enable_cloud_kms, fresh, rotate_kek, verified
 
 pytestmark = pytest.mark.django_db
 

@@ -26,7 +26,7 @@ from encryption.models import (
 )
 from tenants.models import Tenant
 from tests.encryption.conftest import customer_key_url
-from tests.encryption.rewrap_support import rotate_kek
+from tests.encryption.support import rotate_kek
 
 pytestmark = pytest.mark.django_db
 

@@ -48,7 +48,7 @@ from encryption.models import (
 from tenants.models import Tenant
 from tests.blobs.support import LiveApi, make_blob, make_token
 from tests.conftest import start_beat, start_worker, stop_process, wait_until_ready
-from tests.encryption.rewrap_support import rotate_kek, seed_data_keys, under, unopenable, wait_for
+from tests.encryption.support import rotate_kek, seed_data_keys, under, unopenable, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 

@@ -15,9 +15,15 @@ from encryption import keyring, rewrap, services, walk
 from encryption.envelope import FORMAT_VERSION
 from encryption.models import DataKey, KeyStatus, RewrapStatus, TenantKey, TenantKeyVersion, VersionStatus
 from tenants.models import Tenant
-from tests.encryption.custody_support import active_azure_key, enable_cloud_kms
-from tests.encryption.rewrap.helpers import finish
-from tests.encryption.rewrap_support import rotate_kek, seed_data_keys, under, unopenable
+from tests.encryption.rewrap.support import finish
+from tests.encryption.support import (
+    active_azure_key,
+    enable_cloud_kms,
+    rotate_kek,
+    seed_data_keys,
+    under,
+    unopenable,
+)
 
 pytestmark = pytest.mark.django_db
 

@@ -9,7 +9,7 @@ import pytest
 
 from encryption import keyring, queue, tasks
 from tenants.models import Tenant
-from tests.encryption.rewrap.helpers import BATCH, Rotated, rotate_with_keys
+from tests.encryption.rewrap.support import BATCH, Rotated, rotate_with_keys
 
 
 @pytest.fixture(autouse=True)

@@ -31,7 +31,7 @@ from encryption.models import (
 )
 from encryption.providers import FailureKind, ProviderError
 from tenants.models import Tenant
-from tests.encryption.rewrap.helpers import (
+from tests.encryption.rewrap.support import (
     BATCH,
     N,
     Rotated,
@@ -41,7 +41,7 @@ from tests.encryption.rewrap.helpers import (
     finish,
     refuse_unwrap,
 )
-from tests.encryption.rewrap_support import rotate_kek, seed_data_keys, under, unopenable, wrapped_rows
+from tests.encryption.support import rotate_kek, seed_data_keys, under, unopenable, wrapped_rows
 
 pytestmark = pytest.mark.django_db
 

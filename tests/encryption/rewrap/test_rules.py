@@ -27,7 +27,7 @@ from encryption.models import (
     VersionStatus,
 )
 from tenants.models import Tenant
-from tests.encryption.rewrap.helpers import (
+from tests.encryption.rewrap.support import (
     BATCH,
     N,
     Rotated,
@@ -37,7 +37,7 @@ from tests.encryption.rewrap.helpers import (
     finish,
     rotate_with_keys,
 )
-from tests.encryption.rewrap_support import rotate_kek, seed_data_keys, under, unopenable, wrapped_rows
+from tests.encryption.support import rotate_kek, seed_data_keys, under, unopenable, wrapped_rows
 
 pytestmark = pytest.mark.django_db
 

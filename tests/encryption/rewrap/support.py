@@ -21,7 +21,7 @@ from encryption.models import (
 from encryption.providers import FailureKind, KeyContext, ProviderError
 from encryption.providers.local import GlobalKeyProvider
 from tenants.models import Tenant
-from tests.encryption.rewrap_support import rotate_kek, seed_data_keys
+from tests.encryption.support import rotate_kek, seed_data_keys
 
 N = 250  # data keys under the retired version
 BATCH = 50
