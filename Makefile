@@ -29,6 +29,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
 	$(BIN)/vulture
+	$(BIN)/lint-imports
 	DJANGO_ENV=test $(BIN)/python manage.py makemigrations --check --dry-run
 
 fmt: $(STAMP)

@@ -123,7 +123,7 @@ def _plain_upload(request: Any) -> Any:
     from django.http import HttpResponse, JsonResponse
 
     from blobs.storage import blob_storage
-    from encryption.streamio import buffer, fill, write_all
+    from encryption.format.streamio import buffer, fill, write_all
 
     if request.method != "POST" or not _authenticated(request):
         return HttpResponse(status=401)
@@ -153,7 +153,7 @@ def _plain_download(request: Any, key: str) -> Any:
     from django.http import HttpResponse, StreamingHttpResponse
 
     from blobs.storage import blob_storage
-    from encryption.streamio import buffer, fill
+    from encryption.format.streamio import buffer, fill
 
     if not _authenticated(request):
         return HttpResponse(status=401)

@@ -112,13 +112,13 @@ def raw_decrypt(source: io.RawIOBase, sink: io.RawIOBase | _Null) -> int:
 
 
 def v1_encrypt(source: io.RawIOBase, sink: io.RawIOBase | _Null) -> int:
-    from encryption import envelope
+    from encryption.format import envelope
 
     return envelope.encrypt_stream(KEY, CONTEXT, source, sink)
 
 
 def v1_decrypt(source: io.RawIOBase, sink: io.RawIOBase | _Null) -> int:
-    from encryption import envelope
+    from encryption.format import envelope
 
     return envelope.decrypt_stream(KEY, CONTEXT, source, sink)
 

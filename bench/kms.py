@@ -207,7 +207,8 @@ def read_back(tenant: Any, blob_ids: list[uuid.UUID], size: int) -> int:
     """Decrypt a sample of the uploaded blobs from storage; returns how many were checked."""
     from blobs.models import Blob
     from blobs.storage import blob_storage
-    from encryption import envelope, keyring
+    from encryption import keyring
+    from encryption.format import envelope
 
     sample = list(dict.fromkeys(blob_ids[:: max(1, len(blob_ids) // 20)] + blob_ids[-1:]))
     for blob_id in sample:

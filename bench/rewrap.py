@@ -228,7 +228,7 @@ def rotate_kek(tenant: Any) -> Any:
 
 def make_dataset(rows: int) -> Dataset:
     from encryption import aead, keyring
-    from encryption.envelope import FORMAT_VERSION
+    from encryption.format.envelope import FORMAT_VERSION
     from tenants.models import Tenant
 
     run = uuid.uuid4().hex[:8]
@@ -277,7 +277,7 @@ def load(ds: Dataset) -> tuple[Any, Any]:
 
     from blobs.models import Blob
     from encryption import aead, keyring
-    from encryption.envelope import FORMAT_VERSION
+    from encryption.format.envelope import FORMAT_VERSION
     from encryption.models import TenantKeyVersion
 
     started = time.perf_counter()
@@ -409,8 +409,9 @@ def measure(kind: str, move: Callable[[], int]) -> Phase:
 
 
 def run_walk(ds: Dataset, source: Any, target: Any, profile: bool) -> Phase:
-    from encryption import keyring, rewrap, walk
+    from encryption import keyring, rewrap
     from encryption.models import DataKey, RewrapStatus, TenantKeyVersion, VersionStatus
+    from encryption.rewrap import walk
 
     n = len(ds.deks)
     job = rewrap.start_rewrap(ds.tenant)
@@ -467,7 +468,7 @@ def raw_update(tenant_pk: int, source_pk: int, target_pk: int, batch: int) -> in
     import psycopg
     from django.db import connection, transaction
 
-    from encryption.walk import _MOVE
+    from encryption.rewrap.walk import _MOVE
 
     moved, cursor_id = 0, 0
     while True:

@@ -34,8 +34,9 @@ from django.views.decorators.debug import sensitive_variables
 from audit import payloads
 from audit.models import EventType
 from audit.services import record
-from encryption import envelope, keyring
-from encryption.errors import EnvelopeError
+from encryption import keyring
+from encryption.format import envelope
+from encryption.format.errors import EnvelopeError
 from encryption.providers import ProviderError
 
 from .errors import CorruptBlob, RangeNotSatisfiable, StorageUnavailable, check_not_sealed, from_key_error

@@ -34,7 +34,8 @@ from django.views.decorators.debug import sensitive_variables
 from audit import payloads
 from audit.models import EventType
 from audit.services import record
-from encryption import envelope, keyring
+from encryption import keyring
+from encryption.format import envelope
 from encryption.models import DataKey
 from encryption.providers import ProviderError
 from tenants.models import Tenant

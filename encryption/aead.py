@@ -11,7 +11,7 @@ wrapping key (NIST SP 800-38D's 2^32 invocation bound); they come from ``os.uran
 no user-space state a ``fork`` could duplicate.
 
 Every authentication failure, whatever its cause (wrong key, wrong associated data, a flipped bit,
-a truncated value), raises :class:`~encryption.errors.NotAuthentic` with one fixed message. A key
+a truncated value), raises :class:`~encryption.format.errors.NotAuthentic` with one fixed message. A key
 that is not 32 bytes, or an explicit nonce that is not 12 bytes, is a ``ValueError``: pyca's
 AESGCM accepts other nonce lengths, which Kodori never wants.
 """
@@ -23,7 +23,7 @@ import os
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from encryption.errors import NotAuthentic
+from encryption.format.errors import NotAuthentic
 
 __all__ = [
     "KEY_SIZE",

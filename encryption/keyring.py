@@ -38,7 +38,7 @@ from django.views.decorators.debug import sensitive_variables
 from tenants.models import Tenant
 
 from . import aead, alerts
-from .errors import NotAuthentic
+from .format.errors import NotAuthentic
 from .models import DataKey, KeyStatus, TenantKey, TenantKeyVersion, VersionStatus, WrapMethod
 from .providers import FailureKind, KeyContext, ProviderError, provider_for
 

@@ -8,8 +8,9 @@ from django.db import DatabaseError, connection
 
 from tenants.models import Tenant
 
-from . import health, services, walk
+from . import health, services
 from .providers import ProviderError
+from .rewrap import walk
 from .sealing import Trigger
 
 # A registration whose KMS is only busy is retried for about 16 minutes (15 s doubling, 6 times) before it

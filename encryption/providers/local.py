@@ -22,7 +22,7 @@ from django.conf import settings
 from django.views.decorators.debug import sensitive_variables
 
 from encryption import aead
-from encryption.errors import NotAuthentic
+from encryption.format.errors import NotAuthentic
 
 from .base import FailureKind, KeyContext, KeyProvider, ProviderError
 

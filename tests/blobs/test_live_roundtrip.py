@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from blobs.models import Blob, BlobStatus
-from encryption import envelope
+from encryption.format import envelope
 from tests.blobs.support import LiveApi, make_token, random_stream, stored_files
 
 pytestmark = pytest.mark.django_db(transaction=True)

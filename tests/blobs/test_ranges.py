@@ -9,7 +9,7 @@ from django.test import Client
 from django.urls import reverse
 
 from blobs.downloads import ByteRange, Unsatisfiable, parse_range
-from encryption.cobblestone import CHUNK_SIZE
+from encryption.format.cobblestone import CHUNK_SIZE
 from tests.blobs.support import bearer, make_blob, make_token, pattern
 
 SIZE = 3 * CHUNK_SIZE + 100
@@ -167,7 +167,7 @@ def test_head_gives_the_headers_of_get_without_a_body(api: Any, member: Any, dat
 def test_a_range_decrypts_only_the_chunks_it_covers(
     api: Any, member: Any, data: bytes, monkeypatch: Any
 ) -> None:
-    from encryption.cobblestone import ChunkCipher
+    from encryption.format.cobblestone import ChunkCipher
 
     blob = make_blob(member, data)
     opened: list[int] = []

@@ -10,7 +10,7 @@ from django.test import Client
 from django.urls import reverse
 
 from blobs import storage
-from encryption import envelope
+from encryption.format import envelope
 from tests.blobs.support import bearer, make_token, pattern
 
 pytestmark = pytest.mark.django_db

@@ -14,7 +14,7 @@ import pytest
 
 from emulators.dev import DevEmulators
 from encryption import aead, keyring, services
-from encryption.envelope import FORMAT_VERSION
+from encryption.format.envelope import FORMAT_VERSION
 from encryption.models import DataKey, RewrapJob, RewrapStatus, TenantKey, WrapMethod
 from tenants.models import Tenant
 from tests.browser.test_encryption import row_of, shot

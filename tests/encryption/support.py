@@ -30,7 +30,7 @@ from audit.models import AuditEvent
 from blobs.models import Blob
 from emulators.azure_keyvault import AzureKeyVaultEmulator
 from encryption import aead, keyring, services
-from encryption.envelope import FORMAT_VERSION
+from encryption.format.envelope import FORMAT_VERSION
 from encryption.models import DataKey, KeyStatus, TenantKey, TenantKeyVersion, WrapMethod
 from tenants.models import Tenant
 from tests.encryption.conftest import customer_key_url

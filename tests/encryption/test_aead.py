@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from encryption import aead
-from encryption.errors import EnvelopeError, NotAuthentic
+from encryption.format.errors import EnvelopeError, NotAuthentic
 from tests.vectors import vectors_dir
 
 KEY = bytes(range(32))

@@ -10,7 +10,8 @@ import pytest
 from django.core.management import call_command
 from django.test import override_settings
 
-from encryption import envelope, keyring
+from encryption import keyring
+from encryption.format import envelope
 from encryption.models import TenantKeyVersion
 from encryption.providers import ProviderError
 from encryption.providers.local import GlobalKeyProvider

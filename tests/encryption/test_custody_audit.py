@@ -12,7 +12,8 @@ from django.test import override_settings
 from audit import chain
 from audit.models import AuditEvent
 from emulators.azure_keyvault import AzureKeyVaultEmulator
-from encryption import envelope, keyring, services
+from encryption import keyring, services
+from encryption.format import envelope
 from encryption.models import KeyStatus, TenantKey
 from tenants.models import Tenant
 from tests.encryption.support import (

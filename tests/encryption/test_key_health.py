@@ -18,8 +18,9 @@ from django.urls import reverse
 
 from emulators.azure_keyvault import AzureKeyVaultEmulator
 from emulators.azure_keyvault_store import DEFAULT_GRANT
-from encryption import alerts, envelope, health, keyring, services
+from encryption import alerts, health, keyring, services
 from encryption.coverage import destroy_unreferenced_versions
+from encryption.format import envelope
 from encryption.models import KeyStatus, TenantKeyVersion, VersionStatus, WrapMethod
 from encryption.providers import ProviderError
 from encryption.sealing import Trigger

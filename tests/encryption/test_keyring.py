@@ -12,7 +12,7 @@ from django.db import IntegrityError, transaction
 from django.test import override_settings
 
 from encryption import keyring
-from encryption.envelope import FORMAT_VERSION as FORMAT_V1
+from encryption.format.envelope import FORMAT_VERSION as FORMAT_V1
 from encryption.models import DataKey, KeyStatus, TenantKey, TenantKeyVersion, VersionStatus, WrapMethod
 from encryption.providers import ProviderError
 from encryption.providers.local import GlobalKeyProvider

@@ -13,8 +13,9 @@ from django.urls import reverse
 
 from emulators.azure_keyvault import AzureKeyVaultEmulator
 from emulators.dev import DevEmulators
-from encryption import envelope, identity, keyring, rewrap, services
+from encryption import identity, keyring, rewrap, services
 from encryption.coverage import coverage_of
+from encryption.format import envelope
 from encryption.models import KeyStatus, TenantKey, WrapMethod
 from tenants.models import Tenant
 from tests.emulators.aws_support import customer_root_client

@@ -9,7 +9,8 @@ import pytest
 
 from audit.models import AuditEvent
 from emulators.azure_keyvault import AzureKeyVaultEmulator
-from encryption import envelope, health, keyring, services
+from encryption import health, keyring, services
+from encryption.format import envelope
 from encryption.models import KeyStatus, TenantKey, TenantKeyVersion, VersionStatus, WrapMethod
 from tenants.models import Tenant
 from tests.encryption.conftest import customer_key_url

@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from encryption import envelope, keyring
-from encryption.errors import NotAuthentic
+from encryption import keyring
+from encryption.format import envelope
+from encryption.format.errors import NotAuthentic
 from encryption.models import DataKey, TenantKeyVersion
 from encryption.providers import KeyContext, ProviderError, provider_for
 from tenants.models import Tenant

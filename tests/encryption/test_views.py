@@ -10,7 +10,8 @@ import pytest
 from django.urls import reverse
 
 from emulators.azure_keyvault import AzureKeyVaultEmulator
-from encryption import envelope, keyring, services
+from encryption import keyring, services
+from encryption.format import envelope
 from encryption.models import WrapMethod
 from tenants.models import Tenant
 from tests.encryption.conftest import customer_key_url

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from audit.models import AuditEvent, EventType
-from encryption import keyring, services, walk
+from encryption import keyring, services
 from encryption.models import (
     KeyStatus,
     RewrapJob,
@@ -20,6 +20,7 @@ from encryption.models import (
 )
 from encryption.providers import FailureKind, KeyContext, ProviderError
 from encryption.providers.local import GlobalKeyProvider
+from encryption.rewrap import walk
 from tenants.models import Tenant
 from tests.encryption.support import rotate_kek, seed_data_keys
 

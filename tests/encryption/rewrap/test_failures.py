@@ -1,7 +1,8 @@
 """The re-wrap walk when things go wrong, in process: rows that do not authenticate, keys that refuse
 (disabled, revoked, busy), the task's retries, the watchdog, and what the job row and the audit log may
 never contain.
-``test_rewrap_worker.py`` is the integration twin (real workers, SIGKILLs, a throttled AWS emulator).
+``tests/encryption/rewrap_live/test_rewrap_worker.py`` is the integration twin (real workers, SIGKILLs, a
+throttled AWS emulator).
 
 Providers are the real ones; a refusing kodori-managed KEK is simulated (``GlobalKeyProvider.unwrap`` raising
 what a cloud KMS would).
@@ -19,8 +20,8 @@ import pytest
 from django.utils import timezone
 
 from audit.models import AuditEvent, EventType
-from encryption import keyring, rewrap, services, tasks, walk
-from encryption.envelope import FORMAT_VERSION
+from encryption import keyring, rewrap, services, tasks
+from encryption.format.envelope import FORMAT_VERSION
 from encryption.models import (
     DataKey,
     RewrapJob,
@@ -30,6 +31,7 @@ from encryption.models import (
     VersionStatus,
 )
 from encryption.providers import FailureKind, ProviderError
+from encryption.rewrap import walk
 from tenants.models import Tenant
 from tests.encryption.rewrap.support import (
     BATCH,

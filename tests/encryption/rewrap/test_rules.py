@@ -1,6 +1,6 @@
 """The re-wrap walk's rules, in process: who may start one and when, pause / resume / cancel, what each batch
 does to the table, rotations during a walk, and tenant isolation. ``test_failures.py`` covers what goes wrong;
-``tests/encryption/test_rewrap_worker.py`` is the integration twin (real workers, SIGKILLs).
+``tests/encryption/rewrap_live/test_rewrap_worker.py`` is the integration twin (real workers, SIGKILLs).
 
 No Celery worker runs here: ``run_rewrap.delay`` is replaced by a list the tests read, and the walk is driven
 batch by batch with ``walk.run_batch``. Providers are the real ones; a refusing kodori-managed KEK is
@@ -16,7 +16,7 @@ import pytest
 from django.db import IntegrityError, transaction
 
 from audit.models import EventType
-from encryption import keyring, rewrap, services, walk
+from encryption import keyring, rewrap, services
 from encryption.coverage import version_coverage
 from encryption.models import (
     DataKey,
@@ -26,6 +26,7 @@ from encryption.models import (
     TenantKeyVersion,
     VersionStatus,
 )
+from encryption.rewrap import walk
 from tenants.models import Tenant
 from tests.encryption.rewrap.support import (
     BATCH,

@@ -13,7 +13,8 @@ from django.urls import reverse
 
 from audit.models import AuditEvent, EventType
 from emulators.azure_keyvault import AzureKeyVaultEmulator
-from encryption import envelope, keyring, services, walk
+from encryption import keyring, services
+from encryption.format import envelope
 from encryption.models import (
     DataKey,
     KeyStatus,
@@ -24,6 +25,7 @@ from encryption.models import (
     VersionStatus,
     WrapMethod,
 )
+from encryption.rewrap import walk
 from tenants.models import Tenant
 from tests.encryption.conftest import customer_key_url
 from tests.encryption.support import rotate_kek

@@ -1,6 +1,6 @@
 """Decryption side of Cobblestone-256 (c2sp.org/chunked-encryption): streaming and random access.
 
-The byte layout is documented in :mod:`encryption.cobblestone`. Rules this module enforces:
+The byte layout is documented in :mod:`encryption.format.cobblestone`. Rules this module enforces:
 
 * The commitment is compared (constant time) before any AES-GCM chunk is opened, so a wrong key or
   a wrong context is refused without touching a chunk.
@@ -10,7 +10,7 @@ The byte layout is documented in :mod:`encryption.cobblestone`. Rules this modul
   final one (a full-sized chunk is final only if nothing follows it, which means truncation).
   The end of the input is the only place the final chunk can be, so trailing data, a missing
   final chunk and a truncated one all fail the final chunk's authentication or its size check.
-* Every failure is :class:`~encryption.errors.NotAuthentic`, and a stream or reader that failed
+* Every failure is :class:`~encryption.format.errors.NotAuthentic`, and a stream or reader that failed
   keeps failing on every later call: a consumer that retries cannot mistake a failure for an end.
 """
 
@@ -20,7 +20,7 @@ import hmac
 from collections.abc import Iterator
 from typing import Protocol
 
-from encryption.cobblestone import (
+from encryption.format.cobblestone import (
     BATCH_CHUNKS,
     CHUNK_SIZE,
     COMMITMENT_SIZE,
@@ -35,8 +35,8 @@ from encryption.cobblestone import (
     derive_message_keys,
     plaintext_size,
 )
-from encryption.errors import NotAuthentic
-from encryption.streamio import Readable, Writable, buffer, fill, write_all
+from encryption.format.errors import NotAuthentic
+from encryption.format.streamio import Readable, Writable, buffer, fill, write_all
 
 __all__ = ["RandomAccessReader", "StreamDecryptor", "decrypt_stream", "iter_decrypt", "open_header"]
 

@@ -20,8 +20,8 @@ from collections.abc import Callable
 
 import pytest
 
-from encryption import cobblestone, envelope
-from encryption.errors import EnvelopeError, NotAuthentic
+from encryption.format import cobblestone, envelope
+from encryption.format.errors import EnvelopeError, NotAuthentic
 
 CHUNK = cobblestone.CHUNK_SIZE
 SEALED = cobblestone.SEALED_CHUNK_SIZE

@@ -1,11 +1,11 @@
 """Write the golden v1 blobs and their manifest (run once; the tests only read the results).
 
-    python tests/encryption/golden/make_golden.py
+    python tests/encryption/format/golden/make_golden.py
 
 Everything is fixed: DEKs, tenant and blob ids, salts, and plaintexts (SHA-256 in counter mode
 over a label), so running it again writes the same bytes. The point of the committed files is
 that a future change to the format or the code cannot silently stop reading blobs written today:
-``tests/encryption/test_golden_blobs.py`` decrypts them and must never regenerate them. If this
+``tests/encryption/format/test_golden_blobs.py`` decrypts them and must never regenerate them. If this
 script ever writes different bytes, the format changed, and that needs a new format version.
 """
 
@@ -18,9 +18,9 @@ import uuid
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parents[2]))
+sys.path.insert(0, str(HERE.parents[3]))
 
-from encryption import envelope  # noqa: E402  (needs the repository on sys.path)
+from encryption.format import envelope  # noqa: E402  (needs the repository on sys.path)
 
 BLOBS = [
     ("empty.kdrb", 0),

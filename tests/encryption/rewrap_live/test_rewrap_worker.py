@@ -34,7 +34,7 @@ from audit import chain
 from audit.models import AuditEvent, EventType
 from blobs.models import Blob
 from emulators.dev import DevEmulators
-from encryption import keyring, rewrap, services, tasks, walk
+from encryption import keyring, rewrap, services, tasks
 from encryption.models import (
     DataKey,
     KeyStatus,
@@ -45,6 +45,7 @@ from encryption.models import (
     VersionStatus,
     WrapMethod,
 )
+from encryption.rewrap import walk
 from tenants.models import Tenant
 from tests.blobs.support import LiveApi, make_blob, make_token
 from tests.conftest import start_beat, start_worker, stop_process, wait_until_ready

@@ -17,15 +17,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from encryption import aead, cobblestone, envelope
-from encryption.errors import NotAuthentic
+from encryption import aead
+from encryption.format import cobblestone, envelope
+from encryption.format.errors import NotAuthentic
 
 DEK = bytes(range(32))
 CONTEXT = envelope.blob_context(7, uuid.UUID(int=42))
 CHUNK = cobblestone.CHUNK_SIZE
 SEALED = cobblestone.SEALED_CHUNK_SIZE
 HEADER = envelope.HEADER_SIZE
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 class CountingFile(io.RawIOBase):
@@ -163,7 +164,7 @@ def test_ranges_over_many_chunks_come_in_bounded_batches() -> None:
 MEMORY_SCRIPT = textwrap.dedent(
     """
     import hashlib, io, os, sys, tempfile, uuid
-    from encryption import envelope
+    from encryption.format import envelope
 
     def status(field):
         with open("/proc/self/status") as f:

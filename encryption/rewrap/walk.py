@@ -41,12 +41,10 @@ from django.views.decorators.debug import sensitive_variables
 from audit import payloads
 from audit.models import EventType
 from audit.services import record
-from tenants.models import Tenant
-
-from . import aead, keyring
-from .coverage import destroy_unreferenced_versions, unreferenced_keys
-from .errors import NotAuthentic
-from .models import (
+from encryption import aead, keyring
+from encryption.coverage import destroy_unreferenced_versions, unreferenced_keys
+from encryption.format.errors import NotAuthentic
+from encryption.models import (
     LIVE_REWRAP_STATUSES,
     DataKey,
     KeyStatus,
@@ -56,8 +54,9 @@ from .models import (
     TenantKeyVersion,
     VersionStatus,
 )
-from .providers import FailureKind, ProviderError
-from .sealing import Trigger, seal_tenant
+from encryption.providers import FailureKind, ProviderError
+from encryption.sealing import Trigger, seal_tenant
+from tenants.models import Tenant
 
 logger = logging.getLogger(__name__)
 

@@ -11,9 +11,10 @@ import pytest
 
 from audit.models import AuditEvent
 from emulators.azure_keyvault import AzureKeyVaultEmulator
-from encryption import keyring, rewrap, services, walk
-from encryption.envelope import FORMAT_VERSION
+from encryption import keyring, rewrap, services
+from encryption.format.envelope import FORMAT_VERSION
 from encryption.models import DataKey, KeyStatus, RewrapStatus, TenantKey, TenantKeyVersion, VersionStatus
+from encryption.rewrap import walk
 from tenants.models import Tenant
 from tests.encryption.rewrap.support import finish
 from tests.encryption.support import (

@@ -12,7 +12,7 @@ Byte layout of a stored blob (offsets from the start of the object)::
 
 Bytes 5 onwards are exactly a C2SP chunked-encryption message (c2sp.org/chunked-encryption,
 Cobblestone-256: HKDF-Expand-SHA-512 key derivation, AES-256-GCM chunks under nonce
-``base_nonce XOR k``, empty associated data; see :mod:`encryption.cobblestone`). The input key is
+``base_nonce XOR k``, empty associated data; see :mod:`encryption.format.cobblestone`). The input key is
 the blob's DEK and the context is :func:`blob_context`::
 
     b"kodori/blob/v1\\x00" ‖ tenant_id (8 bytes, big-endian, unsigned) ‖ blob_id (16 bytes, UUID)
@@ -24,7 +24,7 @@ copied to another tenant or blob id, or relabelled as another version, fails the
 A plaintext of ``p`` bytes becomes ``61 + p + 16 * (p // 16384 + 1)`` bytes. Plaintext byte ``i`` is
 in chunk ``i // 16384``, at stored offset ``61 + (i // 16384) * 16400 + i % 16384``.
 
-Errors (see :mod:`encryption.errors`): fewer than 5 bytes or a wrong magic is
+Errors (see :mod:`encryption.format.errors`): fewer than 5 bytes or a wrong magic is
 ``MalformedHeader``; another version byte is ``UnknownFormatVersion``; everything else that is
 wrong (key, context, salt, commitment, any chunk, the length) is ``NotAuthentic``, one type with
 one message. A key that is not 32 bytes is ``ValueError``. Failed streams and readers keep
@@ -36,12 +36,12 @@ from __future__ import annotations
 import io
 import uuid
 
-from encryption import cobblestone, cobblestone_read
-from encryption.cobblestone import check_key
-from encryption.cobblestone_read import RandomAccessReader as _RawReader
-from encryption.cobblestone_read import Seekable, StreamDecryptor
-from encryption.errors import EnvelopeError, MalformedHeader, NotAuthentic, UnknownFormatVersion
-from encryption.streamio import Readable, Writable, fill
+from encryption.format import cobblestone, cobblestone_read
+from encryption.format.cobblestone import check_key
+from encryption.format.cobblestone_read import RandomAccessReader as _RawReader
+from encryption.format.cobblestone_read import Seekable, StreamDecryptor
+from encryption.format.errors import EnvelopeError, MalformedHeader, NotAuthentic, UnknownFormatVersion
+from encryption.format.streamio import Readable, Writable, fill
 
 __all__ = [
     "FORMAT_VERSION",

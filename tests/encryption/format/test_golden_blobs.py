@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from encryption import envelope
-from encryption.errors import NotAuthentic
+from encryption.format import envelope
+from encryption.format.errors import NotAuthentic
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 

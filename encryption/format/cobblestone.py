@@ -1,7 +1,7 @@
 """C2SP chunked encryption instantiated as Cobblestone-256 (c2sp.org/chunked-encryption), raw.
 
 This module is the published scheme and nothing else: no Kodori header, no Django. Kodori's blob
-framing lives in :mod:`encryption.envelope`; this layer is what Wycheproof's official vectors
+framing lives in :mod:`encryption.format.envelope`; this layer is what Wycheproof's official vectors
 (``c2sp_chunked_encryption_aes_256_gcm_test.json``) exercise byte for byte.
 
 Key derivation, once per message::
@@ -29,9 +29,9 @@ starts and which one is final; authenticating the final chunk (at the index its 
 therefore authenticates the message length. A trailing piece of exactly 16,400 bytes means the
 real final chunk was cut off; a trailing piece shorter than a tag is malformed; more than 2^38
 chunks are refused. All of these, like every failed tag or commitment, raise
-:class:`~encryption.errors.NotAuthentic`.
+:class:`~encryption.format.errors.NotAuthentic`.
 
-Decryption lives in :mod:`encryption.cobblestone_read`.
+Decryption lives in :mod:`encryption.format.cobblestone_read`.
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
-from encryption.errors import NotAuthentic
-from encryption.streamio import Readable, Writable, buffer, fill, write_all
+from encryption.format.errors import NotAuthentic
+from encryption.format.streamio import Readable, Writable, buffer, fill, write_all
 
 __all__ = [
     "CHUNK_SIZE",

@@ -1,7 +1,7 @@
 """Wycheproof's C2SP chunked-encryption vectors (Cobblestone-256) against the blob format.
 
 All 35 vectors are applied as Wycheproof's ``doc/c2sp_chunked_encryption.md`` describes (summary in
-``tests/vectors/README.md``), through the raw scheme (:mod:`encryption.cobblestone`) and through
+``tests/vectors/README.md``), through the raw scheme (:mod:`encryption.format.cobblestone`) and through
 Kodori's framing (the same ciphertext behind a v1 header), streaming and random access alike.
 The vectors are read from ``tests/vectors`` (vendored; or ``$KODORI_VECTORS_DIR``); when absent the
 tests skip, except under ``CI=true`` where absence fails.
@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from encryption import cobblestone, cobblestone_read, envelope
-from encryption.errors import NotAuthentic
+from encryption.format import cobblestone, cobblestone_read, envelope
+from encryption.format.errors import NotAuthentic
 from tests.vectors import vectors_dir
 
 VECTOR_FILE = "wycheproof/c2sp_chunked_encryption_aes_256_gcm_test.json"

@@ -1,8 +1,9 @@
 """Re-wrap jobs as custody verbs: start (by an owner or after a rotation), pause, resume, cancel.
 
 Each verb is atomic and audited (``rewrap.started`` / ``.paused`` / ``.resumed`` / ``.cancelled``) and queues
-the ``run_rewrap`` task after commit; the walk itself (``encryption.walk``) records ``rewrap.completed`` or
-``rewrap.failed``. At most one live (running or paused) job per tenant, enforced by the database.
+the ``run_rewrap`` task after commit; the walk itself (``encryption.rewrap.walk``) records
+``rewrap.completed`` or ``rewrap.failed``. At most one live (running or paused) job per tenant, enforced by
+the database.
 """
 
 from __future__ import annotations
@@ -17,16 +18,15 @@ from django.utils import timezone
 from audit import payloads
 from audit.models import EventType
 from audit.services import record
-from tenants.models import Tenant
-
-from . import keyring, queue
-from .coverage import VersionCoverage, version_coverage
-from .models import (
+from encryption import keyring, queue
+from encryption.coverage import VersionCoverage, version_coverage
+from encryption.models import (
     LIVE_REWRAP_STATUSES,
     RewrapJob,
     RewrapStatus,
     RewrapTrigger,
 )
+from tenants.models import Tenant
 
 
 class RewrapError(Exception):

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from encryption import cobblestone, cobblestone_read, envelope
-from encryption.errors import EnvelopeError, MalformedHeader, NotAuthentic, UnknownFormatVersion
+from encryption.format import cobblestone, cobblestone_read, envelope
+from encryption.format.errors import EnvelopeError, MalformedHeader, NotAuthentic, UnknownFormatVersion
 
 DEK = bytes(range(32))
 TENANT = 7
