@@ -11,8 +11,7 @@ Each request's SigV4 signature is recomputed with the caller's secret (RFC-style
 URI, sorted query, signed headers, payload SHA-256), and a temporary credential must come with its session
 token and be unexpired. Errors carry the codes real AWS uses, per protocol: KMS (JSON) answers
 ``UnrecognizedClientException`` / ``InvalidSignatureException`` / ``ExpiredTokenException``; STS (query)
-answers ``InvalidClientTokenId`` /
-``SignatureDoesNotMatch`` / ``ExpiredToken``.
+answers ``InvalidClientTokenId`` / ``SignatureDoesNotMatch`` / ``ExpiredToken``.
 """
 
 from __future__ import annotations

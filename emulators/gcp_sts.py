@@ -4,22 +4,19 @@ What google-auth's ``identity_pool.Credentials`` (workload identity federation, 
 calls, and what this server answers, all on plain HTTP at 127.0.0.1 (google-auth does not check the
 ``token_url`` host or scheme):
 
-- ``POST /v1/token``: RFC 8693 token exchange. Form fields ``grant_type=urn:ietf:params:oauth:grant-type:
-  token-exchange``,
-  ``audience=//iam.googleapis.com/projects/<number>/locations/global/workloadIdentityPools/<pool>/
-  providers/<provider>``, ``subject_token=<JWT>``, ``subject_token_type=urn:ietf:params:oauth:token-type:jwt``
-  (or
-  ``id_token``), ``requested_token_type=urn:ietf:params:oauth:token-type:access_token``, ``scope``. The
+- ``POST /v1/token``: RFC 8693 token exchange. Form fields
+  ``grant_type=urn:ietf:params:oauth:grant-type:token-exchange``,
+  ``audience=//iam.googleapis.com/projects/<number>/locations/global/workloadIdentityPools/<pool>/providers/<provider>``,
+  ``subject_token=<JWT>``, ``subject_token_type=urn:ietf:params:oauth:token-type:jwt`` (or ``id_token``),
+  ``requested_token_type=urn:ietf:params:oauth:token-type:access_token``, ``scope``. The
   subject token must be an RS256 JWT signed by the provider's registered issuer key, with matching ``iss``, an
   ``aud`` among the provider's allowed audiences (default ``https://iam.googleapis.com/<provider resource
   name>``), a ``sub``, and unexpired ``exp``/``iat``. The answer is an opaque federated access token for the
-  principal
-  ``principal://iam.googleapis.com/projects/<n>/locations/global/workloadIdentityPools/<pool>/subject/<sub>``.
+  principal ``principal://iam.googleapis.com/projects/<n>/locations/global/workloadIdentityPools/<pool>/subject/<sub>``.
   Errors follow STS: HTTP 400 ``{"error": "invalid_grant" | "invalid_target" | "invalid_request", ...}``.
 - ``POST /v1/projects/-/serviceAccounts/<email>:generateAccessToken``: service account impersonation (used
   when the credential config has ``service_account_impersonation_url``). Needs the federated token as bearer
-  and
-  ``roles/iam.workloadIdentityUser`` (or ``serviceAccountTokenCreator``) for that principal on
+  and ``roles/iam.workloadIdentityUser`` (or ``serviceAccountTokenCreator``) for that principal on
   ``projects/-/serviceAccounts/<email>``; the result acts as ``serviceAccount:<email>``.
 - ``GET|POST /_emulator/<method>``: the admin API; ``<method>`` is one of ``GcpKmsEmulator.ADMIN_METHODS`` and
   the JSON body holds its keyword arguments, e.g. ``POST /_emulator/set_version_state {"version": "...",

@@ -1,22 +1,18 @@
 """The key hierarchy at work: tenant key versions (TKVs), per-blob data keys, and the unwrapped-TKV cache.
 
 An upload asks ``new_data_key`` for a fresh DEK: the tenant's active TKV is unwrapped through its provider
-once
-per cache TTL, and the DEK is wrapped locally with AES-256-GCM (no KMS call while the TKV is cached).
-A download
-asks ``open_data_key``. ``add_key_version`` adds a version; existing DEKs keep opening through theirs.
+once per cache TTL, and the DEK is wrapped locally with AES-256-GCM (no KMS call while the TKV is cached). A
+download asks ``open_data_key``. ``add_key_version`` adds a version; existing DEKs keep opening through
+theirs.
 
-The cache holds plaintext TKVs in this process's memory only, keyed by TKV id, bounded in size, with a TTL
-per wrap
-method; failures are never cached. Before a cached TKV is used, the TKV and KEK rows read in the same query
-must
-still allow it (KEK active or retired, TKV not destroyed), so disabling a key takes effect in every process at
-once, not after the TTL.
+The cache holds plaintext TKVs in this process's memory only, keyed by TKV id, bounded in size, with a TTL per
+wrap method; failures are never cached. Before a cached TKV is used, the TKV and KEK rows read in the same
+query must still allow it (KEK active or retired and not refusing Kodori, TKV not destroyed), so disabling a
+key or a refusal found by a probe takes effect in every process at once, not after the TTL.
 
-What Python cannot promise: ``bytes`` objects are immutable and may be copied by the interpreter, so
-plaintext keys
-cannot be reliably zeroed. We keep them out of everything that persists (database, logs, exception reports via
-``sensitive_variables``, Celery messages, Redis, disk) and drop cache references on expiry; see
+What Python cannot promise: ``bytes`` objects are immutable and may be copied by the interpreter, so plaintext
+keys cannot be reliably zeroed. We keep them out of everything that persists (database, logs, exception
+reports via ``sensitive_variables``, Celery messages, Redis, disk) and drop cache references on expiry; see
 ``docs/key-hierarchy.md``.
 """
 

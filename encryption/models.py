@@ -198,8 +198,7 @@ class DataKey(models.Model):
 
     ``wrapped_dek`` is nonce ‖ ciphertext ‖ tag (60 bytes); its associated data binds the tenant, the blob id,
     the TKV id and the blob format version (``keyring.dek_aad``), so a wrapped DEK copied to another row,
-    blob,
-    tenant or version does not open.
+    blob, tenant or version does not open.
     """
 
     tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="data_keys")

@@ -5,8 +5,7 @@
     "KG1" (3 bytes) ‖ fingerprint (8 bytes) ‖ nonce (12) ‖ ciphertext (32) ‖ tag (16)
 
 where ``fingerprint`` = the first 8 bytes of HMAC-SHA256(KEK_t, "fingerprint") names which secret wrapped it,
-so
-during an ``AUTH_SECRET`` rotation unwrap goes straight to the right one of ``AUTH_SECRET`` and
+so during an ``AUTH_SECRET`` rotation unwrap goes straight to the right one of ``AUTH_SECRET`` and
 ``AUTH_SECRET_FALLBACKS`` instead of trying each. The fingerprint reveals nothing about the key beyond
 equality.
 """

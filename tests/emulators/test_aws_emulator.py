@@ -30,7 +30,7 @@ from botocore.config import Config  # noqa: E402
 from botocore.exceptions import ClientError  # noqa: E402
 
 from emulators.aws import KODORI_ARN, AwsKmsEmulator  # noqa: E402
-from tests.emulators.aws_support import (  # noqa: E402
+from tests.emulators.support.aws import (  # noqa: E402
     NO_RETRIES,
     REGION,
     Tenant,
@@ -40,7 +40,7 @@ from tests.emulators.aws_support import (  # noqa: E402
     sts_client,
     tenant_kms,
 )
-from tests.emulators.loopback import refuse_non_loopback  # noqa: E402
+from tests.emulators.support.loopback import refuse_non_loopback  # noqa: E402
 
 CONTEXT = {"tenant": "acme", "tkv": "1"}
 

@@ -29,8 +29,8 @@ from azure.keyvault.keys.crypto import CryptographyClient, KeyWrapAlgorithm
 from emulators.azure_keyvault import AzureKeyVaultEmulator, ClientSettings
 from emulators.entra import EntraEmulator
 
-from . import azure_support as support
-from .azure_support import OAEP256, StaticToken, credential_for, crypto_for
+from .support import azure as support
+from .support.azure import OAEP256, StaticToken, credential_for, crypto_for
 
 # The shared fixtures, bound in this module so that pytest finds them without a conftest (the suite also runs
 # with --noconftest) and so that module-scoped ones start one emulator per test module.

@@ -31,8 +31,8 @@ from emulators.azure_keyvault import AzureKeyVaultEmulator, ClientSettings
 from emulators.entra import EntraEmulator
 from emulators.tls import ensure_tls_material
 
-from . import azure_support as support
-from .azure_support import OAEP256, VAULT_SCOPE, credential_for, crypto_for
+from .support import azure as support
+from .support.azure import OAEP256, VAULT_SCOPE, credential_for, crypto_for
 
 # The shared fixtures, bound in this module so that pytest finds them without a conftest (the suite also runs
 # with --noconftest) and so that module-scoped ones start one emulator per test module.

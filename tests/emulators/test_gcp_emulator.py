@@ -1,7 +1,7 @@
 """The GCP Cloud KMS emulator, driven through the real google-cloud-kms client and google-auth federation.
 
 Every client here is built the way Kodori's ``customer_kms_gcp`` provider builds it
-(``gcp_support.make_client``, documented in ``docs/emulators.md``): ``identity_pool.Credentials`` from an
+(``support.gcp.make_client``, documented in ``docs/emulators.md``): ``identity_pool.Credentials`` from an
 ``external_account`` config whose ``token_url`` is the emulator's STS, and a ``KeyManagementServiceClient``
 whose gRPC transport uses local channel credentials. A guard fails any test that tries to resolve or connect
 to anything but loopback.
@@ -40,8 +40,8 @@ from google.cloud.kms_v1.services.key_management_service.transports import (
 
 from emulators.gcp_kms import EMULATOR_UNIVERSE, KMS_SCOPE, GcpKmsEmulator
 from emulators.gcp_sts import WorkloadIdentityIssuer
-from tests.emulators.gcp_support import MintingSupplier, crc, decrypt, encrypt, federated, make_client
-from tests.emulators.loopback import refuse_non_loopback
+from tests.emulators.support.gcp import MintingSupplier, crc, decrypt, encrypt, federated, make_client
+from tests.emulators.support.loopback import refuse_non_loopback
 
 
 @pytest.fixture(autouse=True)

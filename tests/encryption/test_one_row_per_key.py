@@ -18,7 +18,7 @@ from encryption.coverage import coverage_of
 from encryption.format import envelope
 from encryption.models import KeyStatus, TenantKey, WrapMethod
 from tenants.models import Tenant
-from tests.emulators.aws_support import customer_root_client
+from tests.emulators.support.aws import customer_root_client
 from tests.encryption.conftest import customer_key_url
 from tests.encryption.rewrap.support import finish
 from tests.encryption.support import enable_cloud_kms, fresh, rotate_kek, verified

@@ -22,8 +22,8 @@ from encryption.models import TenantKey, WrapMethod
 from encryption.providers import FailureKind, KeyContext, ProviderError, provider_for
 from encryption.providers import aws as aws_provider
 from encryption.providers.aws import AwsKeyProvider
-from tests.emulators.aws_support import REGION, customer_root_client, isolate_from_real_aws
-from tests.emulators.loopback import refuse_non_loopback
+from tests.emulators.support.aws import REGION, customer_root_client, isolate_from_real_aws
+from tests.emulators.support.loopback import refuse_non_loopback
 
 TENANT = 7
 OTHER_TENANT = 8

@@ -21,7 +21,7 @@ from encryption.models import TenantKey, WrapMethod
 from encryption.providers import FailureKind, KeyContext, provider_for
 from encryption.providers.aws import AwsKeyProvider
 from encryption.providers.local import GlobalKeyProvider
-from tests.emulators.aws_support import REGION, customer_root_client
+from tests.emulators.support.aws import REGION, customer_root_client
 from tests.encryption.providers import test_aws as base
 from tests.encryption.providers.test_aws import count, customer_key, operator_key_arn, refused
 

@@ -31,7 +31,7 @@ from encryption.providers.gcp import (
     verify_decrypt_response,
     verify_encrypt_response,
 )
-from tests.emulators.loopback import refuse_non_loopback
+from tests.emulators.support.loopback import refuse_non_loopback
 
 TENANT = 7
 OTHER_TENANT = 8
