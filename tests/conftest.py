@@ -5,15 +5,26 @@ The PostgreSQL and Redis these tests run against are started by ``kodori.testing
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from azure.keyvault.keys._shared import http_challenge_cache  # the SDK's process-wide cache
 from django.contrib.auth import get_user_model
 from django.test import Client
 
 from tenants.models import Membership, Role, Tenant
 
 PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_key_vault_challenges() -> Iterator[None]:
+    """The Key Vault SDK caches each vault's auth challenge (its directory) per scheme, host and port for the
+    whole process. Test vaults take free ports that a later test's vault may get again, and would then inherit
+    the earlier vault's directory: forget the challenges after every test."""
+    yield
+    http_challenge_cache.clear()
 
 
 def make_user(email: str, **extra: Any) -> Any:
