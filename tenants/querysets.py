@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING, Any, Self
 
 from django.db import models
 
+from .roles import Role
+
 if TYPE_CHECKING:
     from .models import Tenant
 
@@ -31,6 +33,4 @@ class TenantQuerySet(models.QuerySet[Any]):
 
 class MembershipQuerySet(TenantScopedQuerySet):
     def owners(self) -> Self:
-        from .models import Role  # models imports this module
-
         return self.filter(role=Role.OWNER)
