@@ -51,18 +51,17 @@ class KeyCoverage:
         """The lifecycle transitions an owner may start on this key (the buttons its row and page show)."""
         return [str(t) for t in lifecycle.actions(self.key.status)]
 
-    @property
-    def unreadable(self) -> int:
-        """Data keys Kodori cannot open right now because this key is disabled or refuses Kodori."""
-        if self.key.status == KeyStatus.DISABLED or (self.key.usable and self.key.refused_at is not None):
-            return self.data_keys
-        return 0
+
+def holds_live_versions() -> Exists:
+    """For a ``TenantKey`` queryset: the key still wraps a key version that is not destroyed."""
+    return Exists(
+        TenantKeyVersion.objects.filter(kek_id=OuterRef("pk")).exclude(status=VersionStatus.DESTROYED)
+    )
 
 
 def _in_use() -> Q:
     """Registrations Kodori still uses: pending or active, or holding key versions that are not destroyed."""
-    live = TenantKeyVersion.objects.filter(kek_id=OuterRef("pk")).exclude(status=VersionStatus.DESTROYED)
-    return Q(status__in=[KeyStatus.PENDING, KeyStatus.ACTIVE]) | Q(Exists(live))
+    return Q(status__in=[KeyStatus.PENDING, KeyStatus.ACTIVE]) | Q(holds_live_versions())
 
 
 def used_elsewhere(key: TenantKey) -> bool:

@@ -22,7 +22,7 @@ import logging
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Q
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
@@ -32,6 +32,7 @@ from audit.services import record
 from tenants.models import Tenant
 
 from . import keyring
+from .coverage import holds_live_versions
 from .models import DataKey, KeyStatus, TenantKey, TenantKeyVersion, VersionStatus, WrapMethod
 from .providers import FailureKind, KeyContext, ProviderError, provider_for
 from .sealing import Trigger, seal, unseal
@@ -39,18 +40,12 @@ from .sealing import Trigger, seal, unseal
 logger = logging.getLogger(__name__)
 
 
-def _live_versions() -> Exists:
-    return Exists(
-        TenantKeyVersion.objects.filter(kek_id=OuterRef("pk")).exclude(status=VersionStatus.DESTROYED)
-    )
-
-
 def keys_to_reverify() -> list[int]:
     """Cloud keys Kodori depends on: every active one, and every retired one still holding key versions
     (Kodori-managed keys cannot be revoked from outside)."""
     keys = (
         TenantKey.objects.exclude(wrap_method=WrapMethod.GLOBAL)
-        .filter(Q(status=KeyStatus.ACTIVE) | (Q(status=KeyStatus.RETIRED) & _live_versions()))
+        .filter(Q(status=KeyStatus.ACTIVE) | (Q(status=KeyStatus.RETIRED) & holds_live_versions()))
         .order_by("pk")
     )
     return list(keys.values_list("pk", flat=True))
@@ -79,11 +74,16 @@ def _forget_cached(key: TenantKey) -> None:
         keyring.cache.discard(tkv_pk)
 
 
+def _locked(key_pk: int) -> tuple[Tenant, TenantKey]:
+    """The key's tenant row, then the key row, locked in that order (as every custody verb locks them)."""
+    tenant_pk = TenantKey.objects.values_list("tenant_id", flat=True).get(pk=key_pk)
+    tenant = Tenant.objects.select_for_update().get(pk=tenant_pk)
+    return tenant, TenantKey.objects.select_for_update().get(pk=key_pk)
+
+
 @transaction.atomic
 def _refused(key_pk: int, error: str, trigger: Trigger, actor: Any) -> None:
-    key = TenantKey.objects.select_related("tenant").get(pk=key_pk)
-    tenant = Tenant.objects.select_for_update().get(pk=key.tenant_id)
-    key = TenantKey.objects.select_for_update().get(pk=key_pk)
+    tenant, key = _locked(key_pk)
     if not key.usable:
         return
     now = timezone.now()
@@ -110,9 +110,7 @@ def _refused(key_pk: int, error: str, trigger: Trigger, actor: Any) -> None:
 
 @transaction.atomic
 def _answered(key_pk: int, trigger: Trigger, actor: Any) -> None:
-    tenant_pk = TenantKey.objects.values_list("tenant_id", flat=True).get(pk=key_pk)
-    tenant = Tenant.objects.select_for_update().get(pk=tenant_pk)
-    key = TenantKey.objects.select_for_update().get(pk=key_pk)
+    tenant, key = _locked(key_pk)
     was_refused = key.refused_at is not None
     key.refused_at = None
     key.last_verify_error = ""

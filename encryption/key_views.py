@@ -5,6 +5,8 @@ service, which checks the transition again under the key's row lock."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from django.conf import settings
 from django.contrib import messages
 from django.http import HttpResponse
@@ -71,50 +73,61 @@ def disable(request: TenantRequest, pk: int) -> HttpResponse:
     return render(request, "encryption/disable.html", {"key": key, "form": form}, status=status)
 
 
-def _transition(request: TenantRequest, pk: int, verb: str) -> HttpResponse:
-    key = _key(request, pk)
+def _transition(
+    request: TenantRequest,
+    pk: int,
+    act: Callable[[TenantKey], TenantKey],
+    done: Callable[[TenantKey], str],
+) -> HttpResponse:
+    """Run one custody verb on the key and say how it ended (the service's refusal, or ``done``)."""
     try:
-        if verb == "enable":
-            key = services.re_enable_key(key, actor=request.user, request=request)
-            done = (
-                f"{key.label} re-enabled and verified: it is the active key again and your files are "
-                "available."
-                if key.status == KeyStatus.ACTIVE
-                else f"{key.label} re-enabled and verified: it is retired, and the files it protects can be "
-                "read again."
-            )
-        elif verb == "activate":
-            key = services.make_active(key, actor=request.user)
-            done = f"{key.label} verified and made the active key again; new files are wrapped under it."
-        else:
-            key = services.retry_key(key, actor=request.user)
-            done = f"Kodori is verifying {key.label} again now."
+        key = act(_key(request, pk))
     except services.KeyCustodyError as exc:
         messages.error(request, str(exc))
     else:
-        messages.success(request, done)
+        messages.success(request, done(key))
     return redirect("encryption:index")
+
+
+def _re_enabled(key: TenantKey) -> str:
+    if key.status == KeyStatus.ACTIVE:
+        return (
+            f"{key.label} re-enabled and verified: it is the active key again and your files are available."
+        )
+    return f"{key.label} re-enabled and verified: it is retired, and the files it protects can be read again."
 
 
 @require_POST
 @tenant_required(*MANAGERS)
 def enable(request: TenantRequest, pk: int) -> HttpResponse:
     """Re-enable a disabled key, after probing it (it becomes active or retired, as appropriate)."""
-    return _transition(request, pk, "enable")
+    return _transition(
+        request, pk, lambda key: services.re_enable_key(key, actor=request.user, request=request), _re_enabled
+    )
 
 
 @require_POST
 @tenant_required(*MANAGERS)
 def activate(request: TenantRequest, pk: int) -> HttpResponse:
     """Make a retired key the active key again, after probing it."""
-    return _transition(request, pk, "activate")
+    return _transition(
+        request,
+        pk,
+        lambda key: services.make_active(key, actor=request.user),
+        lambda key: f"{key.label} verified and made the active key again; new files are wrapped under it.",
+    )
 
 
 @require_POST
 @tenant_required(*MANAGERS)
 def retry_verification(request: TenantRequest, pk: int) -> HttpResponse:
     """Verify a failed registration again, after the customer fixed access in their KMS."""
-    return _transition(request, pk, "retry")
+    return _transition(
+        request,
+        pk,
+        lambda key: services.retry_key(key, actor=request.user),
+        lambda key: f"Kodori is verifying {key.label} again now.",
+    )
 
 
 @require_http_methods(["GET", "POST"])

@@ -81,7 +81,7 @@ def check(status: str, transition: Transition, target: KeyStatus | None = None) 
     state = KeyStatus(status)
     targets = TABLE.get((state, transition))
     if targets is None or (target is not None and target not in targets):
-        raise TransitionRefused(_REFUSALS[state])
+        raise TransitionRefused(refusal(state))
 
 
 def actions(status: str) -> list[Transition]:

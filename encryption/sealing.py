@@ -91,16 +91,3 @@ def seal_tenant(
     """Seal ``tenant`` because its active key's provider refused (access denied, disabled, not found)."""
     tenant = Tenant.objects.select_for_update().get(pk=tenant.pk)
     return seal(tenant, str(error), key, trigger=trigger, actor=actor)
-
-
-@transaction.atomic
-def unseal_tenant(
-    tenant: Tenant,
-    *,
-    reason: str,
-    key: TenantKey | None = None,
-    trigger: Trigger = Trigger.SCHEDULE,
-    actor: Any = None,
-) -> bool:
-    tenant = Tenant.objects.select_for_update().get(pk=tenant.pk)
-    return unseal(tenant, reason, key, trigger=trigger, actor=actor)

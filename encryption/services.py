@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from django.db import transaction
@@ -47,7 +49,6 @@ from .models import KeyStatus, TenantExternalId, TenantKey, WrapMethod
 from .providers import FailureKind, ProviderError, provider_for
 from .sealing import Trigger, seal, unseal
 from .sealing import seal_tenant as seal_tenant  # re-exported: the custody verbs' one module
-from .sealing import unseal_tenant as unseal_tenant
 
 logger = logging.getLogger(__name__)
 
@@ -325,21 +326,28 @@ def _probe_now(key: TenantKey, config: dict[str, Any] | None, what: str) -> Tena
     return candidate
 
 
-def _save_config(key: TenantKey, probed: TenantKey) -> None:
-    if probed.config != key.config:
-        key.config = probed.config
-        key.save(update_fields=["config"])
+@contextmanager
+def _probed_and_locked(
+    key: TenantKey, transition: Transition, config: dict[str, Any] | None, what: str
+) -> Iterator[tuple[Tenant, TenantKey]]:
+    """Check ``transition``, probe the key outside any transaction (a KMS call holds no lock), then open the
+    transaction that performs it: tenant and key rows locked, the transition checked again, the probed
+    settings saved."""
+    check(key.status, transition)
+    probed = _probe_now(key, config, what)
+    with transaction.atomic():
+        tenant = Tenant.objects.select_for_update().get(pk=key.tenant_id)
+        key = TenantKey.objects.select_for_update().get(pk=key.pk)
+        check(key.status, transition)
+        if probed.config != key.config:
+            key.config = probed.config
+            key.save(update_fields=["config"])
+        yield tenant, key
 
 
 def make_active(key: TenantKey, *, actor: Any, config: dict[str, Any] | None = None) -> TenantKey:
     """Make a retired key the active key again, after probing it; the current active key retires."""
-    check(key.status, Transition.MAKE_ACTIVE)
-    probed = _probe_now(key, config, "made active")
-    with transaction.atomic():
-        tenant = Tenant.objects.select_for_update().get(pk=key.tenant_id)
-        key = TenantKey.objects.select_for_update().get(pk=key.pk)
-        check(key.status, Transition.MAKE_ACTIVE)
-        _save_config(key, probed)
+    with _probed_and_locked(key, Transition.MAKE_ACTIVE, config, "made active") as (tenant, key):
         _become_active(tenant, key, actor=actor, trigger=Trigger.ACTIVATION)
     return key
 
@@ -354,13 +362,7 @@ def re_enable_key(
 ) -> TenantKey:
     """Undo a disable, after probing the key: it becomes the active key again when the tenant has none
     (unsealing it), otherwise retired, and its data is readable again. ``tenant-kms.re-enabled`` first."""
-    check(key.status, Transition.RE_ENABLE)
-    probed = _probe_now(key, config, "re-enabled")
-    with transaction.atomic():
-        tenant = Tenant.objects.select_for_update().get(pk=key.tenant_id)
-        key = TenantKey.objects.select_for_update().get(pk=key.pk)
-        check(key.status, Transition.RE_ENABLE)
-        _save_config(key, probed)
+    with _probed_and_locked(key, Transition.RE_ENABLE, config, "re-enabled") as (tenant, key):
         has_active = TenantKey.objects.for_tenant(tenant).filter(status=KeyStatus.ACTIVE).exists()
         target = KeyStatus.RETIRED if has_active else KeyStatus.ACTIVE
         key.disabled_at = None
@@ -414,9 +416,7 @@ def remove_key(key: TenantKey, *, actor: Any, request: HttpRequest | None = None
     """Delete a registration that never verified: it wraps nothing, so nothing can be lost with it."""
     tenant = Tenant.objects.select_for_update().get(pk=key.tenant_id)
     key = TenantKey.objects.select_for_update().get(pk=key.pk)
-    check(key.status, Transition.REMOVE)
-    if key.versions.exists():  # never true for a failed key; the lifecycle and PROTECT say so twice
-        raise KeyCustodyError("This key protects key versions and cannot be removed.")
+    check(key.status, Transition.REMOVE)  # only failed keys, which never got a key version
     payload = payloads.key_removed(key_row_id=key.pk, provider=key.wrap_method, key_id=key.key_id)
     record(tenant, EventType.TENANT_KMS_REMOVED, actor=actor, request=request, payload=payload)
     key.delete()

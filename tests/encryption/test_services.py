@@ -13,27 +13,17 @@ from encryption import health, keyring, services
 from encryption.format import envelope
 from encryption.models import KeyStatus, TenantKey, TenantKeyVersion, VersionStatus, WrapMethod
 from tenants.models import Tenant
-from tests.encryption.conftest import customer_key_url
+from tests.encryption.support import enable_cloud_kms, register_azure
 
 pytestmark = pytest.mark.django_db
 
 
+register = register_azure
+
+
 @pytest.fixture
 def cloud_tenant(tenant: Tenant) -> Tenant:
-    Tenant.objects.filter(pk=tenant.pk).update(cloud_kms_enabled=True)
-    tenant.refresh_from_db()
-    keyring.cache.clear()
-    return tenant
-
-
-def register(tenant: Tenant, vault: AzureKeyVaultEmulator, name: str, actor: Any) -> TenantKey:
-    return services.register_key(
-        tenant,
-        WrapMethod.CUSTOMER_KMS_AZURE,
-        customer_key_url(vault, name),
-        {"directory_id": vault.directory_id},
-        actor=actor,
-    )
+    return enable_cloud_kms(tenant)
 
 
 def events(tenant: Tenant) -> list[str]:
