@@ -48,6 +48,8 @@ class EventType(models.TextChoices):
     BLOB_UPLOADED = "blob.uploaded", "Blob uploaded"
     BLOB_DELETED = "blob.deleted", "Blob deleted"
     BLOB_DOWNLOADED = "blob.downloaded", "Blob downloaded"
+    BLOB_CORRUPT = "blob.corrupt", "Blob damaged"
+    BLOB_REPAIRED = "blob.repaired", "Damaged blob whole again"
     AUDIT_EXPORTED = "audit.exported", "Audit log exported"
 
 

@@ -307,5 +307,22 @@ def blob_downloaded(*, blob_id: int | str, name: str, byte_range: str = "") -> d
     return {"blobId": _ident(blob_id), "name": text(name, 300), "range": text(byte_range, 64)}
 
 
+def blob_corrupt(
+    *, blob_id: int | str, name: str, chunk: int | None, damage: str, found_by: str
+) -> dict[str, Any]:
+    """``chunk``: the first chunk index that failed (None when the object is missing or its length is wrong)."""
+    return {
+        "blobId": _ident(blob_id),
+        "name": text(name, 300),
+        "chunk": chunk,
+        "damage": text(damage, 64),
+        "foundBy": text(found_by, 32),
+    }
+
+
+def blob_repaired(*, blob_id: int | str, name: str, found_by: str) -> dict[str, Any]:
+    return {"blobId": _ident(blob_id), "name": text(name, 300), "foundBy": text(found_by, 32)}
+
+
 def audit_exported(*, export_format: str, first_seq: int, last_seq: int, filters: str) -> dict[str, Any]:
     return {"format": export_format, "firstSeq": first_seq, "lastSeq": last_seq, "filters": text(filters)}

@@ -114,6 +114,12 @@ _SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
     EventType.BLOB_UPLOADED: lambda p: f"Uploaded “{p.get('name', '')}” ({_size(p.get('size'))})",
     EventType.BLOB_DELETED: lambda p: f"Deleted “{p.get('name', '')}” ({_size(p.get('size'))})",
     EventType.BLOB_DOWNLOADED: lambda p: f"Downloaded “{p.get('name', '')}”",
+    EventType.BLOB_CORRUPT: lambda p: (
+        f"“{p.get('name', '')}” is damaged: {p.get('damage', '?')}"
+        + (f" at chunk {p['chunk']}" if p.get("chunk") is not None else "")
+        + f" (found by {p.get('foundBy', '?')})"
+    ),
+    EventType.BLOB_REPAIRED: lambda p: f"“{p.get('name', '')}” verified whole again ({p.get('foundBy', '?')})",
     EventType.AUDIT_EXPORTED: lambda p: (
         f"Exported the audit log as {p.get('format', '?')} (#{p.get('firstSeq')} to #{p.get('lastSeq')})"
     ),
