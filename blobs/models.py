@@ -27,6 +27,16 @@ class BlobStatus(models.TextChoices):
     READY = "ready", "Ready"
 
 
+class Damage(models.TextChoices):
+    """What was found wrong with a blob's stored bytes (``blobs.damage``)."""
+
+    MISSING = "missing", "The stored object is missing"
+    LENGTH = "length", "The stored object has the wrong length (truncated or extended)"
+    HEADER = "header", "The header does not authenticate"
+    CHUNK = "chunk", "A chunk does not authenticate"
+    DATA_KEY = "data-key", "The data key does not match the file"
+
+
 class BlobQuerySet(TenantScopedQuerySet):
     def ready(self) -> Self:
         """What users see: finished uploads only."""
@@ -35,6 +45,9 @@ class BlobQuerySet(TenantScopedQuerySet):
     def visible_in(self, tenant: Tenant) -> Self:
         """The one door for pages and the API: this tenant's finished blobs."""
         return self.for_tenant(tenant).ready()
+
+    def damaged(self) -> Self:
+        return self.filter(damaged_at__isnull=False)
 
 
 def storage_key_for(tenant_id: int, blob_id: uuid.UUID) -> str:
@@ -61,6 +74,13 @@ class Blob(models.Model):
     storage_key = models.CharField(max_length=255, unique=True)
     format_version = models.PositiveSmallIntegerField()
     data_key = models.OneToOneField(DataKey, on_delete=models.PROTECT, related_name="blob")
+    # Damage found by a download or the scrub (``blobs.damage``): set until a scrub authenticates every
+    # chunk again. ``damaged_chunk`` is the first chunk that failed (None for a missing object or a wrong
+    # length). ``verified_at``: when every chunk last authenticated (the scrub's resume point).
+    damaged_at = models.DateTimeField(null=True, blank=True)
+    damage = models.CharField(max_length=16, choices=Damage.choices, blank=True)
+    damaged_chunk = models.BigIntegerField(null=True, blank=True)
+    verified_at = models.DateTimeField(null=True, blank=True)
 
     objects = BlobQuerySet.as_manager()
 
@@ -71,6 +91,9 @@ class Blob(models.Model):
             models.Index(fields=["tenant", "status", "-created_at", "-id"], name="blobs_tenant_recent"),
             models.Index(fields=["tenant", "status", "name"], name="blobs_tenant_name"),
             models.Index(fields=["status", "created_at"], name="blobs_status_created"),
+            models.Index(
+                fields=["tenant"], condition=models.Q(damaged_at__isnull=False), name="blobs_tenant_damaged"
+            ),
         ]
         constraints = [
             models.CheckConstraint(
@@ -90,6 +113,18 @@ class Blob(models.Model):
     def etag(self) -> str:
         """Strong validator: a blob's bytes never change, so its id names its content."""
         return f'"{self.pk.hex}"'
+
+    @property
+    def is_damaged(self) -> bool:
+        return self.damaged_at is not None
+
+    @property
+    def damage_text(self) -> str:
+        """The damage in one sentence for pages and the API ("" when whole)."""
+        if self.damaged_at is None:
+            return ""
+        where = f" (chunk {self.damaged_chunk})" if self.damaged_chunk is not None else ""
+        return f"{Damage(self.damage).label}{where}." if self.damage else "Damaged."
 
     def owned_by(self, user: Any) -> bool:
         return self.created_by_id is not None and self.created_by_id == getattr(user, "pk", None)

@@ -218,14 +218,30 @@ class RandomAccessReader:
         self._out: memoryview | None = None
         self._failed = False
         self._length_ok = False
+        # The index of the chunk that failed (short read, tag or final-chunk size), once one has.
+        self.failed_chunk: int | None = None
+
+    @property
+    def chunks(self) -> int:
+        """How many chunks the message has (for its claimed length), the final one included."""
+        return self._chunks
 
     def authenticate_length(self) -> None:
         """Authenticate the final chunk, and with it ``plaintext_size``; NotAuthentic if forged."""
         if self._failed:
             raise NotAuthentic()
         if not self._length_ok:
-            for _ in self._iter_chunks(self._chunks - 1, self._chunks - 1, 0, 0):
-                pass
+            self.verify_chunks(self._chunks - 1, self._chunks - 1)
+
+    def verify_chunks(self, first: int, last: int) -> None:
+        """Authenticate chunks ``first..last`` without releasing any plaintext; NotAuthentic if one fails
+        (``failed_chunk`` names it). The scrub and the pre-send checks of downloads use this."""
+        if not 0 <= first <= last < self._chunks:
+            raise ValueError(f"chunks {first}..{last} are outside 0..{self._chunks - 1}")
+        if self._failed:
+            raise NotAuthentic()
+        for _ in self._iter_chunks(first, last, 0, 0):
+            pass
 
     def iter_range(self, start: int, stop: int) -> Iterator[bytes]:
         """Yield plaintext bytes ``[start, stop)``; a range ending at the end authenticates it."""
@@ -258,8 +274,10 @@ class RandomAccessReader:
             begin = HEADER_SIZE + batch_first * SEALED_CHUNK_SIZE
             end = min(HEADER_SIZE + (batch_last + 1) * SEALED_CHUNK_SIZE, self._size)
             self._source.seek(self._offset + begin)
-            if fill(self._source, src[: end - begin]) != end - begin:
+            got = fill(self._source, src[: end - begin])
+            if got != end - begin:
                 self._failed = True
+                self.failed_chunk = batch_first + got // SEALED_CHUNK_SIZE
                 raise NotAuthentic()
             full = batch_last - batch_first + (0 if batch_last == final else 1)
             opened = cipher.open_full(batch_first, src, full, dst)
@@ -274,6 +292,7 @@ class RandomAccessReader:
                     self._length_ok = True
             if not ok:
                 self._failed = True
+                self.failed_chunk = batch_first + opened
             # Clip the authenticated plaintext of this batch to the requested range.
             offset = (batch_first - first) * CHUNK_SIZE
             a, b = max(lo - offset, 0), min(hi - offset, released)
