@@ -124,6 +124,19 @@ def blob_json(blob: Blob) -> dict[str, Any]:
         "created_by": blob.created_by_email or None,
         "etag": blob.etag,
         "url": reverse("blobs:api_blob", args=[blob.pk]),
+        "damage": _damage_json(blob),
+    }
+
+
+def _damage_json(blob: Blob) -> dict[str, Any] | None:
+    """None for a whole file; else what was found (the file is not served until it is whole again)."""
+    if blob.damaged_at is None:
+        return None
+    return {
+        "kind": blob.damage,
+        "chunk": blob.damaged_chunk,
+        "found_at": blob.damaged_at.isoformat().replace("+00:00", "Z"),
+        "message": blob.damage_text,
     }
 
 

@@ -36,12 +36,14 @@ from audit.models import EventType
 from audit.services import record
 from encryption import keyring
 from encryption.format import envelope
+from encryption.format.cobblestone import CHUNK_SIZE
 from encryption.format.errors import EnvelopeError
 from encryption.providers import ProviderError
 
+from . import damage
 from .errors import CorruptBlob, RangeNotSatisfiable, StorageUnavailable, check_not_sealed, from_key_error
-from .models import Blob
-from .storage import open_ranged
+from .models import Blob, Damage
+from .storage import object_length, open_ranged
 
 logger = logging.getLogger(__name__)
 
@@ -160,7 +162,11 @@ def _range_applies(request: HttpRequest, blob: Blob) -> bool:
 
 
 def blob_response(request: HttpRequest, blob: Blob) -> HttpResponseBase:
-    """The GET or HEAD answer for ``blob``: 200, 206, 304 or 416, streaming decrypted bytes for GET."""
+    """The GET or HEAD answer for ``blob``: 200, 206, 304 or 416, streaming decrypted bytes for GET.
+
+    HEAD runs every check GET runs before its first byte (key, stored length, header, the chunks that decide
+    the answer), so both answer the same status and headers.
+    """
     check_not_sealed(blob.tenant)
     size = blob.size
     if _not_modified(request, blob):
@@ -178,11 +184,18 @@ def blob_response(request: HttpRequest, blob: Blob) -> HttpResponseBase:
                 headers={"Content-Range": f"bytes */{size}", "Accept-Ranges": "bytes"},
             ) from None
     start, stop = (byte_range.start, byte_range.stop) if byte_range else (0, size)
+    opened = _open(request, blob, start, stop)
+    status = 206 if byte_range else 200
     response: HttpResponseBase
     if request.method == "HEAD":
-        response = HttpResponse(status=206 if byte_range else 200)
+        opened.close()
+        response = HttpResponse(status=status)
+    elif opened.verified is not None:
+        opened.close()
+        response = StreamingHttpResponse(iter((opened.verified,)), status=status)
     else:
-        response = StreamingHttpResponse(_open_stream(blob, start, stop), status=206 if byte_range else 200)
+        response = StreamingHttpResponse(_stream(request, opened), status=status)
+    if request.method != "HEAD":
         _record_download(request, blob, (header or "") if byte_range else "")
     _base_headers(response, blob)
     response["Content-Length"] = str(stop - start)
@@ -191,43 +204,116 @@ def blob_response(request: HttpRequest, blob: Blob) -> HttpResponseBase:
     return response
 
 
+@dataclass
+class _Opened:
+    """A blob whose key, stored length, header and deciding chunks checked out, ready to send."""
+
+    blob: Blob
+    reader: envelope.RandomAccessReader
+    source: Any
+    start: int
+    stop: int
+    verified: bytes | None = None  # the whole answer, authenticated before the first byte (small answers)
+
+    def close(self) -> None:
+        self.source.close()
+
+
+def _corrupt(request: HttpRequest, blob: Blob, kind: Damage, chunk: int | None = None) -> CorruptBlob:
+    damage.report(blob, kind, chunk=chunk, found_by="download", request=request)
+    where = f" (chunk {chunk})" if chunk is not None else ""
+    return CorruptBlob(
+        f"This file is damaged in storage: {Damage(kind).label.lower()}{where}. Kodori does not serve bytes "
+        "that fail authentication. Restore the object from a backup or an earlier object version, or "
+        "delete the file."
+    )
+
+
 @sensitive_variables("dek")
-def _open_stream(blob: Blob, start: int, stop: int) -> Iterator[bytes]:
-    """Open the key and the object now (errors become proper answers), then yield ~1 MiB pieces lazily."""
+def _open(request: HttpRequest, blob: Blob, start: int, stop: int) -> _Opened:
+    """Check everything that decides the answer before a status line is sent; raise a BlobError otherwise.
+
+    * the data key unwraps (503 if the tenant's key cannot be used; 500 ``blob_corrupt`` if it is the wrong
+      one);
+    * the stored object exists and is exactly the format's length for the blob's size, so bytes appended
+      after the final chunk or a truncated final chunk are refused even for a range that does not reach them;
+    * the header and the final chunk (which fixes the length every Content-Length and Content-Range states)
+      authenticate, and so does the first chunk of the answer and a chunk found damaged before;
+    * an answer of at most ``BLOB_VERIFY_BEFORE_SEND_BYTES`` is decrypted whole here, so it is sent complete
+      or not at all. A larger one streams; a chunk that fails then aborts the connection (``_stream``).
+    """
     try:
         dek = keyring.open_data_key(blob.tenant, blob.pk)
     except (keyring.KeyUnavailable, ProviderError) as exc:
-        raise from_key_error(exc) from exc
-    stored = envelope.ciphertext_size(blob.size)
+        error = from_key_error(exc)
+        if isinstance(error, CorruptBlob):
+            raise _corrupt(request, blob, Damage.DATA_KEY) from exc
+        raise error from exc
+    expected = envelope.ciphertext_size(blob.size)
     try:
-        source: Any = open_ranged(blob.storage_key, stored)
-    except FileNotFoundError as exc:
-        logger.error("blobs: object of blob %s is missing", blob.pk)
-        raise CorruptBlob("This file's stored bytes are missing.") from exc
+        stored = object_length(blob.storage_key)
+        source: Any = open_ranged(blob.storage_key, expected) if stored == expected else None
+    except FileNotFoundError:
+        stored, source = None, None
     except Exception as exc:
-        raise StorageUnavailable("The file store is not reachable; try again shortly.") from exc
+        logger.warning("blobs: the file store did not answer for blob %s: %s", blob.pk, type(exc).__name__)
+        raise StorageUnavailable(
+            "The file store is not reachable; try again shortly.", headers={"Retry-After": "30"}
+        ) from exc
+    if stored is None:
+        raise _corrupt(request, blob, Damage.MISSING)
+    if source is None:
+        raise _corrupt(request, blob, Damage.LENGTH)
     try:
         reader = envelope.RandomAccessReader(
-            dek, envelope.blob_context(blob.tenant_id, blob.pk), source, stored
+            dek, envelope.blob_context(blob.tenant_id, blob.pk), source, expected
         )
     except (EnvelopeError, ValueError) as exc:
         source.close()
-        logger.error("blobs: blob %s does not authenticate", blob.pk)
-        raise CorruptBlob("This file's stored bytes failed authentication and are not served.") from exc
-    return _stream(reader, source, start, stop, blob)
-
-
-def _stream(
-    reader: envelope.RandomAccessReader, source: Any, start: int, stop: int, blob: Blob
-) -> Iterator[bytes]:
+        raise _corrupt(request, blob, Damage.HEADER) from exc
+    opened = _Opened(blob, reader, source, start, stop)
     try:
-        yield from reader.iter_range(start, stop)
-    except EnvelopeError:
-        # Headers are gone already: cutting the connection short is the only honest signal left.
-        logger.error("blobs: blob %s failed authentication while streaming", blob.pk)
-        raise
-    finally:
+        _check_deciding_chunks(opened)
+    except EnvelopeError as exc:
         source.close()
+        raise _corrupt(request, blob, Damage.CHUNK, reader.failed_chunk) from exc
+    return opened
+
+
+def _check_deciding_chunks(opened: _Opened) -> None:
+    reader, start, stop = opened.reader, opened.start, opened.stop
+    reader.authenticate_length()
+    if stop - start <= settings.BLOB_VERIFY_BEFORE_SEND_BYTES:
+        opened.verified = reader.read_range(start, stop)
+        return
+    first, last = start // CHUNK_SIZE, (stop - 1) // CHUNK_SIZE
+    reader.verify_chunks(first, first)
+    known = opened.blob.damaged_chunk
+    if known is not None and first <= known <= last:
+        reader.verify_chunks(known, known)
+
+
+class DownloadAborted(Exception):
+    """Raised inside a streaming body: the WSGI server closes the connection before Content-Length bytes."""
+
+
+def _stream(request: HttpRequest, opened: _Opened) -> Iterator[bytes]:
+    """Yield the answer in ~1 MiB pieces of authenticated plaintext; abort the connection on damage.
+
+    The status line and Content-Length are gone already, so ending the body early with an exception is the
+    one signal every HTTP/1.1 client understands: the server closes the connection short of Content-Length
+    and the client reports a failed transfer, never a complete file.
+    """
+    blob, reader = opened.blob, opened.reader
+    try:
+        yield from reader.iter_range(opened.start, opened.stop)
+    except EnvelopeError:
+        damage.report(blob, Damage.CHUNK, chunk=reader.failed_chunk, found_by="download", request=request)
+        raise DownloadAborted(f"blob {blob.pk}: chunk {reader.failed_chunk} failed authentication") from None
+    finally:
+        opened.close()
+    if blob.is_damaged and opened.start == 0 and opened.stop == blob.size:
+        damage.verified(blob, found_by="download")
 
 
 def _record_download(request: HttpRequest, blob: Blob, byte_range: str) -> None:

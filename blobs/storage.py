@@ -105,6 +105,23 @@ def open_ranged(key: str, size: int) -> IO[bytes] | S3RangeReader:
     return handle
 
 
+def object_length(key: str) -> int | None:
+    """The stored length of ``key``'s object, or None if there is no such object.
+
+    Any other failure (the store is down, access denied) propagates: it says nothing about the object.
+    """
+    try:
+        return blob_storage().size(key)
+    except FileNotFoundError:
+        return None
+    except Exception as exc:
+        response = getattr(exc, "response", None)
+        code = str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
+        if code in {"404", "NoSuchKey", "NotFound"}:
+            return None
+        raise
+
+
 def delete_object(key: str) -> None:
     """Remove ``key``'s object; an object that is already gone is not an error."""
     blob_storage().delete(key)

@@ -350,6 +350,9 @@ AUDIT_SIGNING_KEY = env.str("AUDIT_SIGNING_KEY", default="")
 AUDIT_PREVIOUS_PUBLIC_KEYS: list[str] = env.list("AUDIT_PREVIOUS_PUBLIC_KEYS", default=[])
 # Downloads are frequent and rarely key-custody evidence: recorded only when switched on.
 AUDIT_BLOB_DOWNLOADS = env.bool("AUDIT_BLOB_DOWNLOADS", default=False)
+# A download answer up to this size is decrypted and authenticated whole before its first byte is sent (so
+# it arrives complete or not at all); a larger one streams and aborts the connection at a damaged chunk.
+BLOB_VERIFY_BEFORE_SEND_BYTES = env.int("BLOB_VERIFY_BEFORE_SEND_BYTES", default=8 * 1024 * 1024)
 # /audit shows this many events a page, and verifies at most this many new events per view (the rest later).
 AUDIT_PAGE_SIZE = env.int("AUDIT_PAGE_SIZE", default=50)
 AUDIT_PAGE_VERIFY_LIMIT = env.int("AUDIT_PAGE_VERIFY_LIMIT", default=50_000)
