@@ -17,7 +17,7 @@ from .hygiene import key_id_suffix, redact_key_ids
 
 MAX_TEXT = 500
 
-# The encryption app's wrap methods (ARCHITECTURE.md, "Providers") and the short names events carry.
+# The encryption app's wrap methods (docs/architecture.md, "Providers") and the short names events carry.
 PROVIDER_LABELS = {
     "global": "kodori-managed",
     "operator_kms_aws": "operator-aws-kms",
