@@ -245,10 +245,9 @@ def _open(request: HttpRequest, blob: Blob, start: int, stop: int) -> _Opened:
     try:
         dek = keyring.open_data_key(blob.tenant, blob.pk)
     except (keyring.KeyUnavailable, ProviderError) as exc:
-        error = from_key_error(exc)
-        if isinstance(error, CorruptBlob):
+        if isinstance(exc, keyring.DataKeyMismatch):
             raise _corrupt(request, blob, Damage.DATA_KEY) from exc
-        raise error from exc
+        raise from_key_error(exc) from exc
     expected = envelope.ciphertext_size(blob.size)
     try:
         stored = object_length(blob.storage_key)

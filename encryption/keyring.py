@@ -316,6 +316,14 @@ def new_data_key(tenant: Tenant, blob_id: uuid.UUID, format_version: int) -> tup
     raise KeyUnavailable("The tenant's key version kept changing; try again.", kind=FailureKind.TRANSIENT)
 
 
+class DataKeyMismatch(ProviderError):
+    """A blob's wrapped data key does not authenticate under its (correct) tenant key version: the row is
+    damaged or was swapped, unlike an INTEGRITY refusal by the KMS, which concerns the tenant key."""
+
+    def __init__(self) -> None:
+        super().__init__(FailureKind.INTEGRITY, "This blob's data key does not match its blob.")
+
+
 @sensitive_variables("key")
 def open_data_key(tenant: Tenant, blob_id: uuid.UUID) -> bytes:
     """The DEK of ``blob_id`` in ``tenant``. Another tenant's blob is ``DataKey.DoesNotExist``."""
@@ -326,7 +334,7 @@ def open_data_key(tenant: Tenant, blob_id: uuid.UUID) -> bytes:
             key, bytes(row.wrapped_dek), dek_aad(tenant.pk, blob_id, row.tkv_id, row.format_version)
         )
     except NotAuthentic:
-        raise ProviderError(FailureKind.INTEGRITY, "This blob's data key does not match its blob.") from None
+        raise DataKeyMismatch() from None
 
 
 def delete_data_key(tenant: Tenant, blob_id: uuid.UUID) -> None:
