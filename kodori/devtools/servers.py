@@ -18,6 +18,7 @@ import os
 import pwd
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -221,13 +222,33 @@ class PostgresServer:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.database)))
 
     def stop(self) -> None:
-        if not (self.data_dir / "postmaster.pid").exists():
+        pid_file = self.data_dir / "postmaster.pid"
+        if not pid_file.exists():
             return
-        with contextlib.suppress(subprocess.CalledProcessError, ServerUnavailable):
+        try:
             _run_as(
                 [str(find_pg_bin() / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"],
                 _server_user(),
             )
+        except (subprocess.CalledProcessError, ServerUnavailable):
+            # pg_ctl runs as the server's account, which may no longer reach the data directory (a parent lost
+            # its o+x since the start, as pytest does to its temporary root): send the postmaster pg_ctl's
+            # fast-shutdown signal ourselves.
+            self._interrupt_postmaster(pid_file)
+
+    def _interrupt_postmaster(self, pid_file: Path, timeout: float = 60.0) -> None:
+        try:
+            pid = int(pid_file.read_text().split("\n", 1)[0])
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            return  # not running (a stale pid file), or no /proc to tell
+        if str(self.data_dir).encode() not in cmdline:
+            return  # the pid has been reused: not our postmaster
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGINT)
+        deadline = time.monotonic() + timeout
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
 
 
 # --- Redis -------------------------------------------------------------------------------------------------
