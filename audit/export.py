@@ -22,11 +22,11 @@ from django.utils import timezone
 
 from tenants.models import Tenant
 
-from . import chain, signing, verify_bundle
+from . import chain, signing, verify_bundle, witness
 from .encoding import canonical_json, format_time
 from .filters import AuditFilters
 from .models import AuditEvent, Checkpoint
-from .presenters import summary
+from .presenters import break_line, break_row, summary
 
 CSV_COLUMNS = [
     "seq", "created_at", "type", "actor_name", "actor_email", "actor_id", "request_id", "ip", "summary",
@@ -108,18 +108,13 @@ def _public_keys(checkpoints: list[Checkpoint]) -> list[dict[str, Any]]:
     ]
 
 
-def _checkpoint_line(cp: Checkpoint) -> dict[str, Any]:
-    return {
-        "record": "checkpoint",
-        "tenant": cp.tenant_id,
-        "seq": cp.seq,
-        "hash": cp.hash,
-        "signed_at": format_time(cp.signed_at),
-        "key_id": cp.key_id,
-        "public_key": cp.public_key,
-        "signature": cp.signature,
-        "reason": cp.reason,
-    }
+def _breaks(status: chain.ChainStatus) -> list[str]:
+    """Kodori's own account of the chain's breaks, for the auditor: open ones, then acknowledged ones."""
+    seen = status.full_verified_at
+    lines = [f"open break {break_line(break_row(b, None, seen))}" for b in status.breaks]
+    for b in status.acknowledged:
+        lines.append(f"break {break_line(break_row(b, status.proofs.get(b.pk), seen))}")
+    return lines
 
 
 def bundle_header(
@@ -144,6 +139,7 @@ def bundle_header(
         "last_seq": last,
         "head_seq": status.head_seq,
         "chain_status": "verified" if status.ok else str(status.broken),
+        "breaks": _breaks(status),
         "public_keys": _public_keys(checkpoints),
         "encoding": "hash = SHA-256(prev_hash bytes || canonical JSON of {v:1, other fields}), see README",
     }
@@ -167,6 +163,6 @@ def bundle_chunks(tenant: Tenant, header: dict[str, Any], checkpoints: list[Chec
                 if number % 5000 == 0:
                     yield sink.take()
             for cp in checkpoints:
-                out.write(orjson.dumps(_checkpoint_line(cp)) + b"\n")
+                out.write(orjson.dumps(witness.checkpoint_record(cp)) + b"\n")
         yield sink.take()
     yield sink.take()

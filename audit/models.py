@@ -2,7 +2,9 @@
 
 ``AuditEvent`` and ``Checkpoint`` refuse updates and deletes three times over: their ``save``/``delete``,
 their querysets' ``update``/``delete``, and a PostgreSQL trigger (migration 0002) for anything that bypasses
-the ORM. ``ChainVerification`` is a mutable cache of how far each chain was last verified.
+the ORM. ``ChainVerification`` is a mutable cache of how far each chain was last verified. ``ChainBreak``
+remembers every break a verification found, until a person acknowledges it: the database refuses to delete
+one, or to change it other than by acknowledging it once (migration 0008).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class EventType(models.TextChoices):
     BLOB_CORRUPT = "blob.corrupt", "Blob damaged"
     BLOB_REPAIRED = "blob.repaired", "Damaged blob whole again"
     AUDIT_EXPORTED = "audit.exported", "Audit log exported"
+    AUDIT_BREAK_ACKNOWLEDGED = "audit.break-acknowledged", "Audit chain break acknowledged"
 
 
 class ImmutableRecordError(Exception):
@@ -172,8 +175,86 @@ class ChainVerification(models.Model):
     checkpoint_pk = models.BigIntegerField(default=0)
     verified_at = models.DateTimeField()
     full_verified_at = models.DateTimeField(null=True, blank=True)
-    broken_seq = models.PositiveBigIntegerField(null=True, blank=True)
-    broken_reason = models.TextField(blank=True)
 
     def __str__(self) -> str:
         return f"tenant {self.tenant_id} verified through #{self.verified_seq}"
+
+
+class BreakKind(models.TextChoices):
+    """What a verification found. The first seven are the offline verifier's kinds (``verify_bundle``)."""
+
+    EDITED = "edited", "an event was edited"
+    RELINKED = "relinked", "an event was inserted or removed"
+    MISSING = "missing", "events are missing"
+    REORDERED = "reordered", "events are out of order"
+    FOREIGN = "foreign", "an event of another tenant"
+    MALFORMED = "malformed", "an event cannot be read"
+    REWRITTEN = "rewritten", "the chain differs from what was signed"
+    TRUNCATED = "truncated", "the end of the chain was cut off"
+    BAD_SIGNATURE = "bad-signature", "a checkpoint's signature is not valid"
+    CHECKPOINT_MISSING = "checkpoint-missing", "signed checkpoints were deleted"
+    WITNESS_INVALID = "witness-invalid", "a witness object is not valid"
+
+
+class AcknowledgedVia(models.TextChoices):
+    OWNER = "owner", "the tenant's owner, on /audit"
+    SUPPORT = "support", "Kodori support, in the admin"
+    OPERATOR = "operator", "an operator, with manage.py acknowledge_audit_break"
+
+
+class ChainBreak(models.Model):
+    """A break a verification found in a tenant's chain, kept until a person acknowledges it with a reason.
+
+    (``first_bad_seq``, ``kind``, ``detail``) is what was found: a later verification that finds the same
+    thing recognises it (an acknowledged break is then passed over, and the rest of the chain verified); a
+    break at another position, of another kind or with other details is new. Rows are never deleted.
+    """
+
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.PROTECT, related_name="+")
+    first_bad_seq = models.PositiveBigIntegerField()
+    last_bad_seq = models.PositiveBigIntegerField()
+    kind = models.CharField(max_length=32, choices=BreakKind.choices)
+    detail = models.CharField(max_length=200, blank=True)
+    reason = models.TextField()
+    found_at = models.DateTimeField()
+    found_by = models.CharField(max_length=32)
+    last_seen_at = models.DateTimeField()
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    ack_actor_id = models.BigIntegerField(null=True, blank=True)
+    ack_actor_name = models.CharField(max_length=200, blank=True)
+    ack_actor_email = models.CharField(max_length=254, blank=True)
+    ack_via = models.CharField(max_length=16, choices=AcknowledgedVia.choices, blank=True)
+    ack_reason = models.TextField(blank=True)
+    # The ``audit.break-acknowledged`` event that records the acknowledgement in the chain itself.
+    ack_seq = models.PositiveBigIntegerField(null=True, blank=True)
+
+    objects = TenantScopedQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "first_bad_seq", "kind", "detail"], name="audit_break_unique_finding"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(last_bad_seq__gte=models.F("first_bad_seq")), name="audit_break_range"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(acknowledged_at__isnull=True)
+                | (~models.Q(ack_reason="") & models.Q(ack_seq__isnull=False)),
+                name="audit_break_ack_has_reason_and_event",
+            ),
+        ]
+        indexes = [models.Index(fields=["tenant", "acknowledged_at"], name="audit_break_tenant_ack")]
+
+    def __str__(self) -> str:
+        return f"break at #{self.first_bad_seq} ({self.kind}) of tenant {self.tenant_id}"
+
+    @property
+    def acknowledged(self) -> bool:
+        return self.acknowledged_at is not None
+
+    @property
+    def span(self) -> str:
+        """``#4`` or ``#4..#9``."""
+        last = self.last_bad_seq
+        return f"#{self.first_bad_seq}" if last == self.first_bad_seq else f"#{self.first_bad_seq}..#{last}"

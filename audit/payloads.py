@@ -310,7 +310,7 @@ def blob_downloaded(*, blob_id: int | str, name: str, byte_range: str = "") -> d
 def blob_corrupt(
     *, blob_id: int | str, name: str, chunk: int | None, damage: str, found_by: str
 ) -> dict[str, Any]:
-    """``chunk``: the first chunk index that failed (None when the object is missing or its length is wrong)."""
+    """``chunk``: the first chunk index that failed (None when the object is missing or wrongly sized)."""
     return {
         "blobId": _ident(blob_id),
         "name": text(name, 300),
@@ -326,3 +326,30 @@ def blob_repaired(*, blob_id: int | str, name: str, found_by: str) -> dict[str, 
 
 def audit_exported(*, export_format: str, first_seq: int, last_seq: int, filters: str) -> dict[str, Any]:
     return {"format": export_format, "firstSeq": first_seq, "lastSeq": last_seq, "filters": text(filters)}
+
+
+def break_acknowledged(
+    *,
+    seq: int,
+    last_seq: int,
+    kind: str,
+    detail: str,
+    found_at: str,
+    reason: str,
+    via: str,
+    operator: str = "",
+) -> dict[str, Any]:
+    """``seq``, ``kind`` and ``detail`` name the finding exactly (a verification checks them against the break
+    the acknowledgement is for); ``reason`` is the person's, ``via`` owner / support / operator."""
+    payload: dict[str, Any] = {
+        "seq": seq,
+        "lastSeq": last_seq,
+        "kind": kind,
+        "detail": detail,
+        "foundAt": found_at,
+        "reason": text(reason),
+        "via": via,
+    }
+    if operator:
+        payload["operator"] = text(operator, 200)
+    return payload

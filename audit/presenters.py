@@ -1,14 +1,15 @@
-"""How an event reads on ``/audit`` and in the CSV: a one-line summary, and the rotation diff chip."""
+"""How an event reads on ``/audit`` and in the CSV (a one-line summary, the rotation diff chip), and how a
+chain break reads on ``/audit``, in the command's output and in the admin."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
-from .models import AuditEvent, EventType
+from .models import AcknowledgedVia, AuditEvent, BreakKind, ChainBreak, EventType
 
 
 @dataclass(frozen=True)
@@ -119,9 +120,16 @@ _SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
         + (f" at chunk {p['chunk']}" if p.get("chunk") is not None else "")
         + f" (found by {p.get('foundBy', '?')})"
     ),
-    EventType.BLOB_REPAIRED: lambda p: f"“{p.get('name', '')}” verified whole again ({p.get('foundBy', '?')})",
+    EventType.BLOB_REPAIRED: lambda p: (
+        f"“{p.get('name', '')}” verified whole again ({p.get('foundBy', '?')})"
+    ),
     EventType.AUDIT_EXPORTED: lambda p: (
         f"Exported the audit log as {p.get('format', '?')} (#{p.get('firstSeq')} to #{p.get('lastSeq')})"
+    ),
+    EventType.AUDIT_BREAK_ACKNOWLEDGED: lambda p: (
+        f"Acknowledged the chain break at #{p.get('seq')} ({p.get('kind', '?')}, via {p.get('via', '?')}"
+        + (f" {p['operator']}" if p.get("operator") else "")
+        + f"): {p.get('reason', '')}"
     ),
 }
 
@@ -156,3 +164,61 @@ def row(event: AuditEvent) -> dict[str, Any]:
         "ip": event.ip or "—",
         "hash": event.hash,
     }
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if moment else ""
+
+
+def break_row(brk: ChainBreak, proof: AuditEvent | None, full_verified_at: datetime | None) -> dict[str, Any]:
+    """A chain break as ``/audit``, the command and the admin tell it: what, where, when, who dealt with it.
+
+    ``proof`` is the ``audit.break-acknowledged`` event in the chain; a break marked acknowledged without one
+    is reported as open (``unproven``). Whether the break is still there is what the last full verification
+    saw: a break it did not find again may have been repaired, and stays reported until acknowledged.
+    """
+    repaired = full_verified_at is not None and brk.last_seen_at < full_verified_at
+    payload = proof.payload if proof is not None and isinstance(proof.payload, dict) else {}
+    via = AcknowledgedVia(payload["via"]).label if payload.get("via") in AcknowledgedVia.values else ""
+    by = ""
+    if proof is not None:
+        by = payload.get("operator") or proof.actor_name
+        if proof.actor_email and proof.actor_email != by:
+            by = f"{by} <{proof.actor_email}>"
+    return {
+        "pk": brk.pk,
+        "seq": brk.first_bad_seq,
+        "span": brk.span,
+        "kind": brk.kind,
+        "kind_label": BreakKind(brk.kind).label if brk.kind in BreakKind.values else brk.kind,
+        "reason": brk.reason,
+        "found_at": _when(brk.found_at),
+        "found_by": brk.found_by,
+        "presence": (
+            f"not found again by the full verification of {_when(full_verified_at)} UTC (the rows may have "
+            "been put back; it stays reported until it is acknowledged)"
+            if repaired
+            else f"last seen {_when(brk.last_seen_at)} UTC"
+        ),
+        "still_present": not repaired,
+        "acknowledged": proof is not None,
+        "unproven": proof is None and brk.acknowledged_at is not None,
+        "ack_at": _when(proof.created_at) if proof is not None else "",
+        "ack_by": by,
+        "ack_via": via,
+        "ack_reason": payload.get("reason", ""),
+        "ack_seq": proof.seq if proof is not None else brk.ack_seq,
+    }
+
+
+def break_line(row: dict[str, Any]) -> str:
+    """One line for the command and the logs."""
+    line = f"{row['span']} {row['kind']}: {row['reason']} (found {row['found_at']} UTC by {row['found_by']}"
+    line += "; not found again by the last full verification)" if not row["still_present"] else ")"
+    if row["acknowledged"]:
+        line += (
+            f"; acknowledged {row['ack_at']} UTC by {row['ack_by']} ({row['ack_via']}): {row['ack_reason']}"
+        )
+    elif row["unproven"]:
+        line += f"; marked acknowledged, but the chain holds no acknowledgement event (#{row['ack_seq']})"
+    return line

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -25,17 +26,30 @@ from django.utils import timezone
 from tenants.models import Tenant
 from tenants.request_context import client_ip_var, request_id_var
 
-from . import chain, signing
+from . import chain, payloads, signing, witness
 from .encoding import body_pieces, canonical_json, event_hash, format_time
 from .hygiene import check_payload, key_id_suffix, redact_key_ids
-from .models import AuditEvent, Checkpoint, CheckpointReason, EventType
+from .models import (
+    AcknowledgedVia,
+    AuditEvent,
+    ChainBreak,
+    ChainVerification,
+    Checkpoint,
+    CheckpointReason,
+    EventType,
+)
 
 __all__ = [
+    "AcknowledgementError",
     "ChainIntegrityError",
+    "Signed",
+    "acknowledge_break",
     "key_id_suffix",
     "record",
     "sign_checkpoint",
     "sign_checkpoints",
+    "sign_head",
+    "sign_heads",
     "verify_chains",
 ]
 
@@ -147,29 +161,48 @@ def _valid_ip(value: str) -> str:
 # --- Checkpoints --------------------------------------------------------------------------------------------
 
 
-def sign_checkpoint(
+@dataclass(frozen=True)
+class Signed:
+    """What signing a tenant's head came to: the checkpoint, or why Kodori refused to sign."""
+
+    tenant: Tenant
+    checkpoint: Checkpoint | None
+    refused: str = ""
+
+
+def sign_head(
     tenant: Tenant, *, upto: AuditEvent | None = None, reason: CheckpointReason = CheckpointReason.SCHEDULED
-) -> Checkpoint | None:
+) -> Signed:
     """Sign event ``upto`` (default: the head) of ``tenant``'s chain, unless it is already signed.
 
-    Refuses (returns None, logs an error) when the chain does not verify: Kodori never vouches for a broken
-    chain.
+    Refuses while the chain does not verify: a break found now or kept from before and not acknowledged, a
+    head the witness does not confirm, or a witness that cannot be read. Kodori never vouches for a chain
+    it cannot verify. A signed checkpoint is witnessed once committed (``audit.witness``).
     """
     event = upto or chain.head(tenant)
     if event is None:
-        return None
+        return Signed(tenant, None)
     existing = Checkpoint.objects.for_tenant(tenant).filter(seq=event.seq).first()
-    if existing is not None:
-        return existing
-    status = chain.verify(tenant)
-    if not status.ok or status.verified_seq < event.seq:
-        logger.error("audit: not signing tenant %s at #%s: %s", tenant.slug, event.seq, status.broken)
-        return None
+    if existing is not None and existing.hash == event.hash:
+        return Signed(tenant, existing)
+    status = chain.verify(tenant, witness_mode=chain.WITNESS_LATEST, found_by="signing")
+    refused = ""
+    if status.broken is not None:
+        refused = str(status.broken)
+    elif status.witness_error:
+        refused = f"the witness cannot be read: {status.witness_error}"
+    elif status.verified_seq < event.seq:
+        refused = f"the chain is verified only through #{status.verified_seq}"
+    elif existing is not None:
+        refused = f"checkpoint #{event.seq} already names another hash"
+    if refused:
+        logger.error("audit: not signing tenant %s at #%s: %s", tenant.slug, event.seq, refused)
+        return Signed(tenant, None, refused)
     signed_at = timezone.now()
     key_id, public_key, signature = signing.sign(tenant.pk, event.seq, event.hash, format_time(signed_at))
     try:
         with transaction.atomic():
-            return Checkpoint.objects.create(
+            checkpoint = Checkpoint.objects.create(
                 tenant=tenant,
                 seq=event.seq,
                 hash=event.hash,
@@ -179,28 +212,96 @@ def sign_checkpoint(
                 signature=signature,
                 reason=reason,
             )
+            witness.write_after_commit(checkpoint)
     except IntegrityError:  # another signer got there first
-        return Checkpoint.objects.for_tenant(tenant).filter(seq=event.seq).first()
+        return Signed(tenant, Checkpoint.objects.for_tenant(tenant).filter(seq=event.seq).first())
+    return Signed(tenant, checkpoint)
+
+
+def sign_checkpoint(
+    tenant: Tenant, *, upto: AuditEvent | None = None, reason: CheckpointReason = CheckpointReason.SCHEDULED
+) -> Checkpoint | None:
+    """``sign_head``'s checkpoint, or None when there was nothing to sign or Kodori refused (logged)."""
+    return sign_head(tenant, upto=upto, reason=reason).checkpoint
+
+
+def sign_heads() -> list[Signed]:
+    """Sign the head of every chain that moved since its last checkpoint (refusals included)."""
+    heads = dict(AuditEvent.objects.values_list("tenant").annotate(Max("seq")).order_by())
+    signed = dict(Checkpoint.objects.values_list("tenant").annotate(Max("seq")).order_by())
+    moved = [t for t, seq in heads.items() if seq > signed.get(t, 0)]
+    return [sign_head(tenant) for tenant in Tenant.objects.filter(pk__in=moved).order_by("slug")]
 
 
 def sign_checkpoints() -> int:
     """Sign the head of every chain that moved since its last checkpoint; returns how many were signed."""
-    heads = dict(AuditEvent.objects.values_list("tenant").annotate(Max("seq")).order_by())
-    signed = dict(Checkpoint.objects.values_list("tenant").annotate(Max("seq")).order_by())
-    count = 0
-    for tenant in Tenant.objects.filter(pk__in=[t for t, seq in heads.items() if seq > signed.get(t, 0)]):
-        if sign_checkpoint(tenant) is not None:
-            count += 1
-    return count
+    return sum(1 for result in sign_heads() if result.checkpoint is not None)
 
 
 def verify_chains(*, full: bool = True, tenant: Tenant | None = None) -> list[chain.ChainStatus]:
-    """Verify every tenant's chain (or one) and log each break: the periodic full check and the command."""
+    """Verify every tenant's chain (or one), logging each open break: the periodic full check, the command."""
     tenants = [tenant] if tenant is not None else list(Tenant.objects.order_by("slug"))
     results = []
     for each in tenants:
-        status = chain.verify(each, full=full)
-        if not status.ok:
-            logger.error("audit: chain of tenant %s %s", each.slug, status.broken)
+        status = chain.verify(each, full=full, found_by="full verification")
+        for brk in status.breaks:
+            logger.error("audit: chain of tenant %s broken at %s: %s (open)", each.slug, brk.span, brk.reason)
         results.append(status)
     return results
+
+
+# --- Acknowledging a break ----------------------------------------------------------------------------------
+
+
+class AcknowledgementError(ValueError):
+    """The break cannot be acknowledged so: no reason, or it was acknowledged already."""
+
+
+def acknowledge_break(
+    brk: ChainBreak,
+    *,
+    reason: str,
+    via: AcknowledgedVia,
+    actor: Any = None,
+    operator: str = "",
+    request: HttpRequest | None = None,
+) -> ChainBreak:
+    """Record that a person dealt with ``brk``: an ``audit.break-acknowledged`` event, then the break itself.
+
+    ``actor`` is the owner (``via=owner``) or the support user (``support``), None for an operator at the
+    command line, who names themself in ``operator``. Later verifications pass over exactly this finding and
+    verify the rest of the chain; a break at another position, or of another kind, is reported again. The
+    verification cache is dropped, so the next verification starts from genesis.
+    """
+    reason = " ".join(reason.split())
+    if not reason:
+        raise AcknowledgementError("Give a reason: it is recorded in the audit log.")
+    with transaction.atomic():
+        locked = ChainBreak.objects.select_for_update().select_related("tenant").get(pk=brk.pk)
+        if locked.acknowledged_at is not None and chain.acknowledgement(locked) is not None:
+            raise AcknowledgementError(
+                f"The break at {locked.span} was acknowledged already, by {locked.ack_actor_name}."
+            )
+        payload = payloads.break_acknowledged(
+            seq=locked.first_bad_seq, last_seq=locked.last_bad_seq, kind=locked.kind, detail=locked.detail,
+            found_at=format_time(locked.found_at), reason=reason, via=via.value, operator=operator,
+        )  # fmt: skip
+        event = record(
+            locked.tenant, EventType.AUDIT_BREAK_ACKNOWLEDGED, actor=actor, payload=payload, request=request
+        )
+        assert event is not None
+        if locked.acknowledged_at is not None:
+            # Marked acknowledged, but its event is gone from the chain: the new event is the acknowledgement
+            # now; the row keeps the first one (the database refuses to change an acknowledged break).
+            ChainVerification.objects.filter(tenant=locked.tenant).delete()
+            return locked
+        locked.acknowledged_at = event.created_at
+        locked.ack_actor_id = event.actor_id
+        locked.ack_actor_name = (operator or event.actor_name) if actor is None else event.actor_name
+        locked.ack_actor_email = event.actor_email
+        locked.ack_via = via.value
+        locked.ack_reason = event.payload["reason"]
+        locked.ack_seq = event.seq
+        locked.save()
+        ChainVerification.objects.filter(tenant=locked.tenant).delete()
+    return locked

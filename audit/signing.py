@@ -90,19 +90,33 @@ def sign(tenant_id: int, seq: int, hash_: str, signed_at: str) -> tuple[str, str
     return key_id(public), base64.b64encode(public).decode(), base64.b64encode(signature).decode()
 
 
+class SignatureChecker:
+    """Checks checkpoint signatures against the keys Kodori trusts, each key parsed once for a whole batch."""
+
+    def __init__(self) -> None:
+        trusted = trusted_public_keys().items()
+        self._keys = {kid: Ed25519PublicKey.from_public_bytes(raw) for kid, raw in trusted}
+
+    def valid(
+        self, tenant_id: int, seq: int, hash_: str, signed_at: str, key_id: str, signature: str
+    ) -> bool:
+        """True when ``signature`` (base64) is by the trusted key ``key_id``, not by whatever key it names."""
+        public = self._keys.get(key_id)
+        if public is None:
+            return False
+        try:
+            public.verify(base64.b64decode(signature), checkpoint_message(tenant_id, seq, hash_, signed_at))
+        except (InvalidSignature, ValueError, binascii.Error):
+            return False
+        return True
+
+    def checkpoint(self, cp: Checkpoint) -> bool:
+        return self.valid(cp.tenant_id, cp.seq, cp.hash, format_time(cp.signed_at), cp.key_id, cp.signature)
+
+
 def verify_checkpoint(checkpoint: Checkpoint) -> bool:
     """True when ``checkpoint`` carries a valid signature by a key Kodori trusts (not the one it names)."""
-    public = trusted_public_keys().get(checkpoint.key_id)
-    if public is None:
-        return False
-    message = checkpoint_message(
-        checkpoint.tenant_id, checkpoint.seq, checkpoint.hash, format_time(checkpoint.signed_at)
-    )
-    try:
-        Ed25519PublicKey.from_public_bytes(public).verify(base64.b64decode(checkpoint.signature), message)
-    except (InvalidSignature, ValueError, binascii.Error):
-        return False
-    return True
+    return SignatureChecker().checkpoint(checkpoint)
 
 
 def generate_private_key() -> tuple[str, str]:

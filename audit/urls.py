@@ -13,4 +13,5 @@ urlpatterns = [
     path("audit/export.csv", views.export_csv, name="export_csv"),
     path("audit/export.zip", views.export_bundle, name="export_bundle"),
     path("audit/verify", views.verify_now, name="verify"),
+    path("audit/breaks/<int:pk>/acknowledge", views.acknowledge_break, name="acknowledge_break"),
 ]

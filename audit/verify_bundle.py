@@ -3,6 +3,7 @@
 Usage (an auditor, anywhere)::
 
     python verify_audit_bundle.py BUNDLE [--public-key KEY ...] [--require-signatures]
+                                  [--extends EARLIER] [--save-head FILE]
     python -m audit.verify_bundle BUNDLE ...          # the same, from a Kodori checkout
 
 ``BUNDLE`` is the ``.zip`` that ``/audit`` exports, or the ``bundle.jsonl`` inside it. ``KEY`` is the base64
@@ -21,6 +22,11 @@ What it checks, and the definitions it uses (``docs/audit.md`` is the prose vers
   inside the bundle's range must name the hash of its event, and the bundle's last event must be covered by
   one (the export signs it), so a bundle cut short is detected. Signatures are verified when the
   ``cryptography`` package is importable; otherwise the script says plainly that it checked the chain only.
+* Consistency (``--extends EARLIER``), as Certificate Transparency monitors check a log: ``EARLIER`` is a
+  bundle of the same tenant verified before, or a head saved from one (``--save-head``), or a witness object
+  of Kodori's checkpoint store (both are one checkpoint record as JSON). The new bundle must contain the
+  earlier head's event with the same hash (or start right after it and link to it), and every event the two
+  bundles share must have the same hash: a chain cut short, rewritten or forked since is refused.
 
 Exit status: 0 = PASS, 1 = FAIL (the first broken sequence is named), 2 = the bundle cannot be read. This
 file is shipped inside every exported bundle as ``verify_audit_bundle.py``; keep it standard-library only.
@@ -96,12 +102,30 @@ def key_id(public_key: bytes) -> str:
     return hashlib.sha256(public_key).hexdigest()[:16]
 
 
+# What a break is, by kind (Kodori's ``audit.models.BreakKind`` uses the same names).
+EDITED = "edited"  # an event's hash does not match its content
+RELINKED = "relinked"  # an event's prev_hash is not the hash of the event before it
+MISSING = "missing"  # sequence numbers skip: events were removed
+REORDERED = "reordered"  # a sequence number appears again or out of order
+FOREIGN = "foreign"  # an event of another tenant
+MALFORMED = "malformed"  # an event that cannot be read or encoded
+REWRITTEN = "rewritten"  # an event differs from what a signed checkpoint says it was
+
+
 @dataclass(frozen=True)
 class Break:
-    """Where a chain first fails to verify, and why."""
+    """Where a chain first fails to verify, and why.
+
+    ``kind`` says what was found and ``detail`` pins it down (the hash computed, the next sequence number
+    found...), so the same finding is recognised on a later verification; ``last_seq`` is the last sequence
+    number it concerns (events ``seq..last_seq`` missing, say), None when it is one event.
+    """
 
     seq: int
     reason: str
+    kind: str = ""
+    detail: str = ""
+    last_seq: int | None = None
 
     def __str__(self) -> str:
         return f"chain broken at #{self.seq}: {self.reason}"
@@ -128,40 +152,70 @@ class ChainVerifier:
         return self.next_seq - 1
 
     def feed(self, event: Mapping[str, Any]) -> Break | None:
+        """Check the next event; once broken, the verifier stays broken (the first break is the one named)."""
         if self.broken is not None:
             return self.broken
-        self.broken = self._check(event)
-        if self.broken is None:
-            self.prev_hash = event["hash"]
-            self.next_seq += 1
-            self.count += 1
+        self.broken = self.check(event)
         return self.broken
 
-    def _check(self, event: Mapping[str, Any]) -> Break | None:
+    def check(self, event: Mapping[str, Any], skip: frozenset[str] = frozenset()) -> Break | None:
+        """Check one event and advance past it when it passes.
+
+        ``skip`` names kinds of break to let pass for this event: Kodori passes the kinds a person has
+        acknowledged, to go on verifying the rest of the chain. A passed-over gap or link resumes the chain
+        at this event; a passed-over repeat is ignored.
+        """
+        seq = event.get("seq")
+        if REORDERED in skip and isinstance(seq, int) and seq < self.next_seq:
+            return None
+        broken = self._check(event, skip)
+        if broken is None:
+            self.prev_hash = event["hash"]
+            self.next_seq = event["seq"] + 1
+            self.count += 1
+        return broken
+
+    def _check(self, event: Mapping[str, Any], skip: frozenset[str]) -> Break | None:
         expected = self.next_seq
         seq = event.get("seq")
         if not isinstance(seq, int) or isinstance(seq, bool):
-            return Break(expected, f"event after #{expected - 1} has no valid sequence number")
-        if seq > expected:
+            return Break(expected, f"event after #{expected - 1} has no valid sequence number", MALFORMED)
+        if seq > expected and MISSING not in skip:
             missing = f"#{expected}" if seq == expected + 1 else f"#{expected}..#{seq - 1}"
-            return Break(expected, f"event {missing} is missing (the next event is #{seq})")
-        if seq < expected:
-            return Break(expected, f"event #{seq} appears again or out of order after #{expected - 1}")
-        if event.get("tenant") != self.tenant:
-            return Break(seq, f"event #{seq} belongs to tenant {event.get('tenant')!r}, not {self.tenant}")
-        if event.get("prev_hash") != self.prev_hash:
             return Break(
-                seq, f"prev_hash of #{seq} is not the hash of #{seq - 1} (event inserted or removed?)"
+                expected, f"event {missing} is missing (the next event is #{seq})", MISSING, str(seq), seq - 1
+            )
+        if seq < expected:
+            again = f"event #{seq} appears again or out of order after #{expected - 1}"
+            return Break(expected, again, REORDERED, str(seq))
+        if event.get("tenant") != self.tenant and FOREIGN not in skip:
+            tenant = event.get("tenant")
+            stranger = f"event #{seq} belongs to tenant {tenant!r}, not {self.tenant}"
+            return Break(seq, stranger, FOREIGN, str(tenant))
+        gap = seq > expected  # a gap let pass: the link to the missing event cannot hold
+        if event.get("prev_hash") != self.prev_hash and RELINKED not in skip and not gap:
+            return Break(
+                seq,
+                f"prev_hash of #{seq} is not the hash of #{seq - 1} (event inserted or removed?)",
+                RELINKED,
+                str(event.get("prev_hash")),
             )
         try:
             computed = self.hash_event(event)
         except (KeyError, TypeError, ValueError) as exc:
-            return Break(seq, f"event #{seq} cannot be encoded: {exc!r}")
-        if computed != event.get("hash"):
-            return Break(seq, f"hash of #{seq} does not match its content (edited?)")
+            if MALFORMED not in skip:
+                return Break(seq, f"event #{seq} cannot be encoded: {exc!r}", MALFORMED)
+            computed = str(event.get("hash"))
+        if computed != event.get("hash") and EDITED not in skip:
+            return Break(seq, f"hash of #{seq} does not match its content (edited?)", EDITED, computed)
         vouched = self.expected_hashes.get(seq)
-        if vouched is not None and vouched != computed:
-            return Break(seq, f"#{seq} differs from the signed checkpoint of #{seq} (chain rewritten?)")
+        if vouched is not None and vouched != event.get("hash") and REWRITTEN not in skip:
+            return Break(
+                seq,
+                f"#{seq} differs from the signed checkpoint of #{seq} (chain rewritten?)",
+                REWRITTEN,
+                str(event.get("hash")),
+            )
         return None
 
     def run(self, events: Iterable[Mapping[str, Any]]) -> Break | None:
@@ -314,6 +368,9 @@ def verify(bundle: Bundle, public_keys: list[str], require_signatures: bool = Fa
     )
     if not isinstance(first, int) or not isinstance(last, int) or not isinstance(tenant, int):
         raise BundleError("the header lacks tenant id, first_seq or last_seq")
+    for known in header.get("breaks", []) if isinstance(header.get("breaks"), list) else []:
+        # Kodori's account of breaks it found earlier: information for the auditor, never a reason to pass.
+        report.say(f"note: Kodori reports: {known}")
     trusted = _trusted_keys(bundle, public_keys, report)
     expected = {cp["seq"]: cp["hash"] for cp in bundle.checkpoints if first <= cp.get("seq", 0) <= last}
     start_prev = GENESIS_HASH
@@ -350,6 +407,107 @@ def verify(bundle: Bundle, public_keys: list[str], require_signatures: bool = Fa
     return report
 
 
+# --- Consistency with an earlier bundle or head (--extends) ------------------------------------------------
+
+
+@dataclass
+class Head:
+    """What an auditor kept from earlier: a tenant's signed head, and the events of an earlier bundle."""
+
+    tenant: int
+    seq: int
+    hash: str
+    checkpoint: dict[str, Any] | None
+    events: dict[int, str]
+    source: str
+
+
+def head_record(bundle: Bundle) -> dict[str, Any] | None:
+    """The checkpoint that signs a bundle's last event: what ``--save-head`` writes."""
+    last = bundle.header.get("last_seq")
+    return next((dict(cp) for cp in bundle.checkpoints if cp.get("seq") == last), None)
+
+
+def read_head(path: Path) -> Head:
+    """An earlier bundle (``.zip`` or ``.jsonl``), or one checkpoint record as JSON (a saved head or a witness
+    object of Kodori's checkpoint store)."""
+    try:
+        bundle: Bundle | None = read_bundle(path)
+    except BundleError:
+        bundle = None
+    try:
+        if bundle is not None:
+            events = {int(e["seq"]): str(e["hash"]) for e in bundle.events}
+            tenant, last = int(bundle.header["tenant"]["id"]), int(bundle.header["last_seq"])
+            return Head(tenant, last, events[last], head_record(bundle), events, f"bundle {path.name}")
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, KeyError, TypeError, UnicodeDecodeError, ValueError) as exc:
+        raise BundleError(f"cannot read the earlier head {path}: {exc!r}") from exc
+    if not isinstance(record, dict) or not {"tenant", "seq", "hash"} <= set(record):
+        raise BundleError(f"{path} is neither a bundle nor a saved head (a checkpoint record)")
+    try:
+        tenant, seq, hash_ = int(record["tenant"]), int(record["seq"]), str(record["hash"])
+    except (TypeError, ValueError) as exc:
+        raise BundleError(f"{path}: the saved head is malformed") from exc
+    return Head(tenant, seq, hash_, record, {seq: hash_}, f"head {path.name}")
+
+
+def check_extends(bundle: Bundle, earlier: Head, trusted: dict[str, bytes], report: Report) -> None:
+    """Fail unless ``bundle`` (verified already) holds ``earlier``'s head unchanged: the same chain, grown."""
+    tenant = bundle.header["tenant"]["id"]
+    first, last = bundle.header["first_seq"], bundle.header["last_seq"]
+    if earlier.tenant != tenant:
+        report.fail(f"the earlier {earlier.source} is of tenant {earlier.tenant}, this bundle of {tenant}")
+        return
+    if earlier.checkpoint is not None:
+        _check_earlier_signature(earlier, trusted, report)
+        if report.failure:
+            return
+    if earlier.seq > last:
+        report.fail(
+            f"chain broken at #{last + 1}: this bundle does not extend the earlier head #{earlier.seq}: it "
+            f"ends at #{last} (events removed from the end since?)"
+        )
+        return
+    if earlier.seq < first - 1:
+        report.fail(
+            f"cannot show that this bundle extends the earlier head #{earlier.seq}: it starts at #{first}; "
+            f"export from #{earlier.seq} or earlier"
+        )
+        return
+    ours = {e["seq"]: e["hash"] for e in bundle.events}
+    if earlier.seq == first - 1:
+        ours[earlier.seq] = bundle.events[0]["prev_hash"]  # the link to the event before the bundle
+    for seq in sorted({**earlier.events, earlier.seq: earlier.hash}):
+        if seq in ours and ours[seq] != earlier.events.get(seq, earlier.hash):
+            report.fail(
+                f"chain broken at #{seq}: #{seq} differs from the earlier {earlier.source} "
+                f"(chain rewritten since?)"
+            )
+            return
+    shared = sum(1 for seq in earlier.events if seq in ours)
+    report.say(
+        f"consistency: extends the earlier head #{earlier.seq} ({earlier.hash[:16]}…) of {earlier.source}; "
+        f"{shared} event(s) in common, all identical"
+    )
+
+
+def _check_earlier_signature(earlier: Head, trusted: dict[str, bytes], report: Report) -> None:
+    verify = _ed25519_verifier()
+    cp = earlier.checkpoint or {}
+    if verify is None:
+        report.say("NOTE: the earlier head's signature was NOT checked (no `cryptography` package)")
+        return
+    public_key = trusted.get(str(cp.get("key_id")))
+    try:
+        message = checkpoint_message(earlier.tenant, earlier.seq, earlier.hash, str(cp["signed_at"]))
+        signature = b64decode(str(cp["signature"]))
+    except (KeyError, TypeError, ValueError, binascii.Error):
+        public_key = None
+    if public_key is None or not verify(public_key, signature, message):
+        report.fail(f"the earlier head #{earlier.seq} ({earlier.source}) is not signed by a trusted key")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Verify a Kodori audit evidence bundle offline.")
     parser.add_argument("bundle", type=Path, help="the exported .zip, or its bundle.jsonl")
@@ -357,15 +515,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--require-signatures", action="store_true", help="fail if signatures cannot be checked"
     )
+    parser.add_argument(
+        "--extends",
+        type=Path,
+        metavar="EARLIER",
+        help="an earlier bundle of the same tenant, or a head saved with --save-head: fail unless this "
+        "bundle extends it",
+    )
+    parser.add_argument(
+        "--save-head", type=Path, metavar="FILE", help="after a PASS, save this bundle's signed head to FILE"
+    )
     args = parser.parse_args(argv)
     try:
         bundle = read_bundle(args.bundle)
+        earlier = read_head(args.extends) if args.extends else None
         report = verify(bundle, args.public_key, args.require_signatures)
+        if earlier is not None and report.failure is None:
+            check_extends(bundle, earlier, _trusted_keys(bundle, args.public_key, Report()), report)
     except BundleError as exc:
         print(f"ERROR: {exc}", file=sys.stderr)
         return 2
     for line in report.lines:
         print(line)
+    if report.failure is None and args.save_head:
+        head = head_record(bundle)
+        args.save_head.write_text(json.dumps(head, sort_keys=True, indent=1) + "\n", encoding="utf-8")
+        print(f"saved the signed head #{bundle.header['last_seq']} to {args.save_head}")
     print("RESULT: FAIL" if report.failure else "RESULT: PASS")
     return 1 if report.failure else 0
 

@@ -1,4 +1,4 @@
-"""``/audit`` and its exports, for owners and admins of the current tenant."""
+"""``/audit`` and its exports, for owners and admins of the current tenant; acknowledging breaks, owners."""
 
 from __future__ import annotations
 
@@ -7,17 +7,19 @@ from typing import Any, cast
 from django.conf import settings
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from tenants.access import MANAGERS, tenant_required
+from tenants.roles import Role
 
 from . import chain, export, payloads, services, signing
 from .filters import AuditFilters
-from .models import AuditEvent, Checkpoint, CheckpointReason, EventType
-from .presenters import row
+from .forms import AcknowledgeForm
+from .models import AcknowledgedVia, AuditEvent, ChainBreak, Checkpoint, CheckpointReason, EventType
+from .presenters import break_row, row
 
 
 def _positive_int(value: str | None) -> int | None:
@@ -43,6 +45,16 @@ def _page(
 @require_GET
 @tenant_required(*MANAGERS)
 def index(request: HttpRequest) -> HttpResponse:
+    return _index(request)
+
+
+def _index(
+    request: HttpRequest,
+    *,
+    ack_form: AcknowledgeForm | None = None,
+    ack_pk: int | None = None,
+    code: int = 200,
+) -> HttpResponse:
     tenant = request.tenant  # type: ignore[attr-defined]
     filters = AuditFilters.from_query(request.GET)
     rows: list[AuditEvent] = []
@@ -52,19 +64,25 @@ def index(request: HttpRequest) -> HttpResponse:
         before, after = _positive_int(request.GET.get("before")), _positive_int(request.GET.get("after"))
         rows, has_newer, has_older = _page(events, before, after, settings.AUDIT_PAGE_SIZE)
     status = chain.verify(tenant, limit=settings.AUDIT_PAGE_VERIFY_LIMIT)
+    seen = status.full_verified_at
     ctx = {
         "filters": filters,
         "rows": [row(e) for e in rows],
         "newer_url": f"?{filters.querystring(after=str(rows[0].seq))}" if has_newer and rows else "",
         "older_url": f"?{filters.querystring(before=str(rows[-1].seq))}" if has_older and rows else "",
         "status": status,
+        "open_breaks": [break_row(b, None, seen) for b in status.breaks],
+        "acknowledged_breaks": [break_row(b, status.proofs.get(b.pk), seen) for b in status.acknowledged],
+        "can_acknowledge": request.membership.role_enum == Role.OWNER,  # type: ignore[attr-defined]
+        "ack_form": ack_form,
+        "ack_pk": ack_pk,
         "checkpoint": Checkpoint.objects.for_tenant(tenant).order_by("-seq").first(),
         "public_key": signing.public_key_b64(),
         "key_id": signing.current_key_id(),
         "event_types": list(EventType),
         "query": filters.querystring(),
     }
-    return render(request, "audit/index.html", ctx, status=400 if filters.errors else 200)
+    return render(request, "audit/index.html", ctx, status=400 if filters.errors else code)
 
 
 def _export_filters(request: HttpRequest) -> AuditFilters | HttpResponse:
@@ -139,13 +157,39 @@ def export_bundle(request: HttpRequest) -> HttpResponse:
 
 
 @require_POST
+@tenant_required(Role.OWNER)
+def acknowledge_break(request: HttpRequest, pk: int) -> HttpResponse:
+    """An owner acknowledges a break with a reason: recorded as an ``audit.break-acknowledged`` event."""
+    tenant = request.tenant  # type: ignore[attr-defined]
+    brk = get_object_or_404(ChainBreak.objects.for_tenant(tenant), pk=pk)
+    form = AcknowledgeForm(request.POST)
+    if not form.is_valid():
+        return _index(request, ack_form=form, ack_pk=brk.pk, code=400)
+    try:
+        reason = form.cleaned_data["reason"]
+        services.acknowledge_break(
+            brk, reason=reason, via=AcknowledgedVia.OWNER, actor=request.user, request=request
+        )
+    except services.AcknowledgementError as exc:
+        messages.error(request, str(exc))
+        return redirect("audit:index")
+    messages.success(
+        request,
+        f"The break at {brk.span} is acknowledged, with your reason, in the audit log. Kodori verifies the "
+        "rest of the chain past it; any other break is reported again.",
+    )
+    return redirect("audit:index")
+
+
+@require_POST
 @tenant_required(*MANAGERS)
 def verify_now(request: HttpRequest) -> HttpResponse:
     """Re-verify the whole chain from genesis (a page view only checks what is new)."""
     tenant = request.tenant  # type: ignore[attr-defined]
-    status = chain.verify(tenant, full=True)
+    status = chain.verify(tenant, full=True, found_by="full verification")
     if status.broken is None:
-        messages.success(request, f"The whole chain verifies: events #1 to #{status.verified_seq}.")
+        past = f", past {len(status.acknowledged)} acknowledged break(s)" if status.acknowledged else ""
+        messages.success(request, f"The whole chain verifies: events #1 to #{status.verified_seq}{past}.")
     else:
         messages.error(request, f"The audit chain is broken at #{status.broken.seq}: {status.broken.reason}")
     return redirect("audit:index")

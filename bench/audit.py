@@ -4,11 +4,14 @@ Phases, each printing its figures:
 
 1. appends to one tenant's chain with 1 writer, then with 16 writer *processes* (each its own connection),
    as bare ``record()`` calls (autocommit) and each inside its own ``transaction.atomic()``;
-2. a chain of 1,000,000 events in one tenant (``--events``), loaded with COPY, then ANALYZE;
-3. full verification of that chain from genesis (``chain.verify(full=True)``), and the offline verifier's
-   standard-library encoder on the first 200,000 events;
+2. a chain of 1,000,000 events in one tenant (``--events``), loaded with COPY, then ANALYZE, with a signed
+   checkpoint every 1,000 events, each also written to the witness (blob storage);
+3. full verification of that chain from genesis (``chain.verify(full=True)``: events, checkpoint signatures,
+   the witness), and the offline verifier's standard-library encoder on the first 200,000 events;
 4. ``/audit`` latency through Django's test client, p50/p95 over unfiltered pages (newest, deep keyset pages)
-   and filtered ones (type globs, year, date range, actor, combinations).
+   and filtered ones (type globs, year, date range, actor, combinations);
+5. remembering breaks: an event in the middle of the chain is edited, a full verification finds and keeps the
+   break, an operator acknowledges it, and a full verification passes over it to the end.
 
 Final line::
 
@@ -198,18 +201,54 @@ def load_chain(n: int) -> Any:
     return tenant, owner
 
 
+def sign_every(tenant: Any, every: int) -> int:
+    """A signed checkpoint of every ``every``-th event, in the database and in the witness."""
+    from django.db import connection
+    from django.utils import timezone
+
+    from audit import signing, witness
+    from audit.encoding import format_time
+    from audit.models import Checkpoint
+
+    began = time.perf_counter()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT seq, hash FROM audit_auditevent WHERE tenant_id = %s AND seq %% %s = 0 ORDER BY seq",
+            [tenant.pk, every],
+        )
+        heads = cursor.fetchall()
+    checkpoints = []
+    for seq, hash_ in heads:
+        signed_at = timezone.now()
+        key_id, public_key, signature = signing.sign(tenant.pk, seq, hash_, format_time(signed_at))
+        checkpoints.append(
+            Checkpoint(tenant=tenant, seq=seq, hash=hash_, signed_at=signed_at, key_id=key_id,
+                       public_key=public_key, signature=signature)
+        )  # fmt: skip
+    Checkpoint.objects.bulk_create(checkpoints)
+    for cp in checkpoints:
+        witness.write(cp)
+    print(
+        f"load: {len(checkpoints):,} checkpoints signed and witnessed in {time.perf_counter() - began:.1f}s"
+    )
+    return len(checkpoints)
+
+
 # --- 3. verification ------------------------------------------------------------------------------------
 
 
-def bench_verify(tenant: Any, n: int) -> float:
+def bench_verify(tenant: Any, n: int, checkpoints: int) -> float:
     from audit import chain, verify_bundle
 
     began = time.perf_counter()
     status = chain.verify(tenant, full=True)
     seconds = time.perf_counter() - began
-    assert status.ok and status.verified_seq == n, status
+    assert status.ok and status.verified_seq == n and not status.witness_error, status
     rate = n / seconds
-    print(f"verify: {n:,} events from PostgreSQL in {seconds:.2f}s: {rate:,.0f} events/s (orjson)")
+    print(
+        f"verify: {n:,} events and {checkpoints:,} checkpoints (signatures, witness) from PostgreSQL in "
+        f"{seconds:.2f}s: {rate:,.0f} events/s"
+    )
     sample = list(chain.iter_records(tenant.pk, 0, min(n, 200_000)))
     began = time.perf_counter()
     verifier = verify_bundle.ChainVerifier(tenant=tenant.pk)
@@ -266,6 +305,42 @@ def bench_pages(owner: Any, n: int, rounds: int) -> tuple[float, float]:
     return summary["unfiltered"], summary["filtered"]
 
 
+# --- 5. remembering a break ------------------------------------------------------------------------------
+
+
+def bench_break(tenant: Any, n: int) -> float:
+    from django.db import connection, transaction
+
+    from audit import chain, services
+    from audit.models import AcknowledgedVia, ChainBreak
+
+    victim = n // 2
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE audit_auditevent DISABLE TRIGGER audit_auditevent_append_only")
+        cursor.execute(
+            "UPDATE audit_auditevent SET actor_name = 'Mallory' WHERE tenant_id = %s AND seq = %s",
+            [tenant.pk, victim],
+        )
+        cursor.execute("ALTER TABLE audit_auditevent ENABLE TRIGGER audit_auditevent_append_only")
+    began = time.perf_counter()
+    status = chain.verify(tenant, full=True)
+    seconds = time.perf_counter() - began
+    assert status.broken is not None and status.broken.seq == victim, status
+    print(f"break: found at #{victim:,} by a full verification in {seconds:.2f}s, kept")
+    brk = ChainBreak.objects.get(tenant=tenant)
+    services.acknowledge_break(brk, reason="bench", via=AcknowledgedVia.OPERATOR, operator="bench")
+    began = time.perf_counter()
+    status = chain.verify(tenant, full=True)
+    seconds = time.perf_counter() - began
+    assert status.ok and status.acknowledged and status.verified_seq == n + 1, status
+    rate = (n + 1) / seconds
+    print(
+        f"break: acknowledged; full verification past it to #{n + 1:,} in {seconds:.2f}s: "
+        f"{rate:,.0f} events/s"
+    )
+    return rate
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000)
@@ -285,8 +360,10 @@ def main() -> None:
         if args.appends_only:
             return
         tenant, owner = load_chain(n)
-        verify_rate = bench_verify(tenant, n)
+        checkpoints = sign_every(tenant, 1000)
+        verify_rate = bench_verify(tenant, n, checkpoints)
         p95_unfiltered, p95_filtered = bench_pages(owner, n, 10 if args.quick else 25)
+        bench_break(tenant, n)
     finally:
         cleanup()
     page_p95 = max(p95_unfiltered, p95_filtered)

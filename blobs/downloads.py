@@ -192,6 +192,8 @@ def blob_response(request: HttpRequest, blob: Blob) -> HttpResponseBase:
         response = HttpResponse(status=status)
     elif opened.verified is not None:
         opened.close()
+        if blob.is_damaged and start == 0 and stop == size:
+            damage.verified(blob, found_by="download")  # every chunk just authenticated: restored
         response = StreamingHttpResponse(iter((opened.verified,)), status=status)
     else:
         response = StreamingHttpResponse(_stream(request, opened), status=status)

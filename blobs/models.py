@@ -16,6 +16,8 @@ from typing import Any, Self
 
 from django.conf import settings
 from django.db import models
+from django.db.models.functions import Coalesce
+from django.utils import timezone
 
 from encryption.models import DataKey
 from tenants.models import Tenant
@@ -128,6 +130,66 @@ class Blob(models.Model):
 
     def owned_by(self, user: Any) -> bool:
         return self.created_by_id is not None and self.created_by_id == getattr(user, "pk", None)
+
+
+class PassStatus(models.TextChoices):
+    RUNNING = "running", "Running"
+    FINISHED = "finished", "Finished"
+    ABANDONED = "abandoned", "Abandoned (restarted)"
+
+
+class ScrubPass(models.Model):
+    """One pass of the scrub over every tenant's ready blobs (``tenant`` empty) or one tenant's.
+
+    The counts add up over every run that worked on the pass: ``verified`` (every chunk authenticated),
+    ``damaged`` (any damage but a missing object), ``missing``, ``not_checked`` (sealed tenant, key or store
+    unavailable).
+    """
+
+    tenant = models.ForeignKey(Tenant, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    status = models.CharField(max_length=16, choices=PassStatus.choices, default=PassStatus.RUNNING)
+    started_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    # The last blob done (keyset cursor on the primary key); None before the first.
+    cursor = models.UUIDField(null=True, blank=True)
+    # A run whose time ran out inside a large blob: that blob's next chunk to check.
+    resume_blob = models.UUIDField(null=True, blank=True)
+    resume_chunk = models.BigIntegerField(default=0)
+    runs = models.PositiveIntegerField(default=0)
+    verified = models.BigIntegerField(default=0)
+    damaged = models.BigIntegerField(default=0)
+    missing = models.BigIntegerField(default=0)
+    not_checked = models.BigIntegerField(default=0)
+    bytes_read = models.BigIntegerField(default=0)
+
+    class Meta:
+        app_label = "blobs"
+        db_table = "blob_scrub_passes"
+        ordering = ["-started_at", "-id"]
+        verbose_name_plural = "scrub passes"
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(status__in=[s.value for s in PassStatus]), name="blob_scrub_status_valid"
+            ),
+            # One running pass per scope (every tenant, or one tenant).
+            models.UniqueConstraint(
+                Coalesce("tenant", models.Value(0)),
+                condition=models.Q(status=PassStatus.RUNNING),
+                name="blob_scrub_one_running_pass",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"scrub pass {self.pk} ({self.scope}, {self.status})"
+
+    @property
+    def scope(self) -> str:
+        return "every tenant" if self.tenant is None else f"tenant {self.tenant.slug}"
+
+    @property
+    def checked(self) -> int:
+        return self.verified + self.damaged + self.missing
 
 
 class ApiTokenQuerySet(TenantScopedQuerySet):

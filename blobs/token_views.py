@@ -30,11 +30,8 @@ def _tokens_page(
         "secret": secret,
         "api_base": request.build_absolute_uri("/api/v1"),
     }
-    response = render(request, "blobs/tokens.html", ctx, status=status)
-    if secret:
-        # The one response that holds the secret must not be kept by any cache.
-        response["Cache-Control"] = "no-store"
-    return response
+    # Like every page for a signed-in user, never stored by a cache (kodori.middleware.NoStoreMiddleware).
+    return render(request, "blobs/tokens.html", ctx, status=status)
 
 
 @require_http_methods(["GET", "POST"])

@@ -21,7 +21,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from tenants.access import UPLOADERS, TenantRequest, tenant_required
 
-from . import downloads, services, uploads
+from . import downloads, scrub, services, uploads
 from .errors import BlobError, check_not_sealed
 from .forms import SORT_LABELS, BlobListForm
 from .models import Blob
@@ -61,6 +61,10 @@ def blob_list(request: TenantRequest) -> HttpResponse:
     page = paginator.get_page(request.GET.get("page"))
     rows = [{"blob": b, "can_delete": services.can_delete(request.membership, b)} for b in page.object_list]
     keep = {k: v for k, v in (("q", form.query()), ("sort", form.sort_key())) if v and v != "-created"}
+    # Damage found by the scrub or a download: every member sees which files no longer authenticate (the
+    # banner lists the first 50 by name and says how many there are).
+    damaged = Blob.objects.visible_in(request.tenant).damaged()
+    damaged_count = damaged.count()
     ctx = {
         "form": form,
         "page": page,
@@ -70,6 +74,9 @@ def blob_list(request: TenantRequest) -> HttpResponse:
         "can_upload": request.membership.role_enum.can_upload,
         "usage": uploads.tenant_usage(request.tenant),
         "quota": settings.BLOB_TENANT_QUOTA,
+        "damaged_count": damaged_count,
+        "damaged": list(damaged.order_by("name", "pk")[:50]) if damaged_count else [],
+        "last_scrub": scrub.last_finished(request.tenant) if damaged_count else None,
     }
     return render(request, "blobs/list.html", ctx)
 

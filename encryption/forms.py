@@ -54,7 +54,8 @@ class GcpKeyForm(forms.Form):
         return {}
 
 
-FORMS: dict[str, type[AwsKeyForm | AzureKeyForm | GcpKeyForm]] = {
+KeyForm = AwsKeyForm | AzureKeyForm | GcpKeyForm
+FORMS: dict[str, type[KeyForm]] = {
     "aws": AwsKeyForm,
     "azure": AzureKeyForm,
     "gcp": GcpKeyForm,

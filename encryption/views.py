@@ -4,9 +4,11 @@ live, pause, resume, cancel) with the coverage of each key version. Owners and a
 
 from __future__ import annotations
 
+import re
+
 from django.conf import settings
 from django.contrib import messages
-from django.http import Http404, HttpResponse
+from django.http import Http404, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -15,8 +17,8 @@ from tenants.access import MANAGERS, TenantRequest, tenant_required
 
 from . import rewrap, services, snippets
 from .coverage import key_coverage, version_coverage
-from .credentials import StaticCredentialRefused, refuse_static_credentials
-from .forms import FORMS
+from .credentials import StaticCredentialRefused, redact_static_credentials, refuse_static_credentials
+from .forms import FORMS, KeyForm
 from .identifiers import InvalidKeyIdentifier
 from .keyring import cache_ttl
 from .models import KeyStatus, RewrapJob, RewrapStatus, TenantKey, WrapMethod
@@ -83,20 +85,24 @@ def register(request: TenantRequest, cloud: str) -> HttpResponse:
         raise Http404("No such cloud.")
     tenant = request.tenant
     form = form_class(request.POST or None)
-    if request.method == "POST" and form.is_valid():
-        submitted = {k: v for k, v in request.POST.items() if k != "csrfmiddlewaretoken"}
+    if request.method == "POST":
+        refusal: Exception | None = None
         try:
+            # First, before the form's own checks: a credential is refused whatever else is wrong.
+            submitted = request.POST.copy()
+            submitted.pop("csrfmiddlewaretoken", None)
             refuse_static_credentials(submitted)
-            key, outcome = services.register_or_restore(
-                tenant, form.method, form.cleaned_data["key_id"], form.config(), actor=request.user
-            )
+            if form.is_valid():
+                key, outcome = services.register_or_restore(
+                    tenant, form.method, form.cleaned_data["key_id"], form.config(), actor=request.user
+                )
+                messages.info(
+                    request, _REGISTERED[outcome].format(key=key.label, status=key.get_status_display())
+                )
+                return redirect("encryption:index")
         except (InvalidKeyIdentifier, StaticCredentialRefused, services.KeyCustodyError) as exc:
-            form.add_error(None, str(exc))
-        else:
-            messages.info(
-                request, _REGISTERED[outcome].format(key=key.label, status=key.get_status_display())
-            )
-            return redirect("encryption:index")
+            refusal = exc
+        form = _shown_again(form_class, request.POST, refusal)
     ctx = {
         "form": form,
         "cloud": cloud,
@@ -104,6 +110,30 @@ def register(request: TenantRequest, cloud: str) -> HttpResponse:
         "support_email": settings.SUPPORT_EMAIL,
     }
     return render(request, "encryption/register.html", ctx, status=400 if request.method == "POST" else 200)
+
+
+_CLEARED = "Cleared: Kodori never keeps or shows static credentials. Give the identifier asked for here."
+
+
+def _shown_again(form_class: type[KeyForm], data: QueryDict, refusal: Exception | None) -> KeyForm:
+    """The refused form, to show again: what was typed stays, but a field that held a static credential (one
+    the refusal names, or any value shaped like one) comes back empty, so the page never echoes it."""
+    refused = refusal.fields if isinstance(refusal, StaticCredentialRefused) else ()
+    named = {re.split(r"[.\[]", field, maxsplit=1)[0] for field in refused}
+    kept = data.copy()
+    cleared = []
+    for name in form_class.base_fields:
+        value = data.get(name, "")
+        if "" in named or name in named or redact_static_credentials(value) != value:
+            kept[name] = ""
+            cleared.append(name)
+    form = form_class(kept)
+    form.is_valid()
+    for name in cleared:
+        form.errors[name] = form.error_class([_CLEARED])
+    if refusal is not None:
+        form.add_error(None, str(refusal))
+    return form
 
 
 @require_GET

@@ -87,7 +87,15 @@ if not PRODUCTION:
     # `manage.py run_emulators`: local cloud KMS emulators, a development and test tool only.
     INSTALLED_APPS.append("emulators")
 
+# Kodori's rules (kodori/middleware.py) wrap Django's: the request id first, so every response and log line
+# has it; the refusal log, HEAD and the API's JSON errors see the final answer of everything inside them. The
+# control-character check runs after the CSRF check, whose parse of a form body it reuses; a HEAD is turned
+# into a GET (for views that refuse HEAD) last, once every check has seen it.
 MIDDLEWARE = [
+    "kodori.middleware.RequestIdMiddleware",
+    "kodori.middleware.RefusalLogMiddleware",
+    "kodori.middleware.HeadMiddleware",
+    "kodori.middleware.ApiErrorMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -96,9 +104,13 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "kodori.middleware.RequestIdMiddleware",
+    "kodori.middleware.NoStoreMiddleware",
     "tenants.middleware.CurrentTenantMiddleware",
+    "kodori.middleware.ControlCharacterMiddleware",
+    "kodori.middleware.HeadAsGetMiddleware",
 ]
+# Refused forms get Kodori's 403 page (JSON on the API); kodori/urls.py names the other error handlers.
+CSRF_FAILURE_VIEW = "kodori.errors.csrf_failure"
 
 ROOT_URLCONF = "kodori.urls"
 WSGI_APPLICATION = "kodori.wsgi.application"
@@ -238,6 +250,11 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "task": "blobs.tasks.sweep_stale_uploads",
         "schedule": env.float("BLOB_SWEEP_INTERVAL_SECONDS", default=900.0),
     },
+    # The scrub: a bounded, rate-limited slice of the pass over every blob (BLOB_SCRUB_* below).
+    "blobs-scrub": {
+        "task": "blobs.tasks.scrub_blobs",
+        "schedule": env.float("BLOB_SCRUB_INTERVAL_SECONDS", default=3600.0),
+    },
 }
 
 # --- Keys
@@ -323,6 +340,9 @@ LOGGING = {
         "request_id": {"()": "kodori.middleware.RequestIdLogFilter"},
         # A second line of defence: access keys, client secrets, private keys never reach a log line.
         "redact_credentials": {"()": "encryption.credentials.RedactStaticCredentialsFilter"},
+        # Refusals (4xx, 503) are one line each, from kodori.middleware.RefusalLogMiddleware: Django's own
+        # lines for them (with an Http404's or a SuspiciousOperation's traceback) are dropped; 500s stay.
+        "expected_refusals": {"()": "kodori.middleware.ExpectedRefusalFilter"},
     },
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
@@ -331,7 +351,7 @@ LOGGING = {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": "plain",
-            "filters": ["request_id", "redact_credentials"],
+            "filters": ["expected_refusals", "request_id", "redact_credentials"],
         },
     },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
@@ -356,9 +376,13 @@ BLOB_VERIFY_BEFORE_SEND_BYTES = env.int("BLOB_VERIFY_BEFORE_SEND_BYTES", default
 # /audit shows this many events a page, and verifies at most this many new events per view (the rest later).
 AUDIT_PAGE_SIZE = env.int("AUDIT_PAGE_SIZE", default=50)
 AUDIT_PAGE_VERIFY_LIMIT = env.int("AUDIT_PAGE_VERIFY_LIMIT", default=50_000)
+# The STORAGES alias that keeps a write-once copy of every signed checkpoint outside the database, under
+# audit-witness/ (audit/witness.py; docs/audit.md, "The witness"). Production: an S3 bucket with Object Lock.
+AUDIT_WITNESS_STORAGE = "blobs"
 if DJANGO_ENV == "test":
     # The test runner empties tables with TRUNCATE between transactional tests; the audit tables' trigger
-    # refuses TRUNCATE unless this session setting is on (audit/migrations/0002_append_only.py).
+    # lets TRUNCATE through when this session setting is on only in a test database, where
+    # audit/truncate_bypass.py installs that variant after migrate (migration 0008's has no bypass).
     _options = DATABASES["default"].setdefault("OPTIONS", {})
     _options["options"] = f"{_options.get('options', '')} -c kodori.audit_allow_truncate=on".strip()
 
@@ -398,3 +422,10 @@ BLOB_TENANT_QUOTA = env.int("BLOB_TENANT_QUOTA", default=100 * 1024**3)
 BLOB_STALE_UPLOAD_SECONDS = env.int("BLOB_STALE_UPLOAD_SECONDS", default=6 * 3600)
 BLOB_PAGE_SIZE = env.int("BLOB_PAGE_SIZE", default=25)
 BLOB_API_PAGE_SIZE = env.int("BLOB_API_PAGE_SIZE", default=50)
+# The scrub (blobs/scrub.py; docs/operations.md, "Scrub"): reads at most this many bytes a second (0: no
+# limit); each periodic run scrubs for at most BLOB_SCRUB_RUN_SECONDS (0: the periodic scrub is off) and a new
+# pass over every blob starts at most every BLOB_SCRUB_PASS_INTERVAL_SECONDS. With the defaults a run reads up
+# to 14 GiB an hour, 2.3 TiB a week. Keep BLOB_SCRUB_RUN_SECONDS well under CELERY_VISIBILITY_TIMEOUT.
+BLOB_SCRUB_BYTES_PER_SECOND = env.int("BLOB_SCRUB_BYTES_PER_SECOND", default=16 * 1024 * 1024)
+BLOB_SCRUB_RUN_SECONDS = env.float("BLOB_SCRUB_RUN_SECONDS", default=900.0)
+BLOB_SCRUB_PASS_INTERVAL_SECONDS = env.float("BLOB_SCRUB_PASS_INTERVAL_SECONDS", default=7 * 86400.0)

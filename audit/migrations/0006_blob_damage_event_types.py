@@ -4,15 +4,48 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('audit', '0005_custody_event_types'),
+        ("audit", "0005_custody_event_types"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='auditevent',
-            name='type',
-            field=models.CharField(choices=[('tenant-kms.registered', 'Key registered'), ('tenant-kms.rotated', 'Key rotated'), ('tenant-kms.disabled', 'Key disabled'), ('tenant-kms.verify-failed', 'Key verification failed'), ('tenant-kms.re-enabled', 'Key re-enabled'), ('tenant-kms.removed', 'Failed key registration removed'), ('tenant-kms.unreachable', 'Key refuses Kodori'), ('tenant-kms.reachable', 'Key answers again'), ('tenant-kms.auth-secret-rotated', 'Kodori-managed key re-wrapped (AUTH_SECRET)'), ('tenant.sealed', 'Tenant sealed'), ('tenant.unsealed', 'Tenant unsealed'), ('tenant.cloud-kms-enabled', 'Cloud KMS switched on'), ('tenant.cloud-kms-disabled', 'Cloud KMS switched off'), ('rewrap.started', 'Re-wrap started'), ('rewrap.completed', 'Re-wrap completed'), ('rewrap.failed', 'Re-wrap failed'), ('rewrap.paused', 'Re-wrap paused'), ('rewrap.resumed', 'Re-wrap resumed'), ('rewrap.cancelled', 'Re-wrap cancelled'), ('membership.added', 'Member added'), ('membership.role-changed', 'Role changed'), ('membership.removed', 'Member removed'), ('api-token.created', 'API token created'), ('api-token.revoked', 'API token revoked'), ('blob.uploaded', 'Blob uploaded'), ('blob.deleted', 'Blob deleted'), ('blob.downloaded', 'Blob downloaded'), ('blob.corrupt', 'Blob damaged'), ('blob.repaired', 'Damaged blob whole again'), ('audit.exported', 'Audit log exported')], max_length=64),
+            model_name="auditevent",
+            name="type",
+            field=models.CharField(
+                choices=[
+                    ("tenant-kms.registered", "Key registered"),
+                    ("tenant-kms.rotated", "Key rotated"),
+                    ("tenant-kms.disabled", "Key disabled"),
+                    ("tenant-kms.verify-failed", "Key verification failed"),
+                    ("tenant-kms.re-enabled", "Key re-enabled"),
+                    ("tenant-kms.removed", "Failed key registration removed"),
+                    ("tenant-kms.unreachable", "Key refuses Kodori"),
+                    ("tenant-kms.reachable", "Key answers again"),
+                    ("tenant-kms.auth-secret-rotated", "Kodori-managed key re-wrapped (AUTH_SECRET)"),
+                    ("tenant.sealed", "Tenant sealed"),
+                    ("tenant.unsealed", "Tenant unsealed"),
+                    ("tenant.cloud-kms-enabled", "Cloud KMS switched on"),
+                    ("tenant.cloud-kms-disabled", "Cloud KMS switched off"),
+                    ("rewrap.started", "Re-wrap started"),
+                    ("rewrap.completed", "Re-wrap completed"),
+                    ("rewrap.failed", "Re-wrap failed"),
+                    ("rewrap.paused", "Re-wrap paused"),
+                    ("rewrap.resumed", "Re-wrap resumed"),
+                    ("rewrap.cancelled", "Re-wrap cancelled"),
+                    ("membership.added", "Member added"),
+                    ("membership.role-changed", "Role changed"),
+                    ("membership.removed", "Member removed"),
+                    ("api-token.created", "API token created"),
+                    ("api-token.revoked", "API token revoked"),
+                    ("blob.uploaded", "Blob uploaded"),
+                    ("blob.deleted", "Blob deleted"),
+                    ("blob.downloaded", "Blob downloaded"),
+                    ("blob.corrupt", "Blob damaged"),
+                    ("blob.repaired", "Damaged blob whole again"),
+                    ("audit.exported", "Audit log exported"),
+                ],
+                max_length=64,
+            ),
         ),
     ]

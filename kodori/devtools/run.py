@@ -319,6 +319,8 @@ class Runner:
                 [
                     str(bin_dir / "gunicorn"),
                     "kodori.wsgi",
+                    "--config",
+                    "python:kodori.gunicorn_conf",
                     "--bind",
                     f"127.0.0.1:{port}",
                     "--workers",

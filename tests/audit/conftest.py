@@ -1,16 +1,18 @@
-"""Fixtures of the audit tests: a quick way to fill a chain, and a door around the append-only triggers."""
+"""Fixtures of the audit tests: a quick way to fill a chain, a door around the append-only triggers (the
+attacker's), a private witness per test, and signing with the witness written."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
 from django.db import connection
 
 from audit import payloads, services
-from audit.models import AuditEvent, EventType
+from audit.models import AuditEvent, Checkpoint, EventType
 from tenants.models import Tenant
 
 ARN = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-a1b2c3d4e5f6"
@@ -46,18 +48,18 @@ def triggers_disabled() -> Iterator[None]:
 
     ``ALTER TABLE`` is transactional in PostgreSQL: inside a test's transaction it is rolled back with it.
     """
-    tables = ("audit_auditevent", "audit_checkpoint")
+    tables = ("audit_auditevent", "audit_checkpoint", "audit_chainbreak")
     with connection.cursor() as cursor:
         # ALTER TABLE must not find deferred foreign-key checks of this transaction's inserts pending.
         cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
         for table in tables:
-            cursor.execute(f"ALTER TABLE {table} DISABLE TRIGGER {table}_append_only")
+            cursor.execute(f"ALTER TABLE {table} DISABLE TRIGGER USER")
     try:
         yield
     finally:
         with connection.cursor() as cursor:
             for table in tables:
-                cursor.execute(f"ALTER TABLE {table} ENABLE TRIGGER {table}_append_only")
+                cursor.execute(f"ALTER TABLE {table} ENABLE TRIGGER USER")
 
 
 def raw(sql: str, params: Any = None) -> None:
@@ -69,3 +71,45 @@ def raw(sql: str, params: Any = None) -> None:
 @pytest.fixture
 def chain_of() -> Callable[..., list[AuditEvent]]:
     return fill
+
+
+@pytest.fixture(autouse=True)
+def witness_root(settings: Any, tmp_path: Path) -> Path:
+    """Each test's witness of signed checkpoints in a directory of its own (the real storage API, on disk)."""
+    root = tmp_path / "witness"
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "audit-witness-test": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(root)},
+        },
+    }
+    settings.AUDIT_WITNESS_STORAGE = "audit-witness-test"
+    return root
+
+
+@pytest.fixture
+def sign(django_capture_on_commit_callbacks: Any) -> Callable[..., Checkpoint | None]:
+    """``sign(tenant)``: sign the head as the periodic task does, and run what waits for the commit (the
+    witness write), which the test's own transaction would otherwise hold back."""
+
+    def signer(tenant: Tenant, **kwargs: Any) -> Checkpoint | None:
+        with django_capture_on_commit_callbacks(execute=True):
+            return services.sign_checkpoint(tenant, **kwargs)
+
+    return signer
+
+
+def witnessed(root: Path, tenant: Tenant) -> list[int]:
+    """The sequence numbers the witness holds for ``tenant``, highest first."""
+    folder = root / "audit-witness" / str(tenant.pk)
+    return sorted((int(p.name.split("-")[1]) for p in folder.glob("*.json")), reverse=True)
+
+
+def cut_tail(tenant: Tenant, keep: int, *, checkpoints: bool = False) -> None:
+    """An attacker with the database: delete the events after ``keep`` (and, if asked, every checkpoint and
+    the verification cache that would remember how far the chain went)."""
+    raw("DELETE FROM audit_auditevent WHERE tenant_id = %s AND seq > %s", [tenant.pk, keep])
+    if checkpoints:
+        raw("DELETE FROM audit_checkpoint WHERE tenant_id = %s", [tenant.pk])
+        raw("DELETE FROM audit_chainverification WHERE tenant_id = %s", [tenant.pk])

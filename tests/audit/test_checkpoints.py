@@ -168,3 +168,41 @@ def test_production_refuses_to_start_without_a_signing_key() -> None:
 def test_production_accepts_a_signing_key() -> None:
     result = _check({**PRODUCTION, "AUDIT_SIGNING_KEY": new_key()[0]})
     assert "AUDIT_SIGNING_KEY" not in result.stderr, result.stderr
+
+
+def _sign_command() -> tuple[int, str, str]:
+    out, err = StringIO(), StringIO()
+    try:
+        call_command("sign_audit_checkpoints", stdout=out, stderr=err)
+    except SystemExit as exc:
+        return int(exc.code or 0), out.getvalue(), err.getvalue()
+    return 0, out.getvalue(), err.getvalue()
+
+
+def test_the_sign_command_refuses_a_broken_chain_and_says_so(tenant: Tenant, other_tenant: Tenant) -> None:
+    fill(tenant, 3)
+    fill(other_tenant, 2)
+    raw("UPDATE audit_auditevent SET actor_name = 'x' WHERE tenant_id = %s AND seq = 2", [tenant.pk])
+    code, out, err = _sign_command()
+    assert code == 1
+    assert "globex: signed #2" in out and "signed 1 checkpoint(s)" in out
+    assert "acme: NOT signed, the chain does not verify: chain broken at #2: hash of #2" in err
+    assert not Checkpoint.objects.for_tenant(tenant).exists()
+
+
+def test_a_repaired_chain_is_not_signed_until_the_break_is_acknowledged(tenant: Tenant) -> None:
+    from audit.models import AcknowledgedVia, ChainBreak
+
+    fill(tenant, 3)
+    raw("UPDATE audit_auditevent SET actor_name = 'x' WHERE tenant_id = %s AND seq = 2", [tenant.pk])
+    assert services.sign_checkpoint(tenant) is None
+    raw("UPDATE audit_auditevent SET actor_name = 'system' WHERE tenant_id = %s AND seq = 2", [tenant.pk])
+    assert chain.verify(tenant, full=True, witness_mode=chain.WITNESS_NONE).breaks  # put back, still open
+    result = services.sign_head(tenant)
+    assert result.checkpoint is None and "chain broken at #2" in result.refused
+    assert _sign_command()[0] == 1
+    services.acknowledge_break(
+        ChainBreak.objects.get(tenant=tenant), reason="restored", via=AcknowledgedVia.OPERATOR, operator="ops"
+    )
+    code, out, _ = _sign_command()
+    assert code == 0 and "acme: signed #4" in out  # #4 is the acknowledgement

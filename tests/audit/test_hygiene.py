@@ -95,8 +95,22 @@ BUILDERS: dict[EventType, Callable[[str], dict[str, Any]]] = {
     EventType.BLOB_UPLOADED: lambda k: payloads.blob_uploaded(blob_id="b-1", name=f"{k}.txt", size=1),
     EventType.BLOB_DELETED: lambda k: payloads.blob_deleted(blob_id="b-1", name=k, size=1),
     EventType.BLOB_DOWNLOADED: lambda k: payloads.blob_downloaded(blob_id="b-1", name=k, byte_range=k),
+    EventType.BLOB_CORRUPT: lambda k: payloads.blob_corrupt(
+        blob_id="b-1", name=f"{k}.bin", chunk=3, damage=f"tag mismatch under {k}", found_by="scrub"
+    ),
+    EventType.BLOB_REPAIRED: lambda k: payloads.blob_repaired(blob_id="b-1", name=k, found_by="scrub"),
     EventType.AUDIT_EXPORTED: lambda k: payloads.audit_exported(
         export_format="csv", first_seq=1, last_seq=2, filters=f"actor={k}"
+    ),
+    EventType.AUDIT_BREAK_ACKNOWLEDGED: lambda k: payloads.break_acknowledged(
+        seq=4,
+        last_seq=4,
+        kind="edited",
+        detail="ab" * 32,
+        found_at="2026-01-01T00:00:00.000000Z",
+        reason=f"restored from backup; the row had {k}",
+        via="operator",
+        operator=f"ops ({k})",
     ),
 }
 

@@ -197,8 +197,10 @@ def test_the_page_badge_and_the_command_agree(chain_of_8: list[AuditEvent], tena
     status = chain.verify(tenant)  # the command remembered the break; the page shows it without re-reading
     assert status.broken is not None and status.broken.seq == 2
     with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM audit_chainverification WHERE broken_seq = 2")
-        assert cursor.fetchone()[0] == 1
+        cursor.execute(
+            "SELECT kind FROM audit_chainbreak WHERE first_bad_seq = 2 AND acknowledged_at IS NULL"
+        )
+        assert cursor.fetchall() == [("edited",)]
 
 
 def test_a_tail_cut_below_what_was_verified_before_is_reported(

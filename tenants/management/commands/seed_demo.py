@@ -42,6 +42,9 @@ SUPPORT_PERMISSIONS = [
     "view_membership",
     "view_tenantkey",
     "change_tenantkey",
+    "view_chainbreak",
+    "change_chainbreak",
+    "view_scrubpass",
 ]
 
 
