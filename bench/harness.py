@@ -1,4 +1,5 @@
-"""What the Django-side benchmarks share: their PostgreSQL and Redis, and tearing down what they started."""
+"""What the Django-side benchmarks share: their PostgreSQL and Redis, Django set up on them, and tearing down
+what they started."""
 
 from __future__ import annotations
 
@@ -30,6 +31,27 @@ def start_servers(
         cleanups.append(redis.stop)
         redis_url = redis.start().url
     return database_url, redis_url
+
+
+def django_environment(root: Path, database_url: str, redis_url: str) -> dict[str, str]:
+    """The environment Django is set up from: the test settings, on these servers, with state in ``root``."""
+    return {
+        "DJANGO_ENV": "test",
+        "DJANGO_SETTINGS_MODULE": "kodori.settings",
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "KODORI_STATE_DIR": str(root / "state"),
+    }
+
+
+def start_django() -> None:
+    """``django.setup()`` from the environment, then ``migrate``."""
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
 
 
 def run_cleanups(cleanups: list[Callable[[], None]]) -> None:

@@ -50,7 +50,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.harness import run_cleanups, start_servers  # noqa: E402
+from bench.harness import django_environment, run_cleanups, start_django, start_servers  # noqa: E402
 
 ROLE_NAME = "kodori-bench-tenant"
 KEY_ALIAS = "alias/kodori-bench"
@@ -75,11 +75,7 @@ def configure_environment(
     aws = emulator.settings()
     os.environ.update(
         {
-            "DJANGO_ENV": "test",
-            "DJANGO_SETTINGS_MODULE": "kodori.settings",
-            "DATABASE_URL": database_url,
-            "REDIS_URL": redis_url,
-            "KODORI_STATE_DIR": str(root / "state"),
+            **django_environment(root, database_url, redis_url),
             "AWS_CONFIG_FILE": str(empty),
             "AWS_SHARED_CREDENTIALS_FILE": str(empty),
             "AWS_EC2_METADATA_DISABLED": "true",
@@ -95,12 +91,7 @@ def configure_environment(
 
 
 def setup_django() -> None:
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
+    start_django()
     # boto3 announces where it found Kodori's identity each time a session is made: noise here.
     logging.getLogger("botocore.credentials").setLevel(logging.WARNING)
 

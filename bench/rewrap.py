@@ -78,7 +78,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.harness import run_cleanups, start_servers  # noqa: E402
+from bench.harness import django_environment, run_cleanups, start_django, start_servers  # noqa: E402
 
 SAMPLE = 1_000
 MIB = 1024 * 1024
@@ -98,21 +98,12 @@ def setup_django(root: Path, database_url: str, redis_url: str, batch_size: int 
         os.environ["KODORI_REWRAP_BATCH_SIZE"] = str(batch_size)
     os.environ.update(
         {
-            "DJANGO_ENV": "test",
-            "DJANGO_SETTINGS_MODULE": "kodori.settings",
-            "DATABASE_URL": database_url,
-            "REDIS_URL": redis_url,
-            "KODORI_STATE_DIR": str(root / "state"),
+            **django_environment(root, database_url, redis_url),
             # The benchmark starts its jobs itself, after the load.
             "KODORI_REWRAP_AFTER_ROTATION": "false",
         }
     )
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
+    start_django()
 
 
 # --- The table ---------------------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.harness import run_cleanups, start_servers  # noqa: E402
+from bench.harness import django_environment, run_cleanups, start_django, start_servers  # noqa: E402
 
 MIB = 1024 * 1024
 CHUNK = 16 * 1024
@@ -56,21 +56,12 @@ class CheckFailed(Exception):
 def setup_django(root: Path, database_url: str, redis_url: str) -> None:
     os.environ.update(
         {
-            "DJANGO_ENV": "test",
-            "DJANGO_SETTINGS_MODULE": "kodori.settings",
-            "DATABASE_URL": database_url,
-            "REDIS_URL": redis_url,
-            "KODORI_STATE_DIR": str(root / "state"),
+            **django_environment(root, database_url, redis_url),
             "BLOB_STORAGE": "filesystem",
             "BLOB_ROOT": str(root / "blobs"),
         }
     )
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
+    start_django()
 
 
 def seed(sizes: list[tuple[int, int]]) -> list[tuple[Any, int, int]]:

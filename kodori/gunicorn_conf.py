@@ -146,6 +146,7 @@ class KodoriWorker(ThreadWorker):
         except Exception:
             self.log.debug("Failed to send error message.")
 
+
 # No gunicornc control socket: Kodori does not use it, and its default path (~/.gunicorn/gunicorn.ctl) is
 # shared by every gunicorn of the user, so two servers on one machine would fight over it.
 control_socket_disable = True

@@ -117,6 +117,17 @@ def _methods(response: HttpResponseBase) -> set[str]:
     return {method.strip().upper() for method in response.get("Allow", "").split(",") if method.strip()}
 
 
+class _ViewMiddleware:
+    """A middleware that acts in ``process_view`` only (after URL resolution, before the view): the request
+    itself passes through."""
+
+    def __init__(self, get_response: GetResponse) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        return self.get_response(request)
+
+
 class HeadMiddleware:
     """A HEAD answers exactly what the GET would, without the body (with ``HeadAsGetMiddleware``).
 
@@ -142,16 +153,10 @@ class HeadMiddleware:
         return response
 
 
-class HeadAsGetMiddleware:
+class HeadAsGetMiddleware(_ViewMiddleware):
     """Views that answer HEAD themselves (downloads, the API) do; a view that refuses HEAD with 405 while it
     allows GET (``require_GET``, ``require_http_methods(["GET", ...])``: the refusal comes before the view
     does anything) is asked as a GET instead. Last in MIDDLEWARE, so every other check saw the HEAD first."""
-
-    def __init__(self, get_response: GetResponse) -> None:
-        self.get_response = get_response
-
-    def __call__(self, request: HttpRequest) -> HttpResponseBase:
-        return self.get_response(request)
 
     def process_view(
         self, request: HttpRequest, view: Callable[..., Any], args: Iterable[Any], kwargs: dict[str, Any]
@@ -241,7 +246,7 @@ def _control_character_in(fields: QueryDict) -> tuple[str, str] | None:
     return None
 
 
-class ControlCharacterMiddleware:
+class ControlCharacterMiddleware(_ViewMiddleware):
     """Refuses (400) a request whose path, query string or form holds NUL or another C0 control character
     (tab, LF and CR excepted): no view, form or database query ever sees one.
 
@@ -249,12 +254,6 @@ class ControlCharacterMiddleware:
     views, whichever encoding): a ``csrf_exempt`` view (blob uploads, the API) owns its body and streams it,
     so this middleware never makes Django read a multipart upload. It must come after ``CsrfViewMiddleware``.
     """
-
-    def __init__(self, get_response: GetResponse) -> None:
-        self.get_response = get_response
-
-    def __call__(self, request: HttpRequest) -> HttpResponseBase:
-        return self.get_response(request)
 
     def process_view(
         self, request: HttpRequest, view: Callable[..., Any], args: Iterable[Any], kwargs: dict[str, Any]

@@ -1,4 +1,5 @@
-"""Fixtures shared by every test: one tenant ``acme`` with a user per role, another tenant, and support staff.
+"""Fixtures shared by every test: one tenant ``acme`` with a user per role, another tenant, support staff, and
+a private blob directory (``blob_root``, on request).
 
 The PostgreSQL and Redis these tests run against are started by ``kodori.testing.pytest_plugin``.
 """
@@ -6,6 +7,7 @@ The PostgreSQL and Redis these tests run against are started by ``kodori.testing
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -82,6 +84,17 @@ def staff(db: None) -> Any:
 
     user.user_permissions.set(Permission.objects.filter(codename__in=SUPPORT_PERMISSIONS))
     return user
+
+
+@pytest.fixture
+def blob_root(settings: Any, tmp_path: Path) -> Path:
+    """Blob objects of this test go here, so a test can see exactly what storage holds."""
+    root = tmp_path / "blobs"
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "blobs": {"BACKEND": "blobs.storage.BlobFileSystemStorage", "OPTIONS": {"location": str(root)}},
+    }
+    return root
 
 
 def client_for(user: Any, *, csrf: bool = False) -> Client:
@@ -176,6 +189,23 @@ def start_beat(schedule: Any, env: dict[str, str] | None = None) -> Any:
         [str(celery), "-A", "kodori", "beat", "--loglevel=WARNING", "--schedule", str(schedule)],
         env={**subprocess_env(), **(env or {})},
     )
+
+
+def wait_for_listener(proc: Any, port: int, log: Path, *, within: float, what: str = "gunicorn") -> None:
+    """Return once something accepts connections on loopback ``port``; raise with the output in ``log`` if
+    ``proc`` exits first or ``within`` seconds pass."""
+    import socket
+    import time
+
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{what} did not start:\n{log.read_text()}") from None
+            time.sleep(0.1)
 
 
 def stop_process(proc: Any, timeout: float = 20) -> None:

@@ -1,17 +1,21 @@
 """Fixtures of the audit tests: a quick way to fill a chain, a door around the append-only triggers (the
-attacker's), a private witness per test, and signing with the witness written."""
+attacker's) and what an attacker does through it, a private witness per test, signing with the witness
+written, and the management commands' exit status and output."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from io import StringIO
 from pathlib import Path
 from typing import Any
 
 import pytest
+from django.core.management import call_command
 from django.db import connection
 
-from audit import payloads, services
+from audit import chain, payloads, services
+from audit.encoding import event_hash
 from audit.models import AuditEvent, Checkpoint, EventType
 from tenants.models import Tenant
 
@@ -113,3 +117,39 @@ def cut_tail(tenant: Tenant, keep: int, *, checkpoints: bool = False) -> None:
     if checkpoints:
         raw("DELETE FROM audit_checkpoint WHERE tenant_id = %s", [tenant.pk])
         raw("DELETE FROM audit_chainverification WHERE tenant_id = %s", [tenant.pk])
+
+
+def forge_after(tenant: Tenant, after: int, *, rehash: bool) -> None:
+    """Insert a well-formed event with a correct hash after ``after``, renumbering the rest; with ``rehash``,
+    as an attacker who recomputes every later hash (only a signed checkpoint can tell)."""
+    raw(
+        "UPDATE audit_auditevent SET seq = seq + 100000 WHERE tenant_id = %s AND seq > %s", [tenant.pk, after]
+    )
+    raw("UPDATE audit_auditevent SET seq = seq - 99999 WHERE tenant_id = %s AND seq > 100000", [tenant.pk])
+    prev = AuditEvent.objects.for_tenant(tenant).get(seq=after)
+    forged = AuditEvent(
+        tenant=tenant, seq=after + 1, type="membership.added", created_at=prev.created_at, actor_id=None,
+        actor_name="system", actor_email="", request_id="", ip="", payload={"email": "mallory@evil.test"},
+        prev_hash=prev.hash,
+    )  # fmt: skip
+    forged.hash = event_hash(chain.event_record(forged))
+    forged.save()
+    if rehash:
+        prev_hash = forged.hash
+        for event in AuditEvent.objects.for_tenant(tenant).filter(seq__gt=after + 1).order_by("seq"):
+            event.prev_hash = prev_hash
+            prev_hash = event_hash(chain.event_record(event))
+            raw(
+                "UPDATE audit_auditevent SET prev_hash = %s, hash = %s WHERE id = %s",
+                [event.prev_hash, prev_hash, event.pk],
+            )
+
+
+def run_command(name: str, *args: str) -> tuple[int, str]:
+    """``manage.py <name> <args>`` in this process: (exit status, what it printed)."""
+    out = StringIO()
+    try:
+        call_command(name, *args, stdout=out)
+    except SystemExit as exc:
+        return int(exc.code or 0), out.getvalue()
+    return 0, out.getvalue()

@@ -10,31 +10,24 @@ append-only triggers off, as an attacker who owns the tables could do.
 from __future__ import annotations
 
 from collections.abc import Callable
-from io import StringIO
+from functools import partial
 from typing import Any
 
 import pytest
-from django.core.management import call_command
 from django.db import connection
 
 from audit import chain, services
-from audit.models import AcknowledgedVia, AuditEvent, ChainBreak, Checkpoint
+from audit.models import AcknowledgedVia, ChainBreak, Checkpoint
 from tenants.models import Tenant
 
-from .conftest import cut_tail, fill, raw
+from .conftest import cut_tail, fill, forge_after, raw, run_command
 
 pytestmark = pytest.mark.django_db
 
 N = 8
 
 
-def command(*args: str) -> tuple[int, str]:
-    out = StringIO()
-    try:
-        call_command("verify_audit_chain", *args, stdout=out)
-    except SystemExit as exc:
-        return int(exc.code or 0), out.getvalue()
-    return 0, out.getvalue()
+command = partial(run_command, "verify_audit_chain")
 
 
 Backup = tuple[list[str], list[str]]
@@ -58,36 +51,6 @@ def restore(tenant: Tenant, saved: Backup) -> None:
             raw(f"INSERT INTO {table} SELECT * FROM json_populate_record(NULL::{table}, %s::json)", [row])  # noqa: S608
 
 
-def _renumber_after(tenant: Tenant, after: int) -> None:
-    raw(
-        "UPDATE audit_auditevent SET seq = seq + 100000 WHERE tenant_id = %s AND seq > %s", [tenant.pk, after]
-    )
-    raw("UPDATE audit_auditevent SET seq = seq - 99999 WHERE tenant_id = %s AND seq > 100000", [tenant.pk])
-
-
-def _forge_after(tenant: Tenant, after: int, *, rehash: bool) -> None:
-    from audit.encoding import event_hash
-
-    _renumber_after(tenant, after)
-    prev = AuditEvent.objects.for_tenant(tenant).get(seq=after)
-    forged = AuditEvent(
-        tenant=tenant, seq=after + 1, type="membership.added", created_at=prev.created_at, actor_id=None,
-        actor_name="system", actor_email="", request_id="", ip="", payload={"email": "mallory@evil.test"},
-        prev_hash=prev.hash,
-    )  # fmt: skip
-    forged.hash = event_hash(chain.event_record(forged))
-    forged.save()
-    if rehash:
-        prev_hash = forged.hash
-        for event in AuditEvent.objects.for_tenant(tenant).filter(seq__gt=after + 1).order_by("seq"):
-            event.prev_hash = prev_hash
-            prev_hash = event_hash(chain.event_record(event))
-            raw(
-                "UPDATE audit_auditevent SET prev_hash = %s, hash = %s WHERE id = %s",
-                [event.prev_hash, prev_hash, event.pk],
-            )
-
-
 def _swap(tenant: Tenant) -> None:
     for a, b in ((3, 999), (4, 3), (999, 4)):
         raw("UPDATE audit_auditevent SET seq = %s WHERE tenant_id = %s AND seq = %s", [b, tenant.pk, a])
@@ -103,8 +66,8 @@ DELETE_4 = "DELETE FROM audit_auditevent WHERE tenant_id = %s AND seq = 4"
 TAMPERING: dict[str, tuple[Callable[[Tenant], None], tuple[int, str]]] = {
     "edit": (lambda t: raw(EDIT_4, [t.pk]), (4, "edited")),
     "delete": (lambda t: raw(DELETE_4, [t.pk]), (4, "missing")),
-    "insert": (lambda t: _forge_after(t, 4, rehash=False), (6, "relinked")),
-    "insert-rehashed": (lambda t: _forge_after(t, 4, rehash=True), (8, "rewritten")),
+    "insert": (lambda t: forge_after(t, 4, rehash=False), (6, "relinked")),
+    "insert-rehashed": (lambda t: forge_after(t, 4, rehash=True), (8, "rewritten")),
     "swap": (_swap, (3, "relinked")),
     "truncate": (lambda t: cut_tail(t, 5), (6, "truncated")),
 }  # fmt: skip

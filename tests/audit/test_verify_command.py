@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from io import StringIO
+from functools import partial
 from typing import Any
 
 import pytest
@@ -12,25 +12,19 @@ from django.core.management.base import CommandError
 from django.db import connection
 
 from audit import chain, services, signing
-from audit.encoding import event_hash, format_time
+from audit.encoding import format_time
 from audit.models import AuditEvent, Checkpoint
 from audit.verify_bundle import checkpoint_message
 from tenants.models import Tenant
 
-from .conftest import fill, raw
+from .conftest import fill, forge_after, raw, run_command
 
 pytestmark = pytest.mark.django_db
 
 N = 8
 
 
-def run(*args: str) -> tuple[int, str]:
-    out = StringIO()
-    try:
-        call_command("verify_audit_chain", *args, stdout=out)
-    except SystemExit as exc:
-        return int(exc.code or 0), out.getvalue()
-    return 0, out.getvalue()
+run = partial(run_command, "verify_audit_chain")
 
 
 @pytest.fixture
@@ -106,33 +100,8 @@ def test_it_detects_reordering(chain_of_8: list[AuditEvent], tenant: Tenant) -> 
     assert code == 1 and "chain broken at #3:" in out
 
 
-def _forge_after(tenant: Tenant, after: int, *, rehash_the_rest: bool) -> None:
-    """Insert a well-formed event with a correct hash after ``after``, renumbering the rest."""
-    raw(
-        "UPDATE audit_auditevent SET seq = seq + 100000 WHERE tenant_id = %s AND seq > %s", [tenant.pk, after]
-    )
-    raw("UPDATE audit_auditevent SET seq = seq - 99999 WHERE tenant_id = %s AND seq > 100000", [tenant.pk])
-    prev = AuditEvent.objects.for_tenant(tenant).get(seq=after)
-    forged = AuditEvent(
-        tenant=tenant, seq=after + 1, type="membership.added", created_at=prev.created_at, actor_id=None,
-        actor_name="system", actor_email="", request_id="", ip="", payload={"email": "mallory@evil.test"},
-        prev_hash=prev.hash,
-    )  # fmt: skip
-    forged.hash = event_hash(chain.event_record(forged))
-    forged.save()
-    if rehash_the_rest:  # an attacker who recomputes every later hash: only a signed checkpoint can tell
-        prev_hash = forged.hash
-        for event in AuditEvent.objects.for_tenant(tenant).filter(seq__gt=after + 1).order_by("seq"):
-            event.prev_hash = prev_hash
-            prev_hash = event_hash(chain.event_record(event))
-            raw(
-                "UPDATE audit_auditevent SET prev_hash = %s, hash = %s WHERE id = %s",
-                [event.prev_hash, prev_hash, event.pk],
-            )
-
-
 def test_it_detects_a_forged_insert(chain_of_8: list[AuditEvent], tenant: Tenant) -> None:
-    _forge_after(tenant, 4, rehash_the_rest=False)
+    forge_after(tenant, 4, rehash=False)
     code, out = run()
     # The forged #5 links to #4; the real #5, now #6, no longer matches its content.
     assert code == 1 and "chain broken at #6:" in out
@@ -142,7 +111,7 @@ def test_a_signed_checkpoint_catches_a_forged_insert_with_every_later_hash_recom
     chain_of_8: list[AuditEvent], tenant: Tenant
 ) -> None:
     services.sign_checkpoint(tenant)  # signs #8
-    _forge_after(tenant, 4, rehash_the_rest=True)
+    forge_after(tenant, 4, rehash=True)
     code, out = run()
     assert code == 1 and "chain broken at #8:" in out and "checkpoint" in out
 

@@ -8,6 +8,7 @@ ends.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from io import StringIO
 from pathlib import Path
@@ -19,6 +20,7 @@ from django.core.management import call_command
 from audit import chain, services, witness
 from audit.models import ChainBreak, Checkpoint
 from tenants.models import Tenant
+from tests import s3
 
 from .conftest import cut_tail, fill, raw, witnessed
 
@@ -183,62 +185,30 @@ BUCKET = "kodori-test-witness"
 
 
 @pytest.fixture(scope="module")
-def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    import os
-
-    from moto.server import ThreadedMotoServer
-
-    from kodori.devtools.servers import free_port
-
-    config = tmp_path_factory.mktemp("aws")
-    (config / "config").write_text("")
-    (config / "credentials").write_text("")
-    saved = {k: os.environ.get(k) for k in ("AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE")}
-    os.environ["AWS_CONFIG_FILE"] = str(config / "config")
-    os.environ["AWS_SHARED_CREDENTIALS_FILE"] = str(config / "credentials")
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """moto's S3 for this module alone: the locked bucket goes away with it (compliance mode has no undo)."""
+    with s3.moto_server(tmp_path_factory.mktemp("aws")) as url:
+        yield url
 
 
 @pytest.fixture
 def locked_bucket(moto_server: str, settings: Any) -> Any:
-    import boto3
-
-    s3 = boto3.client(
-        "s3", endpoint_url=moto_server, region_name="us-east-1", aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )  # fmt: skip
-    s3.create_bucket(Bucket=BUCKET, ObjectLockEnabledForBucket=True)
-    s3.put_object_lock_configuration(
+    client = s3.s3_client(moto_server)
+    client.create_bucket(Bucket=BUCKET, ObjectLockEnabledForBucket=True)
+    client.put_object_lock_configuration(
         Bucket=BUCKET,
         ObjectLockConfiguration={
             "ObjectLockEnabled": "Enabled",
             "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": 1}},
         },
     )
+    options = {**s3.storage_options(moto_server, BUCKET, location="kodori"), "file_overwrite": False}
     settings.STORAGES = {
         **settings.STORAGES,
-        "audit-witness-s3": {
-            "BACKEND": "storages.backends.s3.S3Storage",
-            "OPTIONS": {
-                "bucket_name": BUCKET, "endpoint_url": moto_server, "region_name": "us-east-1",
-                "access_key": "testing", "secret_key": "testing", "location": "kodori", "default_acl": None,
-                "querystring_auth": False, "file_overwrite": False,
-            },
-        },
-    }  # fmt: skip
+        "audit-witness-s3": {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": options},
+    }
     settings.AUDIT_WITNESS_STORAGE = "audit-witness-s3"
-    return s3
+    return client
 
 
 def test_the_witness_on_s3_with_object_lock(locked_bucket: Any, tenant: Tenant, sign: Any) -> None:

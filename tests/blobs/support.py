@@ -1,4 +1,5 @@
-"""Helpers for the blobs tests: blobs and tokens made by the real services, HTTP to a live server."""
+"""Helpers for the blobs tests: blobs and tokens made by the real services, HTTP to a live server, and the
+stored objects behind Kodori's back."""
 
 from __future__ import annotations
 
@@ -121,3 +122,55 @@ def random_stream(size: int, piece: int = 1 << 20, seed: bytes = b"") -> Iterato
         yield chunk
         sent += take
         counter += 1
+
+
+# --- where a blob's bytes are: the filesystem or S3 ---------------------------------------------------------
+
+
+class Store:
+    """Read, replace and remove a blob's stored object behind Kodori's back, as damage in storage would."""
+
+    def read(self, blob: Blob) -> bytes:
+        raise NotImplementedError
+
+    def write(self, blob: Blob, data: bytes) -> None:
+        raise NotImplementedError
+
+    def remove(self, blob: Blob) -> None:
+        raise NotImplementedError
+
+
+class FileStore(Store):
+    """The objects of ``BlobFileSystemStorage`` under ``root``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def read(self, blob: Blob) -> bytes:
+        return (self.root / blob.storage_key).read_bytes()
+
+    def write(self, blob: Blob, data: bytes) -> None:
+        (self.root / blob.storage_key).write_bytes(data)
+
+    def remove(self, blob: Blob) -> None:
+        (self.root / blob.storage_key).unlink()
+
+
+class S3Store(Store):
+    """The objects of an ``S3Storage`` (``tests.s3.storage_options``) in ``bucket``."""
+
+    def __init__(self, client: Any, bucket: str) -> None:
+        self.client = client
+        self.bucket = bucket
+
+    def key(self, blob: Blob) -> str:
+        return f"prefix/{blob.storage_key}"
+
+    def read(self, blob: Blob) -> bytes:
+        return bytes(self.client.get_object(Bucket=self.bucket, Key=self.key(blob))["Body"].read())
+
+    def write(self, blob: Blob, data: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self.key(blob), Body=data)
+
+    def remove(self, blob: Blob) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self.key(blob))

@@ -25,7 +25,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import boto3
 import pytest
 from django.core.files.storage import storages as django_storages
 from django.test import Client
@@ -37,8 +36,9 @@ from blobs.models import Blob, Damage
 from encryption.format import envelope
 from encryption.format.cobblestone import CHUNK_SIZE, SEALED_CHUNK_SIZE
 from encryption.models import DataKey, KeyStatus, TenantKey
-from tests.blobs.support import bearer, make_blob, make_token, pattern
+from tests.blobs.support import FileStore, S3Store, Store, bearer, make_blob, make_token, pattern
 from tests.conftest import client_for
+from tests.s3 import delete_bucket, s3_client, storage_options
 
 pytestmark = pytest.mark.django_db
 
@@ -50,64 +50,12 @@ BUCKET = "kodori-test-damage"
 # --- where the bytes are: the filesystem or S3 --------------------------------------------------------------
 
 
-class Store:
-    """Read and replace a blob's stored object behind Kodori's back, as damage in storage would."""
-
-    def read(self, blob: Blob) -> bytes:
-        raise NotImplementedError
-
-    def write(self, blob: Blob, data: bytes) -> None:
-        raise NotImplementedError
-
-    def remove(self, blob: Blob) -> None:
-        raise NotImplementedError
-
-
-class FileStore(Store):
-    def __init__(self, root: Any) -> None:
-        self.root = root
-
-    def read(self, blob: Blob) -> bytes:
-        return bytes((self.root / blob.storage_key).read_bytes())
-
-    def write(self, blob: Blob, data: bytes) -> None:
-        (self.root / blob.storage_key).write_bytes(data)
-
-    def remove(self, blob: Blob) -> None:
-        (self.root / blob.storage_key).unlink()
-
-
-class S3Store(Store):
-    def __init__(self, client: Any) -> None:
-        self.client = client
-
-    def read(self, blob: Blob) -> bytes:
-        return bytes(self.client.get_object(Bucket=BUCKET, Key=f"prefix/{blob.storage_key}")["Body"].read())
-
-    def write(self, blob: Blob, data: bytes) -> None:
-        self.client.put_object(Bucket=BUCKET, Key=f"prefix/{blob.storage_key}", Body=data)
-
-    def remove(self, blob: Blob) -> None:
-        self.client.delete_object(Bucket=BUCKET, Key=f"prefix/{blob.storage_key}")
-
-
 @pytest.fixture(scope="module")
 def s3(moto_s3: str) -> tuple[Any, Any]:
     """A boto3 client and one ``S3Storage`` for the module: each costs more than most of these tests."""
     from storages.backends.s3 import S3Storage
 
-    credentials = {"endpoint_url": moto_s3, "region_name": "us-east-1"}
-    client = boto3.client("s3", aws_access_key_id="testing", aws_secret_access_key="testing", **credentials)
-    storage = S3Storage(
-        bucket_name=BUCKET,
-        access_key="testing",
-        secret_key="testing",
-        location="prefix",
-        default_acl=None,
-        querystring_auth=False,
-        **credentials,
-    )
-    return client, storage
+    return s3_client(moto_s3), S3Storage(**storage_options(moto_s3, BUCKET))
 
 
 @pytest.fixture(params=["filesystem", "s3"])
@@ -123,11 +71,9 @@ def store(request: Any, settings: Any, blob_root: Any) -> Iterator[Store]:
     # (changing STORAGES empties the handler's cache, and restoring it afterwards empties it again).
     django_storages._storages["blobs"] = storage  # type: ignore[attr-defined]  # the handler's cache
     try:
-        yield S3Store(client)
+        yield S3Store(client, BUCKET)
     finally:
-        for item in client.list_objects_v2(Bucket=BUCKET).get("Contents", []):
-            client.delete_object(Bucket=BUCKET, Key=item["Key"])
-        client.delete_bucket(Bucket=BUCKET)
+        delete_bucket(client, BUCKET)
 
 
 # --- positions, mutations, and the damage each must be found as --------------------------------------------

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import http.client
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +27,7 @@ from encryption.format import envelope
 from encryption.format.cobblestone import CHUNK_SIZE, SEALED_CHUNK_SIZE
 from kodori.devtools.servers import free_port
 from tests.blobs.support import LiveApi, make_blob, make_token, pattern
-from tests.conftest import stop_process, subprocess_env
+from tests.conftest import stop_process, subprocess_env, wait_for_listener
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -63,15 +61,7 @@ def server(request: Any, blob_root: Path, tmp_path: Path) -> Iterator[tuple[str,
     with log_path.open("w") as log:
         proc = subprocess.Popen(command, env=env, cwd=settings.BASE_DIR, stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"gunicorn did not come up:\n{log_path.read_text()}") from None
-                time.sleep(0.1)
+        wait_for_listener(proc, port, log_path, within=30)
         yield f"http://127.0.0.1:{port}", log_path
     finally:
         stop_process(proc)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import boto3
 import pytest
 from django.test import Client
 from django.urls import reverse
@@ -12,6 +11,7 @@ from django.urls import reverse
 from blobs import storage
 from encryption.format import envelope
 from tests.blobs.support import bearer, make_token, pattern
+from tests.s3 import delete_bucket, s3_client, storage_options
 
 pytestmark = pytest.mark.django_db
 BUCKET = "kodori-test-blobs"
@@ -19,35 +19,15 @@ BUCKET = "kodori-test-blobs"
 
 @pytest.fixture
 def s3(settings: Any, moto_s3: str) -> Any:
-    client = boto3.client(
-        "s3",
-        endpoint_url=moto_s3,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    client = s3_client(moto_s3)
     client.create_bucket(Bucket=BUCKET)
     settings.AWS_S3_FILE_BUFFER_SIZE = 5 * 1024 * 1024  # S3's minimum part size: several parts per test blob
     settings.STORAGES = {
         **settings.STORAGES,
-        "blobs": {
-            "BACKEND": "storages.backends.s3.S3Storage",
-            "OPTIONS": {
-                "bucket_name": BUCKET,
-                "endpoint_url": moto_s3,
-                "region_name": "us-east-1",
-                "access_key": "testing",
-                "secret_key": "testing",
-                "location": "prefix",
-                "default_acl": None,
-                "querystring_auth": False,
-            },
-        },
+        "blobs": {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": storage_options(moto_s3, BUCKET)},
     }
     yield client
-    for item in client.list_objects_v2(Bucket=BUCKET).get("Contents", []):
-        client.delete_object(Bucket=BUCKET, Key=item["Key"])
-    client.delete_bucket(Bucket=BUCKET)
+    delete_bucket(client, BUCKET)
 
 
 def _keys(s3: Any) -> list[str]:

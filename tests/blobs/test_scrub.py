@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
@@ -33,8 +32,9 @@ from encryption.format.cobblestone import BATCH_CHUNKS, CHUNK_SIZE, SEALED_CHUNK
 from encryption.models import DataKey
 from encryption.providers import FailureKind, ProviderError
 from tenants.models import Tenant
-from tests.blobs.support import make_blob, pattern
+from tests.blobs.support import FileStore, S3Store, Store, make_blob, pattern
 from tests.conftest import client_for, make_user, start_worker, stop_process, subprocess_env
+from tests.s3 import delete_bucket, s3_client, storage_options
 
 pytestmark = pytest.mark.django_db
 
@@ -50,77 +50,22 @@ REPO = Path(__file__).resolve().parents[2]
 # --- where the bytes are ------------------------------------------------------------------------------------
 
 
-class Store:
-    """Read, replace and remove a blob's stored object behind Kodori's back."""
-
-    def read(self, blob: Blob) -> bytes:
-        raise NotImplementedError
-
-    def write(self, blob: Blob, data: bytes) -> None:
-        raise NotImplementedError
-
-    def remove(self, blob: Blob) -> None:
-        raise NotImplementedError
-
-
-class FileStore(Store):
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def read(self, blob: Blob) -> bytes:
-        return (self.root / blob.storage_key).read_bytes()
-
-    def write(self, blob: Blob, data: bytes) -> None:
-        (self.root / blob.storage_key).write_bytes(data)
-
-    def remove(self, blob: Blob) -> None:
-        (self.root / blob.storage_key).unlink()
-
-
-class S3Store(Store):
-    def __init__(self, client: Any) -> None:
-        self.client = client
-
-    def key(self, blob: Blob) -> str:
-        return f"prefix/{blob.storage_key}"
-
-    def read(self, blob: Blob) -> bytes:
-        return bytes(self.client.get_object(Bucket=BUCKET, Key=self.key(blob))["Body"].read())
-
-    def write(self, blob: Blob, data: bytes) -> None:
-        self.client.put_object(Bucket=BUCKET, Key=self.key(blob), Body=data)
-
-    def remove(self, blob: Blob) -> None:
-        self.client.delete_object(Bucket=BUCKET, Key=self.key(blob))
-
-
 @pytest.fixture(params=["filesystem", "s3"])
 def store(request: Any, settings: Any, blob_root: Path) -> Iterator[Store]:
     if request.param == "filesystem":
         yield FileStore(blob_root)
         return
     endpoint = request.getfixturevalue("moto_s3")
-    client = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    client = s3_client(endpoint)
     client.create_bucket(Bucket=BUCKET)
-    options = {"bucket_name": BUCKET, "endpoint_url": endpoint, "region_name": "us-east-1"}
-    options |= {"access_key": "testing", "secret_key": "testing", "location": "prefix"}
-    options |= {"default_acl": None, "querystring_auth": False}
     settings.STORAGES = {
         **settings.STORAGES,
-        "blobs": {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": options},
+        "blobs": {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": storage_options(endpoint, BUCKET)},
     }
     try:
-        yield S3Store(client)
+        yield S3Store(client, BUCKET)
     finally:
-        for item in client.list_objects_v2(Bucket=BUCKET).get("Contents", []):
-            client.delete_object(Bucket=BUCKET, Key=item["Key"])
-        client.delete_bucket(Bucket=BUCKET)
+        delete_bucket(client, BUCKET)
 
 
 # --- helpers ------------------------------------------------------------------------------------------------

@@ -22,16 +22,6 @@ from tests.browser.test_shell import sign_in
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
-@pytest.fixture
-def blob_root(settings: Any, tmp_path: Path) -> Path:
-    root = tmp_path / "blobs"
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "blobs": {"BACKEND": "blobs.storage.BlobFileSystemStorage", "OPTIONS": {"location": str(root)}},
-    }
-    return root
-
-
 def _flip_middle(root: Path, blob: Blob) -> None:
     path = root / blob.storage_key
     data = bytearray(path.read_bytes())

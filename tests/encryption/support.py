@@ -35,6 +35,13 @@ from encryption.models import DataKey, KeyStatus, TenantKey, TenantKeyVersion, W
 from tenants.models import Tenant
 from tests.encryption.conftest import customer_key_url
 
+# Well-formed identifiers of customers' keys, for registrations that never reach a KMS.
+AWS_KEY = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+AWS_ROLE = "arn:aws:iam::111122223333:role/kodori-access"
+AZURE_KEY = "https://contoso.vault.azure.net/keys/kodori/0123456789abcdef0123456789abcdef"
+DIRECTORY = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+GCP_KEY = "projects/acme-prod/locations/europe-west1/keyRings/kodori/cryptoKeys/tenant-kek"
+
 
 def enable_cloud_kms(tenant: Tenant) -> Tenant:
     """Switch cloud KMS on for ``tenant`` (support's job) and start from an empty key cache."""

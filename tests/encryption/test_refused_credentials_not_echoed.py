@@ -10,14 +10,9 @@ import pytest
 
 from encryption.models import TenantKey
 from tenants.models import Tenant
+from tests.encryption.support import AWS_KEY, AWS_ROLE, AZURE_KEY, DIRECTORY, GCP_KEY
 
 pytestmark = pytest.mark.django_db
-
-AWS_KEY = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
-AWS_ROLE = "arn:aws:iam::111122223333:role/kodori-access"
-AZURE_KEY = "https://contoso.vault.azure.net/keys/kodori/0123456789abcdef0123456789abcdef"
-DIRECTORY = "72f988bf-86f1-41af-91ab-2d7cd011db47"
-GCP_KEY = "projects/acme-prod/locations/europe-west1/keyRings/kodori/cryptoKeys/tenant-kek"
 
 AWS_KEY_ID = "AKIAIOSFODNN7EXAMPLE"
 AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"

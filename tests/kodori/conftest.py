@@ -1,13 +1,12 @@
-"""Fixtures of the project-level tests: the real console log handler's output, a private blob store, and the
-access matrix's ``world`` (tenant ``acme``, a user per role, another tenant)."""
+"""Fixtures of the project-level tests: the real console log handler's output and the access matrix's
+``world`` (tenant ``acme``, a user per role, another tenant). A private blob store, ``blob_root``, is in
+``tests/conftest.py``."""
 
 from __future__ import annotations
 
 import io
 import logging
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -42,13 +41,3 @@ def log_lines() -> Iterator[LogLines]:
         yield LogLines(stream)
     finally:
         handler.setStream(previous)
-
-
-@pytest.fixture
-def blob_root(settings: Any, tmp_path: Path) -> Path:
-    root = tmp_path / "blobs"
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "blobs": {"BACKEND": "blobs.storage.BlobFileSystemStorage", "OPTIONS": {"location": str(root)}},
-    }
-    return root

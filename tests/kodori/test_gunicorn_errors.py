@@ -21,6 +21,7 @@ import pytest
 
 from kodori import gunicorn_conf
 from kodori.devtools.servers import free_port
+from tests.conftest import stop_process, wait_for_listener
 
 HOST = "Host: localhost\r\n"
 
@@ -83,26 +84,13 @@ def gunicorn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             stderr=subprocess.STDOUT,
         )  # fmt: skip
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"gunicorn did not start:\n{log.read_text()}") from None
-                time.sleep(0.1)
+        wait_for_listener(proc, port, log, within=60)
         server = Server(port, log)
         # The worker is up once it answers.
         assert server.send(b"GET /api/v1/ready HTTP/1.1\r\n" + HOST.encode() + b"\r\n").status == 404
         yield server
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 def _request(line: str, *headers: str, body: str = "") -> bytes:
