@@ -125,18 +125,23 @@ def raw_gcm(chunks: int) -> tuple[float, float]:
     return wall, cpu
 
 
+def _open_and_close(open_stored: Callable[[str], Any], key: str) -> int:
+    source, length = open_stored(key)
+    source.close()
+    return int(length)
+
+
 def per_blob_costs(tenant: Any) -> str:
     """Median milliseconds of each fixed step of one blob's check, over the blobs of ``tenant``."""
     from blobs import damage, scrub
     from blobs.models import Blob
-    from blobs.storage import object_length, open_ranged
+    from blobs.storage import open_stored
     from encryption import keyring
 
     blobs = list(Blob.objects.for_tenant(tenant).select_related("tenant").order_by("pk")[:100])
     probe = scrub.ScrubPass.objects.create(tenant=tenant, status=scrub.PassStatus.ABANDONED)
     steps: dict[str, Callable[[Any], Any]] = {
-        "object length": lambda b: object_length(b.storage_key),
-        "open the object": lambda b: open_ranged(b.storage_key, 1).close(),
+        "open the object and read its length": lambda b: _open_and_close(open_stored, b.storage_key),
         "data key (query + unwrap)": lambda b: keyring.open_data_key(b.tenant, b.pk),
         "damage.verified (transaction)": lambda b: damage.verified(b, found_by="bench"),
         "pass checkpoint (one UPDATE)": lambda b: probe.save(),

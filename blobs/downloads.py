@@ -43,7 +43,7 @@ from encryption.providers import ProviderError
 from . import damage
 from .errors import CorruptBlob, RangeNotSatisfiable, StorageUnavailable, check_not_sealed, from_key_error
 from .models import Blob, Damage
-from .storage import object_length, open_ranged
+from .storage import open_stored
 
 logger = logging.getLogger(__name__)
 
@@ -252,18 +252,17 @@ def _open(request: HttpRequest, blob: Blob, start: int, stop: int) -> _Opened:
         raise from_key_error(exc) from exc
     expected = envelope.ciphertext_size(blob.size)
     try:
-        stored = object_length(blob.storage_key)
-        source: Any = open_ranged(blob.storage_key, expected) if stored == expected else None
-    except FileNotFoundError:
-        stored, source = None, None
+        opened_object = open_stored(blob.storage_key)
     except Exception as exc:
         logger.warning("blobs: the file store did not answer for blob %s: %s", blob.pk, type(exc).__name__)
         raise StorageUnavailable(
             "The file store is not reachable; try again shortly.", headers={"Retry-After": "30"}
         ) from exc
-    if stored is None:
+    if opened_object is None:
         raise _corrupt(request, blob, Damage.MISSING)
-    if source is None:
+    source, stored = opened_object
+    if stored != expected:
+        source.close()
         raise _corrupt(request, blob, Damage.LENGTH)
     try:
         reader = envelope.RandomAccessReader(

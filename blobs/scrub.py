@@ -60,7 +60,7 @@ from tenants.models import Tenant
 
 from . import damage
 from .models import Blob, BlobStatus, Damage, PassStatus, ScrubPass
-from .storage import object_length, open_ranged
+from .storage import open_stored
 
 logger = logging.getLogger(__name__)
 
@@ -184,31 +184,26 @@ def scrub_blob(
     throttle = throttle or Throttle(0)
     stored = envelope.ciphertext_size(blob.size)
     try:
-        length = object_length(blob.storage_key)
+        opened = open_stored(blob.storage_key)
     except Exception as exc:
         return _storage_failure(blob, exc)
-    if length is None:
+    if opened is None:
         return _damaged(blob, Damage.MISSING)
-    if length != stored:
-        return _damaged(blob, Damage.LENGTH)
-    tenant = blob.tenant
-    if tenant.is_sealed:
-        return _not_checked(blob, f"tenant sealed: {tenant.seal_reason or 'Kodori cannot use its key.'}")
+    source, length = opened
     try:
-        dek = keyring.open_data_key(tenant, blob.pk)
-    except DataKey.DoesNotExist:
-        return BlobResult(blob, Outcome.GONE)  # a blob row never outlives its data key: deleted meanwhile
-    except keyring.DataKeyMismatch:
-        return _damaged(blob, Damage.DATA_KEY)
-    except (ProviderError, keyring.KeyUnavailable) as exc:
-        return _not_checked(blob, _key_reason(exc))
-    try:
-        source: Any = open_ranged(blob.storage_key, stored)
-    except FileNotFoundError:
-        return _damaged(blob, Damage.MISSING)
-    except Exception as exc:
-        return _storage_failure(blob, exc)
-    try:
+        if length != stored:
+            return _damaged(blob, Damage.LENGTH)
+        tenant = blob.tenant
+        if tenant.is_sealed:
+            return _not_checked(blob, f"tenant sealed: {tenant.seal_reason or 'Kodori cannot use its key.'}")
+        try:
+            dek = keyring.open_data_key(tenant, blob.pk)
+        except DataKey.DoesNotExist:
+            return BlobResult(blob, Outcome.GONE)  # a blob row never outlives its data key: deleted meanwhile
+        except keyring.DataKeyMismatch:
+            return _damaged(blob, Damage.DATA_KEY)
+        except (ProviderError, keyring.KeyUnavailable) as exc:
+            return _not_checked(blob, _key_reason(exc))
         return _authenticate(blob, dek, source, stored, throttle, first_chunk, deadline)
     finally:
         source.close()

@@ -6,7 +6,7 @@ django-storages' ``S3Storage`` for any S3-compatible service. Ciphertext is writ
 ever reaches either (encryption happens before the first write).
 
 Reads need random access for HTTP Range. A filesystem file seeks natively; an ``S3File`` opened for reading
-would download the whole object into a temporary file on first read, so ``open_ranged`` reads S3 objects with
+would download the whole object into a temporary file on first read, so ``open_stored`` reads S3 objects with
 ranged GETs instead (``S3RangeReader``).
 """
 
@@ -95,31 +95,26 @@ class S3RangeReader:
         self._close_body()
 
 
-def open_ranged(key: str, size: int) -> IO[bytes] | S3RangeReader:
-    """A seekable reader of the object at ``key`` (``size`` bytes), fetching only what is read."""
-    handle = blob_storage().open(key, "rb")
-    obj = getattr(handle, "obj", None)
-    if obj is not None and hasattr(obj, "get"):
-        # django-storages' S3File: keep its object handle, never let it download the whole object.
-        return S3RangeReader(obj, size)
-    return handle
+Reader = IO[bytes] | S3RangeReader
 
 
-def object_length(key: str) -> int | None:
-    """The stored length of ``key``'s object, or None if there is no such object.
+def open_stored(key: str) -> tuple[Reader, int] | None:
+    """A seekable reader of the object at ``key`` and its stored length, or None if there is no such object.
 
+    Both come from opening the object once: a file is opened and ``fstat``-ed; an S3 object's ``HEAD`` (which
+    django-storages sends on open) gives its length, and ``S3RangeReader`` then fetches only what is read.
     Any other failure (the store is down, access denied) propagates: it says nothing about the object.
     """
     try:
-        return blob_storage().size(key)
+        handle = blob_storage().open(key, "rb")
     except FileNotFoundError:
         return None
-    except Exception as exc:
-        response = getattr(exc, "response", None)
-        code = str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
-        if code in {"404", "NoSuchKey", "NotFound"}:
-            return None
-        raise
+    obj = getattr(handle, "obj", None)
+    if obj is not None and hasattr(obj, "get"):
+        # django-storages' S3File: keep its object handle, never let it download the whole object.
+        length = int(obj.content_length)
+        return S3RangeReader(obj, length), length
+    return handle, os.fstat(handle.fileno()).st_size
 
 
 def delete_object(key: str) -> None:

@@ -7,7 +7,7 @@ import http.client
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote, urlsplit
 
 from blobs import services
@@ -127,20 +127,17 @@ def random_stream(size: int, piece: int = 1 << 20, seed: bytes = b"") -> Iterato
 # --- where a blob's bytes are: the filesystem or S3 ---------------------------------------------------------
 
 
-class Store:
+class Store(Protocol):
     """Read, replace and remove a blob's stored object behind Kodori's back, as damage in storage would."""
 
-    def read(self, blob: Blob) -> bytes:
-        raise NotImplementedError
+    def read(self, blob: Blob) -> bytes: ...
 
-    def write(self, blob: Blob, data: bytes) -> None:
-        raise NotImplementedError
+    def write(self, blob: Blob, data: bytes) -> None: ...
 
-    def remove(self, blob: Blob) -> None:
-        raise NotImplementedError
+    def remove(self, blob: Blob) -> None: ...
 
 
-class FileStore(Store):
+class FileStore:
     """The objects of ``BlobFileSystemStorage`` under ``root``."""
 
     def __init__(self, root: Path) -> None:
@@ -156,7 +153,7 @@ class FileStore(Store):
         (self.root / blob.storage_key).unlink()
 
 
-class S3Store(Store):
+class S3Store:
     """The objects of an ``S3Storage`` (``tests.s3.storage_options``) in ``bucket``."""
 
     def __init__(self, client: Any, bucket: str) -> None:

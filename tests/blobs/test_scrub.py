@@ -288,10 +288,10 @@ def test_a_store_outage_is_not_damage_and_stops_the_run_before_the_failed_blobs(
     blobs = sorted((make_blob(member, pattern(3000), name=f"b{i}") for i in range(4)), key=lambda b: b.pk)
     scrub_now(limit=1)  # the first blob is done; the cursor is on it
 
-    def down(key: str) -> int:
+    def down(key: str) -> Any:
         raise ConnectionError("the blob store does not answer")
 
-    monkeypatch.setattr(scrub, "object_length", down)
+    monkeypatch.setattr(scrub, "open_stored", down)
     status, out, _err = command()
     assert status == 4
     assert "Stopped: the blob store failed twice in a row" in out and "ConnectionError" in out
@@ -302,14 +302,14 @@ def test_a_store_outage_is_not_damage_and_stops_the_run_before_the_failed_blobs(
 
 def test_one_unreadable_object_is_not_checked_and_the_walk_goes_on(member: Any, monkeypatch: Any) -> None:
     blobs = sorted((make_blob(member, pattern(3000), name=f"b{i}") for i in range(3)), key=lambda b: b.pk)
-    real = scrub.object_length
+    real = scrub.open_stored
 
-    def flaky(key: str) -> int | None:
+    def flaky(key: str) -> Any:
         if key == blobs[1].storage_key:
             raise PermissionError(13, "Permission denied")
         return real(key)
 
-    monkeypatch.setattr(scrub, "object_length", flaky)
+    monkeypatch.setattr(scrub, "open_stored", flaky)
     report = scrub_now()
     (tally,) = report.tallies.values()
     assert tally.verified == 2 and tally.not_checked == {"blob store error (PermissionError)": 1}
