@@ -10,7 +10,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
-from tenants.admin_reason import ask_for_reason, reason_given
+from tenants.admin_reason import apply_each, ask_for_reason, reason_given
 
 from . import chain, services
 from .models import AcknowledgedVia, AuditEvent, ChainBreak, Checkpoint
@@ -85,16 +85,17 @@ class ChainBreakAdmin(admin.ModelAdmin):
         )
         breaks = list(queryset.select_related("tenant").order_by("tenant__name", "first_bad_seq", "pk"))
         if reason:
-            for brk in breaks:
-                try:
-                    services.acknowledge_break(
-                        brk, reason=reason, via=AcknowledgedVia.SUPPORT, actor=request.user, request=request
-                    )
-                except services.AcknowledgementError as exc:
-                    self.message_user(request, f"{brk.tenant.name}: {exc}", messages.WARNING)
-                else:
-                    done = f"{brk.tenant.name}: the break at {brk.span} ({brk.kind}) is acknowledged."
-                    self.message_user(request, done, messages.SUCCESS)
+
+            def acknowledge(brk: ChainBreak) -> str:
+                services.acknowledge_break(
+                    brk, reason=reason, via=AcknowledgedVia.SUPPORT, actor=request.user, request=request
+                )
+                return f"the break at {brk.span} ({brk.kind}) is acknowledged."
+
+            apply_each(
+                self, request, breaks, acknowledge, refused=services.AcknowledgementError,
+                tenant_of=lambda brk: brk.tenant.name, refused_level=messages.WARNING,
+            )  # fmt: skip
             return None
         return ask_for_reason(
             self,

@@ -18,7 +18,7 @@ from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
 from tenants.admin import TenantAdmin
-from tenants.admin_reason import ask_for_reason, reason_given
+from tenants.admin_reason import apply_each, ask_for_reason, reason_given
 from tenants.models import Tenant
 
 from . import services
@@ -137,16 +137,16 @@ class TenantKeyAdmin(admin.ModelAdmin):
         form, reason = reason_given(request, "Reason (the customer's request)")
         keys = list(queryset.select_related("tenant").order_by("tenant__name", "pk"))
         if reason:
-            for key in keys:
-                try:
-                    services.re_enable_key(key, actor=request.user, reason=reason)
-                except services.KeyCustodyError as exc:
-                    self.message_user(request, f"{key.tenant.name}: {exc}", messages.ERROR)
-                else:
-                    key.refresh_from_db()
-                    status = key.get_status_display().lower()
-                    done = f"{key.tenant.name}: {key.label} re-enabled; it is {status}."
-                    self.message_user(request, done, messages.SUCCESS)
+
+            def re_enable(key: TenantKey) -> str:
+                services.re_enable_key(key, actor=request.user, reason=reason)
+                key.refresh_from_db()
+                return f"{key.label} re-enabled; it is {key.get_status_display().lower()}."
+
+            apply_each(
+                self, request, keys, re_enable, refused=services.KeyCustodyError,
+                tenant_of=lambda key: key.tenant.name,
+            )  # fmt: skip
             return None
         return ask_for_reason(
             self,

@@ -2,16 +2,18 @@
 
 The Django admin's intermediate-page pattern, shared: the action returns ``ask_for_reason(...)`` until the
 page comes back with a reason (``reason_given``), which the action then passes to the service so it lands in
-the tenant's audit log. Used by the cloud-KMS switch (tenants) and re-enabling a key (encryption).
+the tenant's audit log. Used by the cloud-KMS switch (tenants), re-enabling a key (encryption) and
+acknowledging an audit chain break (audit); ``apply_each`` then runs the action on each selected row with one
+message per row.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
@@ -36,6 +38,30 @@ def reason_given(request: HttpRequest, label: str, missing: str = "") -> tuple[R
     if missing:
         form.fields["reason"].error_messages["required"] = missing
     return form, (form.cleaned_data["reason"] if confirmed and form.is_valid() else "")
+
+
+Row = TypeVar("Row")
+
+
+def apply_each(
+    model_admin: admin.ModelAdmin[Any],
+    request: HttpRequest,
+    rows: Sequence[Row],
+    act: Callable[[Row], str],
+    *,
+    refused: type[Exception],
+    tenant_of: Callable[[Row], str],
+    refused_level: int = messages.ERROR,
+) -> None:
+    """Run ``act`` on each selected row; one message per row: what ``act`` returns, or why it was refused
+    (``refused`` errors carry a message for people; the other rows go on)."""
+    for row in rows:
+        try:
+            done = act(row)
+        except refused as exc:
+            model_admin.message_user(request, f"{tenant_of(row)}: {exc}", refused_level)
+        else:
+            model_admin.message_user(request, f"{tenant_of(row)}: {done}", messages.SUCCESS)
 
 
 def ask_for_reason(
