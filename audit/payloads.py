@@ -154,6 +154,54 @@ def cloud_kms_switched(*, enabled: bool, reason: str = "") -> dict[str, Any]:
     return payload
 
 
+# --- Offboarding ---------------------------------------------------------------------------------
+
+
+def deletion_scheduled(*, due_at: str, waiting_days: int, via: str, reason: str = "") -> dict[str, Any]:
+    payload: dict[str, Any] = {"dueAt": due_at, "waitingDays": int(waiting_days), "via": via}
+    if reason:
+        payload["reason"] = text(reason)
+    return payload
+
+
+def deletion_cancelled(*, due_at: str, via: str, reason: str = "") -> dict[str, Any]:
+    payload: dict[str, Any] = {"dueAt": due_at, "via": via}
+    if reason:
+        payload["reason"] = text(reason)
+    return payload
+
+
+def tenant_exported(
+    *,
+    export_id: str,
+    export_format: str,
+    part: int,
+    parts: int,
+    files: int,
+    size: int,
+    byte_range: str = "",
+) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "exportId": export_id,
+        "format": export_format,
+        "part": int(part),
+        "parts": int(parts),
+        "files": int(files),
+        "bytes": int(size),
+    }
+    if byte_range:
+        payload["range"] = text(byte_range, 100)
+    return payload
+
+
+def erasure_counts(counts: dict[str, int], keys: list[dict[str, str]]) -> dict[str, Any]:
+    """``tenant.erasure-started`` and ``tenant.erased``: what was destroyed, and the keys by suffix only."""
+    return {
+        "counts": {name: int(value) for name, value in counts.items()},
+        "keys": [_key(k["wrap_method"], k["key_id"]) for k in keys],
+    }
+
+
 def rewrap_started(
     *,
     to_key_row_id: int,

@@ -84,6 +84,20 @@ _SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
     ),
     EventType.TENANT_CLOUD_KMS_ENABLED: lambda p: "Support switched cloud KMS on",
     EventType.TENANT_CLOUD_KMS_DISABLED: lambda p: "Support switched cloud KMS off",
+    EventType.TENANT_DELETION_SCHEDULED: lambda p: (
+        f"Deletion scheduled for {p.get('dueAt', '?')} "
+        f"({p.get('waitingDays', '?')}-day wait, by {p.get('via', '?')})"
+    ),
+    EventType.TENANT_DELETION_CANCELLED: lambda p: f"Deletion cancelled (by {p.get('via', '?')})",
+    EventType.TENANT_EXPORTED: lambda p: (
+        f"Export part {p.get('part', '?')} of {p.get('parts', '?')} ({p.get('format', '?')}, "
+        f"{p.get('files', '?')} files) downloaded"
+    ),
+    EventType.TENANT_ERASURE_STARTED: lambda p: (
+        f"Erasure began: {(p.get('counts') or {}).get('dataKeys', '?')} data keys and "
+        f"{(p.get('counts') or {}).get('keyVersions', '?')} key versions destroyed"
+    ),
+    EventType.TENANT_ERASED: lambda p: "Tenant erased; certificate issued",
     EventType.REWRAP_STARTED: lambda p: (
         f"Re-wrap of {p.get('dataKeys', '?')} data keys to {_key(p, 'to')} started"
     ),

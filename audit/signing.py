@@ -1,4 +1,5 @@
-"""Ed25519 signatures over chain checkpoints with the deployment's audit key.
+"""Ed25519 signatures with the deployment's audit key: over chain checkpoints, and over signed documents
+(erasure certificates, audit purge records) that an auditor verifies offline with ``verify_audit_bundle.py``.
 
 ``settings.AUDIT_SIGNING_KEY`` is the base64 of a raw 32-byte Ed25519 private key (``manage.py
 generate_audit_signing_key`` prints one). Production must set it; elsewhere an empty value means a development
@@ -11,8 +12,10 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import json
+from collections.abc import Mapping
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -21,7 +24,20 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from .encoding import format_time
-from .verify_bundle import checkpoint_message, key_id
+from .verify_bundle import (
+    DOCUMENT_FORMAT,
+    DOCUMENT_VERSION,
+    SIGNATURE_ALGORITHM,
+    SIGNED_DOCUMENT_KINDS,
+    BundleError,
+    DocumentRejected,
+    canonical_json,
+    checkpoint_message,
+    document_message,
+    json_value_problem,
+    key_id,
+    parse_document,
+)
 
 if TYPE_CHECKING:
     from .models import Checkpoint
@@ -117,6 +133,56 @@ class SignatureChecker:
 def verify_checkpoint(checkpoint: Checkpoint) -> bool:
     """True when ``checkpoint`` carries a valid signature by a key Kodori trusts (not the one it names)."""
     return SignatureChecker().checkpoint(checkpoint)
+
+
+def sign_document(kind: str, document: dict[str, Any]) -> dict[str, Any]:
+    """``document`` signed as a ``kind`` with the current deployment key: the whole signed object.
+
+    The format (``audit.verify_bundle``'s docstring defines it) is ``{"format": "kodori-signed-document",
+    "v": 1, "kind", "document", "signature": {"algorithm": "Ed25519", "key_id", "public_key", "value"}}``.
+    Raises ValueError for an unknown kind, and for content without one canonical encoding: a float anywhere,
+    a key that is not a string, a value JSON has no type for. The ``document`` returned is a copy of exactly
+    what was signed, so changing the caller's dict afterwards cannot change it.
+    """
+    if kind not in SIGNED_DOCUMENT_KINDS:
+        raise ValueError(f"unknown signed document kind {kind!r} (known: {', '.join(SIGNED_DOCUMENT_KINDS)})")
+    if not isinstance(document, dict):
+        raise ValueError(f"a signed document's content is a dict, not {type(document).__name__}")
+    problem = json_value_problem(document)
+    if problem is not None:
+        raise ValueError(f"cannot sign this {kind}: {problem}")
+    content = json.loads(canonical_json(document))
+    private, public = _keypair(private_key_bytes())
+    signature = private.sign(document_message(kind, content))
+    return {
+        "format": DOCUMENT_FORMAT,
+        "v": DOCUMENT_VERSION,
+        "kind": kind,
+        "document": content,
+        "signature": {
+            "algorithm": SIGNATURE_ALGORITHM,
+            "key_id": key_id(public),
+            "public_key": base64.b64encode(public).decode(),
+            "value": base64.b64encode(signature).decode(),
+        },
+    }
+
+
+def document_signature_valid(signed: Mapping[str, Any]) -> bool:
+    """True when ``signed`` is a well-formed signed document whose signature is by a key Kodori trusts
+    (``trusted_public_keys()``), not merely by whatever key it names. The offline verifier's rules apply."""
+    try:
+        parsed = parse_document(signed)
+    except (BundleError, DocumentRejected):
+        return False
+    public = trusted_public_keys().get(parsed.key_id)
+    if public is None or public != parsed.public_key:
+        return False
+    try:
+        Ed25519PublicKey.from_public_bytes(public).verify(parsed.signature, parsed.message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
 
 
 def generate_private_key() -> tuple[str, str]:

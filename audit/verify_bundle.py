@@ -1,13 +1,17 @@
-"""Offline verifier of a Kodori audit evidence bundle: Python's standard library only, no Django, no database.
+"""Offline verifier of Kodori's audit evidence: bundles, and signed documents (erasure certificates, audit
+purge records). Python's standard library only (plus ``cryptography`` for signatures), no Django, no database.
 
 Usage (an auditor, anywhere)::
 
     python verify_audit_bundle.py BUNDLE [--public-key KEY ...] [--require-signatures]
                                   [--extends EARLIER] [--save-head FILE]
+    python verify_audit_bundle.py DOCUMENT.json [--public-key KEY ...]
     python -m audit.verify_bundle BUNDLE ...          # the same, from a Kodori checkout
 
-``BUNDLE`` is the ``.zip`` that ``/audit`` exports, or the ``bundle.jsonl`` inside it. ``KEY`` is the base64
-Ed25519 public key shown on ``/audit`` (obtain it from Kodori out of band, not from the bundle).
+``BUNDLE`` is the ``.zip`` that ``/audit`` exports, or the ``bundle.jsonl`` inside it. ``DOCUMENT`` is a
+signed document: any ``.json`` file, or any file holding a JSON object whose ``format`` is
+``kodori-signed-document``. ``KEY`` is the base64 Ed25519 public key shown on ``/audit`` (obtain it from
+Kodori out of band, not from the bundle or the document).
 
 What it checks, and the definitions it uses (``docs/audit.md`` is the prose version):
 
@@ -27,9 +31,19 @@ What it checks, and the definitions it uses (``docs/audit.md`` is the prose vers
   of Kodori's checkpoint store (both are one checkpoint record as JSON). The new bundle must contain the
   earlier head's event with the same hash (or start right after it and link to it), and every event the two
   bundles share must have the same hash: a chain cut short, rewritten or forked since is refused.
+* Signed documents: a JSON object with exactly the fields ``format`` (``kodori-signed-document``), ``v``
+  (1), ``kind`` (one of ``SIGNED_DOCUMENT_KINDS``), ``document`` (the content: a JSON object without floats)
+  and ``signature``, itself exactly ``{"algorithm": "Ed25519", "key_id", "public_key", "value"}``: the key's
+  id (as ``key_id`` computes it), the raw 32-byte public key and the 64-byte signature, both in standard
+  base64. The signature covers ``b"kodori signed document v1\x00"`` followed by the canonical JSON of
+  ``{"document", "kind", "v": 1}``; the label keeps it from ever passing for a checkpoint's. It must verify
+  under one of the ``--public-key`` keys; without one, under the key the document embeds, which proves
+  integrity only, not origin. After a PASS the content is summarised (printed, never trusted further).
+  Without ``cryptography`` a document cannot be checked at all (exit 2): its signature is all there is.
 
-Exit status: 0 = PASS, 1 = FAIL (the first broken sequence is named), 2 = the bundle cannot be read. This
-file is shipped inside every exported bundle as ``verify_audit_bundle.py``; keep it standard-library only.
+Exit status: 0 = PASS, 1 = FAIL (the first broken sequence, or the rule a document breaks, is named), 2 = the
+bundle or document cannot be read (or, for a document, checked). This file is shipped inside every exported
+bundle as ``verify_audit_bundle.py``; keep it standard-library only.
 """
 
 from __future__ import annotations
@@ -305,10 +319,10 @@ class Report:
         self.lines.append(f"FAIL: {reason}")
 
 
-def _trusted_keys(bundle: Bundle, given: list[str], report: Report) -> dict[str, bytes]:
-    source = given or [k.get("public_key", "") for k in bundle.header.get("public_keys", [])]
+def _public_keys(texts: Iterable[str]) -> dict[str, bytes]:
+    """Key id → raw key for base64 Ed25519 public keys; BundleError (exit 2) names one that is not."""
     keys: dict[str, bytes] = {}
-    for text in source:
+    for text in texts:
         try:
             raw = b64decode(text)
         except (binascii.Error, ValueError):
@@ -316,6 +330,12 @@ def _trusted_keys(bundle: Bundle, given: list[str], report: Report) -> dict[str,
         if len(raw) != 32:
             raise BundleError(f"not a base64 Ed25519 public key: {text!r}")
         keys[key_id(raw)] = raw
+    return keys
+
+
+def _trusted_keys(bundle: Bundle, given: list[str], report: Report) -> dict[str, bytes]:
+    source = given or [k.get("public_key", "") for k in bundle.header.get("public_keys", [])]
+    keys = _public_keys(source)
     if given:
         report.say(f"trusted keys (from --public-key): {', '.join(sorted(keys))}")
     else:
@@ -508,9 +528,321 @@ def _check_earlier_signature(earlier: Head, trusted: dict[str, bytes], report: R
         report.fail(f"the earlier head #{earlier.seq} ({earlier.source}) is not signed by a trusted key")
 
 
+# --- Signed documents: erasure certificates, audit purge records --------------------------------------------
+
+DOCUMENT_FORMAT = "kodori-signed-document"
+DOCUMENT_VERSION = 1
+SIGNED_DOCUMENT_KINDS = ("kodori-erasure-certificate", "kodori-audit-purge-record")
+ERASURE_CERTIFICATE = SIGNED_DOCUMENT_KINDS[0]
+DOCUMENT_FIELDS = ("format", "v", "kind", "document", "signature")
+SIGNATURE_FIELDS = ("algorithm", "key_id", "public_key", "value")
+SIGNATURE_ALGORITHM = "Ed25519"
+# Domain separation: a checkpoint's message is bare canonical JSON (it starts with "{"), so no signature over
+# one can ever verify as the other's.
+DOCUMENT_LABEL = b"kodori signed document v1\x00"
+
+
+class DocumentError(BundleError):
+    """The file is not a signed document this verifier can read or check (exit 2)."""
+
+
+class DocumentRejected(Exception):
+    """A readable signed document that breaks a rule of the format: FAIL (exit 1), the message says which."""
+
+
+def document_message(kind: str, document: Mapping[str, Any]) -> bytes:
+    """The bytes a document signature covers: the label, then canonical JSON of content, kind and version."""
+    return DOCUMENT_LABEL + canonical_json({"document": document, "kind": kind, "v": DOCUMENT_VERSION})
+
+
+def json_value_problem(value: Any, where: str = "document") -> str | None:
+    """Why ``value`` has no single canonical encoding, or None.
+
+    Allowed: strings (valid Unicode), integers, booleans, null, lists, and objects with string keys. Floats
+    are refused because encoders disagree on their text; so is anything JSON has no type for (a tuple too:
+    JSON reads it back as a list, so what was signed and what a reader sees would differ in type).
+    """
+    if value is None or isinstance(value, bool | int):
+        return None
+    if isinstance(value, float):
+        return f"{where} is a float ({value!r}); signed documents hold no floats (use an int or a string)"
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return f"{where} is not valid Unicode text"
+        return None
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            problem = json_value_problem(item, f"{where}[{index}]")
+            if problem is not None:
+                return problem
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"{where} has a key that is not a string: {key!r}"
+            problem = json_value_problem(key, f"{where} key {key!r}") or json_value_problem(
+                item, f"{where}.{key}"
+            )
+            if problem is not None:
+                return problem
+        return None
+    return f"{where} is a {type(value).__name__}, which JSON has no type for"
+
+
+@dataclass(frozen=True)
+class SignedDocument:
+    """A signed document that follows every rule of the format; its signature is not checked yet."""
+
+    kind: str
+    document: dict[str, Any]
+    key_id: str
+    public_key: bytes
+    signature: bytes
+    message: bytes
+
+
+def _exact_base64(text: str, length: int) -> bytes | None:
+    """The bytes of ``text`` when it is their one standard base64 spelling and they are ``length`` long."""
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return raw if len(raw) == length and base64.b64encode(raw).decode() == text else None
+
+
+def _exact_fields(value: Mapping[str, Any], expected: tuple[str, ...], prefix: str = "") -> None:
+    extra = [name for name in value if name not in expected]
+    if extra:
+        raise DocumentRejected(f"field {prefix + extra[0]!r} is not expected")
+    missing = [name for name in expected if name not in value]
+    if missing:
+        raise DocumentRejected(f"field {prefix + missing[0]!r} is missing")
+
+
+def parse_document(signed: Any) -> SignedDocument:
+    """Check a signed document's structure (everything but the signature itself).
+
+    Raises DocumentError when it is not a signed document of a format, version and kind known here (exit 2),
+    DocumentRejected when it breaks a rule (FAIL). Kodori (``audit.signing``) applies the same rules.
+    """
+    if not isinstance(signed, Mapping):
+        raise DocumentError(f"a signed document is a JSON object, not {type(signed).__name__}")
+    if signed.get("format") != DOCUMENT_FORMAT:
+        raise DocumentError(
+            f"unknown format {signed.get('format')!r} (a signed document is {DOCUMENT_FORMAT!r})"
+        )
+    _exact_fields(signed, DOCUMENT_FIELDS)
+    version, kind = signed["v"], signed["kind"]
+    if type(version) is not int or version != DOCUMENT_VERSION:  # True == 1, but it is no version number
+        raise DocumentError(f"unknown signed document version {version!r}")
+    if not isinstance(kind, str) or kind not in SIGNED_DOCUMENT_KINDS:
+        raise DocumentError(f"unknown document kind {kind!r} (known: {', '.join(SIGNED_DOCUMENT_KINDS)})")
+    document, signature = signed["document"], signed["signature"]
+    if not isinstance(document, dict):
+        raise DocumentRejected("field 'document' is not a JSON object")
+    if not isinstance(signature, Mapping):
+        raise DocumentRejected("field 'signature' is not a JSON object")
+    _exact_fields(signature, SIGNATURE_FIELDS, "signature.")
+    for name in SIGNATURE_FIELDS:
+        if not isinstance(signature[name], str):
+            raise DocumentRejected(f"field 'signature.{name}' is not a string")
+    if signature["algorithm"] != SIGNATURE_ALGORITHM:
+        raise DocumentRejected(f"signature algorithm {signature['algorithm']!r} is not {SIGNATURE_ALGORITHM}")
+    public_key = _exact_base64(signature["public_key"], 32)
+    if public_key is None:
+        raise DocumentRejected("field 'signature.public_key' is not a base64 Ed25519 public key")
+    if signature["key_id"] != key_id(public_key):
+        raise DocumentRejected(
+            f"field 'signature.key_id' ({signature['key_id']!r}) does not name the embedded public key "
+            f"(whose key id is {key_id(public_key)})"
+        )
+    value = _exact_base64(signature["value"], 64)
+    if value is None:
+        raise DocumentRejected(
+            "signature does not verify: 'signature.value' is not a base64 Ed25519 signature"
+        )
+    message = _signed_message(kind, document)
+    return SignedDocument(kind, document, signature["key_id"], public_key, value, message)
+
+
+def _signed_message(kind: str, document: dict[str, Any]) -> bytes:
+    try:
+        problem = json_value_problem(document)
+        if problem is None:
+            return document_message(kind, document)
+    except RecursionError as exc:
+        raise DocumentError("the document is nested too deeply to be checked") from exc
+    except ValueError as exc:  # an integer too long to write out, say
+        problem = f"the document cannot be encoded canonically: {exc}"
+    raise DocumentRejected(problem)
+
+
+def verify_document(signed: Mapping[str, Any], public_keys: list[str]) -> Report:
+    """Check a signed document; the report says what was checked, the first failure, and after a PASS what
+    the document says.
+
+    ``public_keys`` (base64) are the keys the auditor trusts; with none, the document's own key is used, which
+    proves integrity only. Raises DocumentError (exit 2) when the document cannot be read, or cannot be
+    checked at all because the ``cryptography`` package is missing.
+    """
+    verify_signature = _ed25519_verifier()
+    if verify_signature is None:
+        raise DocumentError(
+            "cannot check a signed document without the `cryptography` package (its signature is all there "
+            "is to check): pip install cryptography"
+        )
+    trusted = _public_keys(public_keys)
+    report = Report()
+    try:
+        parsed = parse_document(signed)
+    except DocumentRejected as exc:
+        report.fail(str(exc))
+        return report
+    report.say(f"document: {parsed.kind} (v{DOCUMENT_VERSION}), signed with key {parsed.key_id} (Ed25519)")
+    if public_keys:
+        report.say(f"trusted keys (from --public-key): {', '.join(sorted(trusted))}")
+        if trusted.get(parsed.key_id) != parsed.public_key:
+            report.fail(f"signed by an unknown key {parsed.key_id}: it is none of the --public-key keys")
+            return report
+    else:
+        report.say(
+            f"WARNING: no --public-key given; the signature is checked against the key inside the document "
+            f"({parsed.key_id}), which proves integrity only, not origin: anyone can sign a document with a "
+            "key of their own. Pass Kodori's public key (shown on /audit, or from your Kodori operator), "
+            "obtained out of band, to tie the document to Kodori."
+        )
+    if not verify_signature(parsed.public_key, parsed.signature, parsed.message):
+        report.fail("signature does not verify: the document was changed after it was signed, or forged")
+        return report
+    origin = f"by the trusted key {parsed.key_id}" if public_keys else "by the key the document names"
+    report.say(f"signature: valid (Ed25519), {origin}")
+    if parsed.kind == ERASURE_CERTIFICATE:
+        _summarise_certificate(parsed.document, report)
+    else:
+        report.say(f"{parsed.kind}:")
+        for path, value in _flattened(parsed.document, ""):
+            report.say(f"  {_shown(path)}: {_shown(value, missing='null')}" if path else "  (empty)")
+    if not public_keys:
+        report.say("NOTE: this PASS proves integrity only, not origin (no --public-key given)")
+    return report
+
+
+def _shown(value: Any, missing: str = "?") -> str:
+    """A value of a signed document as one line of text, control and formatting characters escaped."""
+    if value is None:
+        return missing
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, sort_keys=True)
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
+def _field(value: Any, *path: str) -> Any:
+    """``value[path[0]][path[1]]…``, or None where a step is missing or not an object."""
+    for name in path:
+        value = value.get(name) if isinstance(value, dict) else None
+    return value
+
+
+def _flattened(value: Any, path: str) -> Iterable[tuple[str, Any]]:
+    if isinstance(value, dict) and value:
+        for name, item in sorted(value.items()):
+            yield from _flattened(item, f"{path}.{name}" if path else name)
+    else:
+        yield path, value
+
+
+def _summarise_certificate(document: dict[str, Any], report: Report) -> None:
+    """What an erasure certificate says, read defensively: a validly signed but odd document prints ``?``."""
+    tenant = _field(document, "tenant")
+    report.say(
+        f"erasure certificate: tenant {_shown(_field(tenant, 'name'))} (id {_shown(_field(tenant, 'id'))}), "
+        f"erased at {_shown(_field(document, 'erasure', 'completed_at'))}"
+    )
+    destroyed = _field(document, "destroyed")
+    if isinstance(destroyed, dict):
+        for name, count in sorted(destroyed.items()):
+            report.say(f"  destroyed: {_shown(name)} = {_shown(count)}")
+        if not destroyed:
+            report.say("  destroyed: (none listed)")
+    else:
+        report.say(f"  destroyed: {_shown(destroyed)}")
+    keys = _field(document, "keys")
+    for key in _items(keys):
+        provider, suffix = _field(key, "provider"), _field(key, "key_id_suffix")
+        report.say(f"  key: provider {_shown(provider)}, key id ending {_shown(suffix)}")
+    if keys == []:
+        report.say("  key: (none listed)")
+    not_covered = _field(document, "coverage", "not_covered")
+    for line in _items(not_covered):
+        report.say(f"  not covered: {_shown(line)}")
+    if not_covered == []:
+        report.say("  not covered: (none listed)")
+
+
+def _items(value: Any) -> list[Any]:
+    """A list as it is; anything else (missing, or a lone value) as a list of that one thing."""
+    return value if isinstance(value, list) else [value]
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # Another JSON reader could keep the other value of a repeated key than the one the signature covered.
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        repeated = next(name for index, (name, _) in enumerate(pairs) if name in dict(pairs[:index]))
+        raise ValueError(f"the key {repeated!r} appears twice in one object")
+    return value
+
+
+def read_document(path: Path) -> Any:
+    """The JSON value in ``path`` (a byte-order mark is allowed); DocumentError when it is not JSON."""
+    try:
+        return json.loads(path.read_bytes().decode("utf-8-sig"), object_pairs_hook=_no_duplicate_keys)
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise DocumentError(f"cannot read {path}: {exc}") from exc
+
+
+def is_document(path: Path) -> bool:
+    """True when ``path`` holds a JSON object that says it is a signed document."""
+    try:
+        value = read_document(path)
+    except DocumentError:
+        return False
+    return isinstance(value, dict) and value.get("format") == DOCUMENT_FORMAT
+
+
+def _main_document(signed: Any, args: argparse.Namespace) -> int:
+    bundle_only = [
+        option
+        for option, given in (
+            ("--extends", args.extends),
+            ("--save-head", args.save_head),
+            ("--require-signatures", args.require_signatures),
+        )
+        if given
+    ]
+    if bundle_only:
+        raise DocumentError(
+            f"{', '.join(bundle_only)}: for audit bundles only; a signed document stands alone and its "
+            "signature is always checked"
+        )
+    report = verify_document(signed, args.public_key)
+    for line in report.lines:
+        print(line)
+    print("RESULT: FAIL" if report.failure else "RESULT: PASS")
+    return 1 if report.failure else 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Verify a Kodori audit evidence bundle offline.")
-    parser.add_argument("bundle", type=Path, help="the exported .zip, or its bundle.jsonl")
+    parser = argparse.ArgumentParser(
+        description="Verify a Kodori audit evidence bundle, or a signed document, offline."
+    )
+    parser.add_argument(
+        "bundle",
+        type=Path,
+        metavar="FILE",
+        help="the exported .zip, or its bundle.jsonl; or a signed document (.json, e.g. a certificate)",
+    )
     parser.add_argument("--public-key", action="append", default=[], help="base64 Ed25519 key from /audit")
     parser.add_argument(
         "--require-signatures", action="store_true", help="fail if signatures cannot be checked"
@@ -527,7 +859,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        bundle = read_bundle(args.bundle)
+        if args.bundle.suffix.lower() == ".json":
+            return _main_document(read_document(args.bundle), args)
+        try:
+            bundle = read_bundle(args.bundle)
+        except BundleError:
+            if not is_document(args.bundle):
+                raise
+            return _main_document(read_document(args.bundle), args)
         earlier = read_head(args.extends) if args.extends else None
         report = verify(bundle, args.public_key, args.require_signatures)
         if earlier is not None and report.failure is None:

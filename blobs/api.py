@@ -37,7 +37,7 @@ from .errors import (
     MethodNotAllowed,
     NotFound,
     Unauthorized,
-    check_not_sealed,
+    check_writable,
 )
 from .models import Blob
 from .upload_handler import EncryptingUploadHandler, parse_multipart
@@ -190,7 +190,7 @@ def _list(request: TenantRequest) -> HttpResponse:
 def _upload(request: TenantRequest) -> HttpResponse:
     """Raw body (``?name=``, Content-Type is the file's) or multipart with one ``file`` part."""
     _require(request, UPLOADERS)
-    check_not_sealed(request.tenant)
+    check_writable(request.tenant)
     name = request.GET.get("name")
     if request.content_type == "multipart/form-data":
         handler = EncryptingUploadHandler(request.tenant, request.user, max_files=1, name=name)

@@ -41,7 +41,7 @@ from encryption.format.errors import EnvelopeError
 from encryption.providers import ProviderError
 
 from . import damage
-from .errors import CorruptBlob, RangeNotSatisfiable, StorageUnavailable, check_not_sealed, from_key_error
+from .errors import CorruptBlob, RangeNotSatisfiable, StorageUnavailable, check_readable, from_key_error
 from .models import Blob, Damage
 from .storage import open_stored
 
@@ -167,7 +167,7 @@ def blob_response(request: HttpRequest, blob: Blob) -> HttpResponseBase:
     HEAD runs every check GET runs before its first byte (key, stored length, header, the chunks that decide
     the answer), so both answer the same status and headers.
     """
-    check_not_sealed(blob.tenant)
+    check_readable(blob.tenant)
     size = blob.size
     if _not_modified(request, blob):
         not_modified = HttpResponse(status=304)
@@ -221,7 +221,7 @@ class _Opened:
         self.source.close()
 
 
-def _corrupt(request: HttpRequest, blob: Blob, kind: Damage, chunk: int | None = None) -> CorruptBlob:
+def _corrupt(request: HttpRequest | None, blob: Blob, kind: Damage, chunk: int | None = None) -> CorruptBlob:
     damage.report(blob, kind, chunk=chunk, found_by="download", request=request)
     where = f" (chunk {chunk})" if chunk is not None else ""
     return CorruptBlob(
@@ -232,7 +232,7 @@ def _corrupt(request: HttpRequest, blob: Blob, kind: Damage, chunk: int | None =
 
 
 @sensitive_variables("dek")
-def _open(request: HttpRequest, blob: Blob, start: int, stop: int) -> _Opened:
+def _open(request: HttpRequest | None, blob: Blob, start: int, stop: int) -> _Opened:
     """Check everything that decides the answer before a status line is sent; raise a BlobError otherwise.
 
     * the data key unwraps (503 if the tenant's key cannot be used; 500 ``blob_corrupt`` if it is the wrong
@@ -293,11 +293,24 @@ def _check_deciding_chunks(opened: _Opened) -> None:
         reader.verify_chunks(known, known)
 
 
+def plaintext(request: HttpRequest | None, blob: Blob) -> Iterator[bytes]:
+    """Every byte of ``blob``, authenticated, for a whole-file reader (the tenant export).
+
+    The same checks as a download before the first byte (a ``BlobError`` then); a chunk that fails later
+    raises ``DownloadAborted`` inside the iteration.
+    """
+    opened = _open(request, blob, 0, blob.size)
+    if opened.verified is not None:
+        opened.close()
+        return iter((opened.verified,))
+    return _stream(request, opened)
+
+
 class DownloadAborted(Exception):
     """Raised inside a streaming body: the WSGI server closes the connection before Content-Length bytes."""
 
 
-def _stream(request: HttpRequest, opened: _Opened) -> Iterator[bytes]:
+def _stream(request: HttpRequest | None, opened: _Opened) -> Iterator[bytes]:
     """Yield the answer in ~1 MiB pieces of authenticated plaintext; abort the connection on damage.
 
     The status line and Content-Length are gone already, so ending the body early with an exception is the

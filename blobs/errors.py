@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from encryption.keyring import KeyUnavailable
 from encryption.providers import FailureKind, ProviderError
+from tenants import lifecycle
 from tenants.models import Tenant
 
 
@@ -92,6 +93,20 @@ class StorageUnavailable(Unavailable):
     code = "storage_unavailable"
 
 
+class TenantReadOnly(BlobError):
+    """The tenant is scheduled for deletion (read-only) or being erased: the write was refused."""
+
+    status = 409
+    code = "tenant_read_only"
+
+
+class TenantErased(BlobError):
+    """The tenant's erasure has begun: its keys are destroyed, so nothing can be read any more."""
+
+    status = 410
+    code = "tenant_erased"
+
+
 class CorruptBlob(BlobError):
     """The stored bytes do not authenticate: never served, reported as a server error."""
 
@@ -108,6 +123,24 @@ def check_not_sealed(tenant: Tenant) -> None:
             "key again; nothing has been changed or lost.",
             headers={"Retry-After": "60"},
         )
+
+
+def check_writable(tenant: Tenant) -> None:
+    """Refuse an upload or a delete of a tenant that is scheduled for deletion, being erased, or sealed."""
+    try:
+        lifecycle.check_writable(tenant)
+    except lifecycle.TenantReadOnly as exc:
+        raise TenantReadOnly(str(exc)) from None
+    check_not_sealed(tenant)
+
+
+def check_readable(tenant: Tenant) -> None:
+    """Refuse a download of a tenant whose erasure has begun, or that is sealed."""
+    try:
+        lifecycle.check_readable(tenant)
+    except lifecycle.TenantReadOnly as exc:
+        raise TenantErased(str(exc)) from None
+    check_not_sealed(tenant)
 
 
 def from_key_error(exc: KeyUnavailable | ProviderError) -> BlobError:

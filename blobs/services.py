@@ -27,7 +27,7 @@ from encryption.models import DataKey
 from tenants.models import Membership, Role, Tenant
 
 from . import uploads
-from .errors import check_not_sealed
+from .errors import check_writable
 from .models import ApiToken, Blob, BlobStatus
 from .storage import delete_object
 
@@ -49,7 +49,7 @@ def can_delete(membership: Membership, blob: Blob) -> bool:
 def delete_blob(blob: Blob, *, actor: Any, request: HttpRequest | None = None) -> None:
     """Delete ``blob``: row and data key (crypto-erasure) in one transaction with the audit event; the
     object after commit. Refused while the tenant is sealed, so nothing changes then."""
-    check_not_sealed(blob.tenant)
+    check_writable(blob.tenant)
     with transaction.atomic():
         locked = Blob.objects.select_for_update().filter(pk=blob.pk, status=BlobStatus.READY).first()
         if locked is None:

@@ -48,7 +48,7 @@ from .errors import (
     QuotaExceeded,
     StorageUnavailable,
     TooLarge,
-    check_not_sealed,
+    check_writable,
     from_key_error,
 )
 from .models import Blob, BlobStatus, storage_key_for
@@ -148,7 +148,7 @@ class Upload:
         cls, tenant: Tenant, user: Any, name: str, content_type: str | None, declared_size: int | None = None
     ) -> Upload:
         """Check seal and limits, make the data key and the ``uploading`` row, open the storage object."""
-        check_not_sealed(tenant)
+        check_writable(tenant)
         name = clean_name(name)
         content_type = clean_content_type(content_type, name)
         if declared_size is not None:

@@ -22,7 +22,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from tenants.access import UPLOADERS, TenantRequest, tenant_required
 
 from . import downloads, scrub, services, uploads
-from .errors import BlobError, check_not_sealed
+from .errors import BlobError, check_writable
 from .forms import SORT_LABELS, BlobListForm
 from .models import Blob
 from .upload_handler import EncryptingUploadHandler, parse_multipart
@@ -89,7 +89,7 @@ def upload(request: TenantRequest) -> HttpResponse:
         ctx = {"max_size": settings.BLOB_MAX_SIZE, "limits": uploads.limits_for(request.tenant)}
         return render(request, "blobs/upload.html", ctx)
     try:
-        check_not_sealed(request.tenant)
+        check_writable(request.tenant)
     except BlobError as exc:
         return _upload_error(request, exc)
     if request.content_type == "multipart/form-data":

@@ -22,6 +22,9 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from tenants import lifecycle as tenant_lifecycle
+from tenants.models import Tenant
+
 from .models import KeyStatus
 
 
@@ -65,6 +68,14 @@ class KeyCustodyError(Exception):
 
 class TransitionRefused(KeyCustodyError):
     """The lifecycle does not allow this transition from the key's state; ``str()`` says what to do."""
+
+
+def check_tenant_writable(tenant: Tenant) -> None:
+    """No key changes while the tenant is scheduled for deletion or being erased (``tenants.lifecycle``)."""
+    try:
+        tenant_lifecycle.check_writable(tenant)
+    except tenant_lifecycle.TenantReadOnly as exc:
+        raise KeyCustodyError(str(exc)) from None
 
 
 def refusal(status: str) -> str:

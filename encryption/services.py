@@ -44,7 +44,7 @@ from .identifiers import (
     parse_gcp_crypto_key,
 )
 from .lifecycle import KeyCustodyError as KeyCustodyError
-from .lifecycle import Transition, check
+from .lifecycle import Transition, check, check_tenant_writable
 from .models import KeyStatus, TenantExternalId, TenantKey, WrapMethod
 from .providers import FailureKind, ProviderError, provider_for
 from .sealing import Trigger, seal, unseal
@@ -136,6 +136,7 @@ def register_or_restore(
     is already active or pending is refused. Raises ``KeyCustodyError``, ``InvalidKeyIdentifier`` or
     ``StaticCredentialRefused`` (all with messages a customer can act on) and then changes nothing.
     """
+    check_tenant_writable(tenant)
     method = WrapMethod(wrap_method)
     if method == WrapMethod.GLOBAL:
         raise KeyCustodyError("The Kodori-managed key needs no registration.")
@@ -333,10 +334,12 @@ def _probed_and_locked(
     """Check ``transition``, probe the key outside any transaction (a KMS call holds no lock), then open the
     transaction that performs it: tenant and key rows locked, the transition checked again, the probed
     settings saved."""
+    check_tenant_writable(key.tenant)
     check(key.status, transition)
     probed = _probe_now(key, config, what)
     with transaction.atomic():
         tenant = Tenant.objects.select_for_update().get(pk=key.tenant_id)
+        check_tenant_writable(tenant)
         key = TenantKey.objects.select_for_update().get(pk=key.pk)
         check(key.status, transition)
         if probed.config != key.config:
@@ -392,6 +395,8 @@ def retry_key(
 ) -> TenantKey:
     """Verify a failed registration again (after the customer fixed the role), with the identifier and
     settings just submitted if given (same canonical key: an alias may now be given as the key ARN)."""
+    tenant = Tenant.objects.select_for_update().get(pk=key.tenant_id)
+    check_tenant_writable(tenant)
     key = TenantKey.objects.select_for_update().get(pk=key.pk)
     check(key.status, Transition.RETRY)
     key.status = KeyStatus.PENDING
@@ -415,6 +420,7 @@ def retry_key(
 def remove_key(key: TenantKey, *, actor: Any, request: HttpRequest | None = None) -> None:
     """Delete a registration that never verified: it wraps nothing, so nothing can be lost with it."""
     tenant = Tenant.objects.select_for_update().get(pk=key.tenant_id)
+    check_tenant_writable(tenant)
     key = TenantKey.objects.select_for_update().get(pk=key.pk)
     check(key.status, Transition.REMOVE)  # only failed keys, which never got a key version
     payload = payloads.key_removed(key_row_id=key.pk, provider=key.wrap_method, key_id=key.key_id)
@@ -432,6 +438,7 @@ def disable_key(
     """Stop using ``key`` at once, in every process. Reversible: ``re_enable_key``. Disabling the active key
     seals the tenant until it is re-enabled or another key is verified (the page confirms first)."""
     tenant = Tenant.objects.select_for_update().get(pk=key.tenant_id)
+    check_tenant_writable(tenant)
     key = TenantKey.objects.select_for_update().get(pk=key.pk)
     if key.status == KeyStatus.DISABLED:
         return key

@@ -12,10 +12,20 @@ from __future__ import annotations
 from django.contrib import admin
 
 from encryption.admin import TenantWithKeysAdmin
+from offboarding.admin import TenantOffboardingActions
 from tenants.models import Tenant
 
 admin.site.site_header = "Kodori support"
 admin.site.site_title = "Kodori support"
 admin.site.index_title = "Tenants and keys"
 
-admin.site.register(Tenant, TenantWithKeysAdmin)
+
+class KodoriTenantAdmin(TenantOffboardingActions, TenantWithKeysAdmin):
+    """The tenant list with every app's actions: offboarding's (schedule / cancel deletion) added."""
+
+    actions = [*TenantWithKeysAdmin.actions, *TenantOffboardingActions.actions]  # type: ignore[assignment]
+    list_display = [*TenantWithKeysAdmin.list_display, "state"]
+    list_filter = [*TenantWithKeysAdmin.list_filter, "state"]
+
+
+admin.site.register(Tenant, KodoriTenantAdmin)

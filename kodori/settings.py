@@ -80,6 +80,7 @@ INSTALLED_APPS = [
     "audit",
     "encryption",
     "blobs",
+    "offboarding",
     # The project package itself: no models; it composes the admin site (kodori/admin.py).
     "kodori",
 ]
@@ -255,7 +256,32 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "task": "blobs.tasks.scrub_blobs",
         "schedule": env.float("BLOB_SCRUB_INTERVAL_SECONDS", default=3600.0),
     },
+    # Erase tenants whose deletion fell due (and resume an erasure a crash interrupted), then remove the
+    # audit chains of erased tenants past TENANT_AUDIT_RETENTION_DAYS (docs/offboarding.md).
+    "offboarding-erase-due-tenants": {
+        "task": "offboarding.tasks.erase_due_tenants",
+        "schedule": env.float("TENANT_ERASURE_INTERVAL_SECONDS", default=300.0),
+    },
+    "offboarding-purge-expired-audit": {
+        "task": "offboarding.tasks.purge_expired_audit",
+        "schedule": 86400.0,
+    },
 }
+
+# --- Offboarding (docs/offboarding.md) ---------------------------------------------------------------------
+# Development and demos only: a scheduled deletion falls due after this many seconds instead of its 7-30
+# days, so an erasure can be watched (`TENANT_DELETION_SHORT_WINDOW_SECONDS=120 make run`). Refused in
+# production (check offboarding.E001).
+TENANT_DELETION_SHORT_WINDOW_SECONDS = env.int("TENANT_DELETION_SHORT_WINDOW_SECONDS", default=0)
+# How long an erased tenant's audit chain is kept (read-only, support only) before it is removed with a
+# final signed record. Seven years by default.
+TENANT_AUDIT_RETENTION_DAYS = env.int("TENANT_AUDIT_RETENTION_DAYS", default=2557)
+# Rows and objects per erasure batch (one transaction each).
+TENANT_ERASURE_BATCH_SIZE = env.int("TENANT_ERASURE_BATCH_SIZE", default=500)
+# An export is cut into parts of at most this many bytes of files (a larger file gets a part of its own) and
+# this many files; each part is one archive that can be downloaded again on its own.
+EXPORT_PART_BYTES = env.int("EXPORT_PART_BYTES", default=4 * 1024**3)
+EXPORT_PART_FILES = env.int("EXPORT_PART_FILES", default=10_000)
 
 # --- Keys
 # ----------------------------------------------------------------------------------------------------

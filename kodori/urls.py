@@ -21,6 +21,7 @@ urlpatterns = [
     path("", include("audit.urls")),
     path("", include("blobs.urls")),
     path("", include("encryption.urls")),
+    path("", include("offboarding.urls")),
     # Last: whatever /api/ URL nothing above matched.
     re_path(r"^api(?:/|$)", errors.api_not_found),
 ]

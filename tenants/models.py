@@ -13,6 +13,21 @@ from .querysets import MembershipQuerySet, TenantQuerySet
 from .roles import Role as Role  # where it has always been imported from
 
 
+class TenantState(models.TextChoices):
+    """Where a tenant stands in its life (``tenants.lifecycle`` holds the transitions and refusals).
+
+    ``deletion-scheduled``: an owner or support scheduled its erasure; until ``deletion_due_at`` the tenant is
+    read-only (downloads and export work) and any owner can cancel. ``erasing``: the waiting period ended and
+    the erasure began (its keys are destroyed first); there is no way back. ``erased``: nothing of the tenant
+    remains but this row and its audit chain, kept for ``TENANT_AUDIT_RETENTION_DAYS``.
+    """
+
+    ACTIVE = "active", "Active"
+    DELETION_SCHEDULED = "deletion-scheduled", "Deletion scheduled"
+    ERASING = "erasing", "Being erased"
+    ERASED = "erased", "Erased"
+
+
 class Tenant(models.Model):
     """A customer organisation: the unit of isolation, of keys and of the audit chain."""
 
@@ -24,11 +39,30 @@ class Tenant(models.Model):
     sealed_at = models.DateTimeField(null=True, blank=True)
     seal_reason = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Offboarding (``offboarding``): the state, when a scheduled erasure falls due, and when it finished.
+    state = models.CharField(max_length=24, choices=TenantState.choices, default=TenantState.ACTIVE)
+    deletion_due_at = models.DateTimeField(null=True, blank=True)
+    erased_at = models.DateTimeField(null=True, blank=True)
 
     objects = TenantQuerySet.as_manager()
 
     class Meta:
         ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(state__in=[s.value for s in TenantState]), name="tenant_state_valid"
+            ),
+            # A scheduled or running erasure has a due date; an active tenant has none.
+            models.CheckConstraint(
+                condition=models.Q(state=TenantState.ACTIVE, deletion_due_at__isnull=True)
+                | (~models.Q(state=TenantState.ACTIVE) & models.Q(deletion_due_at__isnull=False)),
+                name="tenant_deletion_due_matches_state",
+            ),
+            models.CheckConstraint(
+                condition=~models.Q(state=TenantState.ERASED) | models.Q(erased_at__isnull=False),
+                name="tenant_erased_has_time",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.slug})"
@@ -36,6 +70,15 @@ class Tenant(models.Model):
     @property
     def is_sealed(self) -> bool:
         return self.sealed_at is not None
+
+    @property
+    def is_read_only(self) -> bool:
+        """True from the moment a deletion is scheduled: no uploads, deletes or key changes."""
+        return self.state != TenantState.ACTIVE
+
+    @property
+    def deletion_scheduled(self) -> bool:
+        return self.state == TenantState.DELETION_SCHEDULED
 
 
 class Membership(models.Model):

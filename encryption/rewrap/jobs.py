@@ -44,6 +44,8 @@ def rewrap_refusal(tenant: Tenant, versions: list[VersionCoverage] | None = None
     the page never offers a walk the service would refuse. ``versions`` is ``version_coverage(tenant)``, when
     the caller has it already.
     """
+    if tenant.is_read_only:
+        return "No re-wrap can start while the tenant is scheduled for deletion or being erased."
     existing = live_job(tenant)
     if existing is not None:
         return (
@@ -179,6 +181,9 @@ def pause_rewrap(job: RewrapJob, *, actor: Any, request: HttpRequest | None = No
 
 @transaction.atomic
 def resume_rewrap(job: RewrapJob, *, actor: Any, request: HttpRequest | None = None) -> RewrapJob:
+    tenant = Tenant.objects.select_for_update().get(pk=job.tenant_id)
+    if tenant.is_read_only:
+        raise RewrapError("No re-wrap can resume while the tenant is scheduled for deletion or being erased.")
     job = _control(
         job,
         (RewrapStatus.PAUSED,),

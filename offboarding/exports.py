@@ -1,0 +1,338 @@
+"""Exporting every file of a tenant as streamed archives, with a manifest and the audit evidence bundle.
+
+``create_export`` fixes what an export holds: the tenant's finished files at that moment, in upload order,
+cut into parts of at most ``EXPORT_PART_BYTES`` and ``EXPORT_PART_FILES``. Each part is one archive, zip or
+tar, streamed in constant memory (``offboarding.archive``)::
+
+    files/<name>            every file of the part, byte for byte what was uploaded (authenticated)
+    manifest.jsonl          a header line, then one line per file: path, name, size, SHA-256 of the bytes
+                            just sent, upload time and uploader, blob id
+    audit-evidence.zip      part 1 only: the tenant's whole audit evidence bundle (/audit's export), to
+                            check offline with the verify_audit_bundle.py inside it
+    README.txt
+
+A download that breaks is resumed by downloading that part again: parts are fixed when the export is made.
+A file deleted since is listed in the manifest as skipped. Every download is audited (``tenant.exported``),
+and its progress is written to the part row as it streams, for the page and the API.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from typing import IO, Any
+
+import orjson
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.http import HttpRequest
+from django.template.loader import render_to_string
+from django.utils import timezone
+
+from audit import chain, export, payloads
+from audit.encoding import format_time
+from audit.filters import AuditFilters
+from audit.models import Checkpoint, CheckpointReason, EventType
+from audit.services import record, sign_checkpoint
+from blobs.downloads import plaintext
+from blobs.errors import BlobError, KeyNotUsable, check_readable
+from blobs.models import Blob
+from encryption import keyring
+from encryption.models import DataKey, TenantKeyVersion
+from encryption.providers import ProviderError
+from tenants.models import Tenant
+
+from .archive import ArchiveWriter, archive_format, safe_member_name
+from .models import Export, ExportFormat, ExportPart, PartStatus
+
+logger = logging.getLogger(__name__)
+
+PROGRESS_EVERY_BYTES = 8 * 1024 * 1024
+PROGRESS_EVERY_SECONDS = 1.0
+SPOOL_IN_MEMORY = 16 * 1024 * 1024
+
+
+def _ready(tenant: Tenant, snapshot_at: datetime) -> Any:
+    return Blob.objects.visible_in(tenant).filter(completed_at__lte=snapshot_at)
+
+
+def create_export(tenant: Tenant, fmt: str, *, actor: Any) -> Export:
+    """An export of every finished file ``tenant`` has now, in parts. Refused once the erasure has begun."""
+    check_readable(tenant)
+    fmt = ExportFormat(fmt)
+    now = timezone.now()
+    max_bytes, max_files = int(settings.EXPORT_PART_BYTES), int(settings.EXPORT_PART_FILES)
+    with transaction.atomic():
+        export_row = Export.objects.create(
+            tenant=tenant,
+            format=fmt,
+            snapshot_at=now,
+            created_by=actor if getattr(actor, "is_authenticated", False) else None,
+            created_by_email=getattr(actor, "email", "") or "",
+        )
+        parts: list[ExportPart] = []
+        current = ExportPart(export=export_row, number=1)
+        previous: tuple[datetime, Any] | None = None
+        rows = _ready(tenant, now).order_by("created_at", "id").values_list("created_at", "id", "size")
+        for created, blob_id, size in rows.iterator(chunk_size=5000):
+            full = current.files >= max_files or (current.files and current.bytes + size > max_bytes)
+            if full:
+                parts.append(current)
+                current = ExportPart(export=export_row, number=current.number + 1)
+                current.after_created, current.after_id = previous if previous else (None, None)
+            current.files += 1
+            current.bytes += size
+            current.last_created, current.last_id = created, blob_id
+            previous = (created, blob_id)
+        parts.append(current)
+        ExportPart.objects.bulk_create(parts)
+        export_row.files = sum(p.files for p in parts)
+        export_row.bytes = sum(p.bytes for p in parts)
+        export_row.save(update_fields=["files", "bytes"])
+    return export_row
+
+
+def part_blobs(part: ExportPart) -> Any:
+    export_row = part.export
+    blobs = _ready(export_row.tenant, export_row.snapshot_at).select_related("tenant")
+    if part.after_created is not None:
+        blobs = blobs.filter(
+            Q(created_at__gt=part.after_created) | Q(created_at=part.after_created, id__gt=part.after_id)
+        )
+    if part.last_created is None:
+        return blobs.none()
+    blobs = blobs.filter(
+        Q(created_at__lt=part.last_created) | Q(created_at=part.last_created, id__lte=part.last_id)
+    )
+    return blobs.order_by("created_at", "id")
+
+
+def check_keys(part: ExportPart) -> None:
+    """Before the first byte: every key version the part's files need opens, or a 503 naming the key."""
+    blob_ids = part_blobs(part).values("id")
+    tkv_ids = DataKey.objects.filter(blob_id__in=blob_ids).values_list("tkv_id", flat=True).distinct()
+    for tkv in TenantKeyVersion.objects.filter(pk__in=list(tkv_ids)).select_related("kek"):
+        try:
+            keyring.tkv_key(tkv)
+        except (keyring.KeyUnavailable, ProviderError) as exc:
+            raise KeyNotUsable(
+                f"This export needs {tkv.kek.label}, which Kodori cannot use now: {exc} Restore it "
+                "(re-enable it "
+                "on the Encryption page, or Kodori's access in your KMS) and download the part again. "
+                "Nothing "
+                "was sent.",
+                headers={"Retry-After": "60"},
+            ) from exc
+
+
+class _Progress:
+    """Writes the part's progress now and then: every few megabytes or every second, whichever is later."""
+
+    def __init__(self, part: ExportPart) -> None:
+        self.part = part
+        self.files = 0
+        self.bytes = 0
+        self._saved_bytes = 0
+        self._saved_at = time.monotonic()
+
+    def add(self, n: int, *, file_done: bool = False) -> None:
+        self.bytes += n
+        self.files += int(file_done)
+        now = time.monotonic()
+        if (
+            self.bytes - self._saved_bytes >= PROGRESS_EVERY_BYTES
+            and now - self._saved_at >= PROGRESS_EVERY_SECONDS
+        ):
+            self.save()
+
+    def save(self, **extra: Any) -> None:
+        ExportPart.objects.filter(pk=self.part.pk).update(
+            bytes_sent=self.bytes, files_sent=self.files, **extra
+        )
+        self._saved_bytes, self._saved_at = self.bytes, time.monotonic()
+
+
+def begin_download(request: HttpRequest, part: ExportPart) -> Iterator[bytes]:
+    """Everything that can refuse before the status line, then the audited, streaming body."""
+    export_row = part.export
+    tenant = Tenant.objects.get(pk=export_row.tenant_id)
+    check_readable(tenant)  # sealed (names the cause) or being erased
+    check_keys(part)
+    parts = export_row.parts.count()
+    with transaction.atomic():
+        record(
+            tenant,
+            EventType.TENANT_EXPORTED,
+            actor=request.user,
+            request=request,
+            payload=payloads.tenant_exported(
+                export_id=str(export_row.pk),
+                export_format=export_row.format,
+                part=part.number,
+                parts=parts,
+                files=part.files,
+                size=part.bytes,
+            ),
+        )
+        ExportPart.objects.filter(pk=part.pk).update(
+            status=PartStatus.STREAMING,
+            started_at=timezone.now(),
+            finished_at=None,
+            bytes_sent=0,
+            files_sent=0,
+            error="",
+            downloads=F("downloads") + 1,
+        )
+    return stream_part(request, part, parts, tenant)
+
+
+def stream_part(request: HttpRequest | None, part: ExportPart, parts: int, tenant: Tenant) -> Iterator[bytes]:
+    export_row = part.export
+    writer = ArchiveWriter(export_row.format)
+    progress = _Progress(part)
+    ok = False
+    try:
+        with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as manifest:
+            header = _manifest_header(export_row, part, parts, tenant)
+            manifest.write(orjson.dumps(header) + b"\n")
+            taken: set[str] = set()
+            for blob in part_blobs(part).iterator(chunk_size=500):
+                path = "files/" + safe_member_name(blob.name, taken)
+                digest = hashlib.sha256()
+                try:
+                    chunks = plaintext(request, blob)
+                except BlobError as exc:
+                    # A file that cannot be sent (damaged) is listed as skipped; a key failure refused
+                    # earlier.
+                    manifest.write(orjson.dumps(_skipped(blob, exc.message)) + b"\n")
+                    continue
+                for piece in writer.member(path, blob.size, blob.created_at, _hashing(chunks, digest)):
+                    progress.add(len(piece))
+                    yield piece
+                progress.add(0, file_done=True)
+                manifest.write(orjson.dumps(_entry(blob, path, digest.hexdigest())) + b"\n")
+            yield from _spooled_member(writer, "manifest.jsonl", manifest, export_row.snapshot_at)
+        readme = render_to_string(
+            "offboarding/export_README.txt", {"export": export_row, "part": part, "parts": parts}
+        )
+        yield from writer.member(
+            "README.txt", len(readme.encode()), export_row.snapshot_at, [readme.encode()]
+        )
+        if part.number == 1:
+            yield from _evidence_member(writer, tenant, request, export_row.snapshot_at)
+        yield from writer.finish()
+        ok = True
+    finally:
+        if ok:
+            progress.save(status=PartStatus.COMPLETE, finished_at=timezone.now())
+        else:
+            progress.save(
+                status=PartStatus.INTERRUPTED,
+                finished_at=timezone.now(),
+                error="The download stopped before the end (the connection closed, or a file failed). "
+                "Download the part again.",
+            )
+
+
+def _hashing(chunks: Iterator[bytes], digest: Any) -> Iterator[bytes]:
+    for chunk in chunks:
+        digest.update(chunk)
+        yield chunk
+
+
+def _spooled_member(writer: ArchiveWriter, name: str, spool: IO[bytes], mtime: datetime) -> Iterator[bytes]:
+    size = spool.tell()
+    spool.seek(0)
+
+    def chunks() -> Iterator[bytes]:
+        while piece := spool.read(1024 * 1024):
+            yield piece
+
+    yield from writer.member(name, size, mtime, chunks())
+
+
+def _evidence_member(
+    writer: ArchiveWriter, tenant: Tenant, request: HttpRequest | None, mtime: datetime
+) -> Iterator[bytes]:
+    """The tenant's evidence bundle, as /audit exports it (whole chain, signed head), spooled first: an
+    archive member's size comes before its bytes."""
+    sign_checkpoint(tenant, reason=CheckpointReason.EXPORT)
+    status = chain.verify(tenant, found_by="export")
+    head = status.head_seq
+    with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spool:
+        if head:
+            checkpoints = list(Checkpoint.objects.for_tenant(tenant).order_by("seq"))
+            exported_by = getattr(getattr(request, "user", None), "email", "") or "Kodori"
+            header = export.bundle_header(
+                tenant,
+                1,
+                head,
+                exported_by=exported_by,
+                filters=AuditFilters(),
+                status=status,
+                checkpoints=checkpoints,
+            )
+            for piece in export.bundle_chunks(tenant, header, checkpoints):
+                spool.write(piece)
+        yield from _spooled_member(writer, "audit-evidence.zip", spool, mtime)
+
+
+def _manifest_header(export_row: Export, part: ExportPart, parts: int, tenant: Tenant) -> dict[str, Any]:
+    return {
+        "record": "header",
+        "format": "kodori-export-manifest",
+        "version": 1,
+        "tenant": {"id": tenant.pk, "slug": tenant.slug, "name": tenant.name},
+        "export_id": str(export_row.pk),
+        "archive_format": export_row.format,
+        "snapshot_at": format_time(export_row.snapshot_at),
+        "part": part.number,
+        "parts": parts,
+        "files_in_part": part.files,
+        "files_in_export": export_row.files,
+        "bytes_in_export": export_row.bytes,
+    }
+
+
+def _entry(blob: Blob, path: str, sha256: str) -> dict[str, Any]:
+    return {
+        "record": "file",
+        "path": path,
+        "name": blob.name,
+        "size": blob.size,
+        "sha256": sha256,
+        "content_type": blob.content_type,
+        "uploaded_at": format_time(blob.completed_at or blob.created_at),
+        "uploaded_by": blob.created_by_email,
+        "blob_id": str(blob.pk),
+    }
+
+
+def _skipped(blob: Blob, why: str) -> dict[str, Any]:
+    return {"record": "skipped", "name": blob.name, "size": blob.size, "blob_id": str(blob.pk), "reason": why}
+
+
+def content_disposition(export_row: Export, part: ExportPart) -> str:
+    fmt = archive_format(export_row.format)
+    stamp = export_row.snapshot_at.strftime("%Y%m%d-%H%M%S")
+    name = f"kodori-export-{export_row.tenant.slug}-{stamp}-part{part.number}{fmt.extension}"
+    return f'attachment; filename="{name}"'
+
+
+def status_json(export_row: Export) -> dict[str, Any]:
+    parts = list(export_row.parts.all())
+    return {
+        "id": str(export_row.pk),
+        "format": export_row.format,
+        "created_at": format_time(export_row.created_at),
+        "snapshot_at": format_time(export_row.snapshot_at),
+        "files": export_row.files,
+        "bytes": export_row.bytes,
+        "parts": [p.describe() for p in parts],
+        "complete": all(p.status == PartStatus.COMPLETE for p in parts),
+    }
