@@ -25,8 +25,9 @@ from tenants.models import Tenant
 from . import chain, signing, verify_bundle, witness
 from .encoding import canonical_json, format_time
 from .filters import AuditFilters
-from .models import AuditEvent, Checkpoint
+from .models import AuditEvent, Checkpoint, CheckpointReason
 from .presenters import break_line, break_row, summary
+from .services import sign_checkpoint
 
 CSV_COLUMNS = [
     "seq", "created_at", "type", "actor_name", "actor_email", "actor_id", "request_id", "ip", "summary",
@@ -143,6 +144,27 @@ def bundle_header(
         "public_keys": _public_keys(checkpoints),
         "encoding": "hash = SHA-256(prev_hash bytes || canonical JSON of {v:1, other fields}), see README",
     }
+
+
+def whole_chain_bundle(tenant: Tenant, *, exported_by: str) -> Iterator[bytes]:
+    """The evidence bundle of ``tenant``'s whole chain up to its head now, with the head signed (so a bundle
+    cut short fails offline verification). Nothing when the chain is empty. For the tenant export."""
+    end = chain.head(tenant)
+    if end is None:
+        return iter(())
+    status = chain.verify(tenant, found_by="export")
+    sign_checkpoint(tenant, upto=end, reason=CheckpointReason.EXPORT)
+    checkpoints = list(Checkpoint.objects.for_tenant(tenant).filter(seq__lte=end.seq).order_by("seq"))
+    header = bundle_header(
+        tenant,
+        1,
+        end.seq,
+        exported_by=exported_by,
+        filters=AuditFilters(),
+        status=status,
+        checkpoints=checkpoints,
+    )
+    return bundle_chunks(tenant, header, checkpoints)
 
 
 def bundle_chunks(tenant: Tenant, header: dict[str, Any], checkpoints: list[Checkpoint]) -> Iterator[bytes]:

@@ -34,11 +34,10 @@ from django.http import HttpRequest
 from django.template.loader import render_to_string
 from django.utils import timezone
 
-from audit import chain, export, payloads
+from audit import export, payloads
 from audit.encoding import format_time
-from audit.filters import AuditFilters
-from audit.models import Checkpoint, CheckpointReason, EventType
-from audit.services import record, sign_checkpoint
+from audit.models import EventType
+from audit.services import record
 from blobs.downloads import plaintext
 from blobs.errors import BlobError, KeyNotUsable, check_readable
 from blobs.models import Blob
@@ -259,26 +258,12 @@ def _spooled_member(writer: ArchiveWriter, name: str, spool: IO[bytes], mtime: d
 def _evidence_member(
     writer: ArchiveWriter, tenant: Tenant, request: HttpRequest | None, mtime: datetime
 ) -> Iterator[bytes]:
-    """The tenant's evidence bundle, as /audit exports it (whole chain, signed head), spooled first: an
+    """The tenant's evidence bundle (whole chain, head signed), as /audit exports it, spooled first: an
     archive member's size comes before its bytes."""
-    sign_checkpoint(tenant, reason=CheckpointReason.EXPORT)
-    status = chain.verify(tenant, found_by="export")
-    head = status.head_seq
+    exported_by = getattr(getattr(request, "user", None), "email", "") or "Kodori"
     with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spool:
-        if head:
-            checkpoints = list(Checkpoint.objects.for_tenant(tenant).order_by("seq"))
-            exported_by = getattr(getattr(request, "user", None), "email", "") or "Kodori"
-            header = export.bundle_header(
-                tenant,
-                1,
-                head,
-                exported_by=exported_by,
-                filters=AuditFilters(),
-                status=status,
-                checkpoints=checkpoints,
-            )
-            for piece in export.bundle_chunks(tenant, header, checkpoints):
-                spool.write(piece)
+        for piece in export.whole_chain_bundle(tenant, exported_by=exported_by):
+            spool.write(piece)
         yield from _spooled_member(writer, "audit-evidence.zip", spool, mtime)
 
 

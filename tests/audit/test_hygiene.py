@@ -71,6 +71,24 @@ BUILDERS: dict[EventType, Callable[[str], dict[str, Any]]] = {
     EventType.TENANT_UNSEALED: lambda k: payloads.tenant_unsealed(reason=f"{k} answers again", key_id=k),
     EventType.TENANT_CLOUD_KMS_ENABLED: lambda k: payloads.cloud_kms_switched(enabled=True),
     EventType.TENANT_CLOUD_KMS_DISABLED: lambda k: payloads.cloud_kms_switched(enabled=False),
+    EventType.TENANT_DELETION_SCHEDULED: lambda k: payloads.deletion_scheduled(
+        due_at="2027-01-04T00:00:00.000000Z",
+        waiting_days=30,
+        via="support",
+        reason=f"asked; {k}",
+    ),
+    EventType.TENANT_DELETION_CANCELLED: lambda k: payloads.deletion_cancelled(
+        due_at="2027-01-04T00:00:00.000000Z", via="owner", reason=k
+    ),
+    EventType.TENANT_EXPORTED: lambda k: payloads.tenant_exported(
+        export_id="e-1", export_format="zip", part=1, parts=1, files=2, size=3, byte_range=k
+    ),
+    EventType.TENANT_ERASURE_STARTED: lambda k: payloads.erasure_counts(
+        {"dataKeys": 3}, [{"wrap_method": "customer_kms_aws", "key_id": k}]
+    ),
+    EventType.TENANT_ERASED: lambda k: payloads.erasure_counts(
+        {"dataKeys": 3}, [{"wrap_method": "customer_kms_gcp", "key_id": k}]
+    ),
     EventType.REWRAP_STARTED: lambda k: payloads.rewrap_started(
         to_key_row_id=2, to_provider="gcp", to_key_id=k, data_keys=10
     ),

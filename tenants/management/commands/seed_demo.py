@@ -16,10 +16,11 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
 from audit.models import AuditEvent, EventType
-from tenants.models import Membership, Role, Tenant
+from tenants.models import Membership, Role, Tenant, TenantState
 from tenants.services import set_cloud_kms_enabled
 
-TENANTS = [("acme", "Acme Corp"), ("globex", "Globex")]
+# Initech is there to be deleted: try export, scheduled deletion and erasure on it without losing Acme.
+TENANTS = [("acme", "Acme Corp"), ("globex", "Globex"), ("initech", "Initech")]
 # (e-mail, tenant slug, role)
 MEMBERS = [
     ("owner@acme.test", "acme", Role.OWNER),
@@ -29,6 +30,7 @@ MEMBERS = [
     ("owner@globex.test", "globex", Role.OWNER),
     # The acme owner also helps at Globex, to show the tenant switcher.
     ("owner@acme.test", "globex", Role.ADMIN),
+    ("owner@acme.test", "initech", Role.OWNER),
 ]
 STAFF_EMAIL = "support@kodori.test"
 CLOUD_KMS_REASON = (
@@ -45,6 +47,7 @@ SUPPORT_PERMISSIONS = [
     "view_chainbreak",
     "change_chainbreak",
     "view_scrubpass",
+    "view_deletionrequest",
 ]
 
 
@@ -73,11 +76,17 @@ class Command(BaseCommand):
                 return existing
             return user_model.objects.create_user(username=email, email=email, password=password, **extra)
 
+        # A demo tenant that was erased stays erased: nobody is added back to it.
+        gone = {TenantState.ERASING, TenantState.ERASED}
         for email, slug, role in MEMBERS:
+            if tenants[slug].state in gone:
+                continue
             Membership.objects.get_or_create(user=user(email), tenant=tenants[slug], defaults={"role": role})
 
         switches = [EventType.TENANT_CLOUD_KMS_ENABLED, EventType.TENANT_CLOUD_KMS_DISABLED]
         for tenant in tenants.values():
+            if tenant.state in gone:
+                continue
             if not AuditEvent.objects.filter(tenant=tenant, type__in=switches).exists():
                 set_cloud_kms_enabled(tenant, True, actor=None, reason=CLOUD_KMS_REASON)
 
@@ -89,5 +98,10 @@ class Command(BaseCommand):
         self.stdout.write("Demo logins (password for each, unless you changed it since):")
         self.stdout.write(f"  password: {password}")
         for email, slug, role in MEMBERS:
-            self.stdout.write(f"  {email:<22} {role.label:<7} in {tenants[slug].name}")
+            if tenants[slug].state not in gone:
+                self.stdout.write(f"  {email:<22} {role.label:<7} in {tenants[slug].name}")
         self.stdout.write(f"  {STAFF_EMAIL:<22} support staff (Django admin at /admin/)")
+        self.stdout.write(
+            "  Initech is for trying offboarding (Export, Tenant deletion); start with "
+            "TENANT_DELETION_SHORT_WINDOW_SECONDS=120 make run to watch an erasure finish."
+        )
