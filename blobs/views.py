@@ -59,7 +59,13 @@ def blob_list(request: TenantRequest) -> HttpResponse:
         blobs = blobs.filter(name__icontains=form.query())
     paginator = Paginator(blobs.order_by(*form.ordering()), settings.BLOB_PAGE_SIZE)
     page = paginator.get_page(request.GET.get("page"))
-    rows = [{"blob": b, "can_delete": services.can_delete(request.membership, b)} for b in page.object_list]
+    writable = (
+        not request.tenant.is_read_only
+    )  # scheduled for deletion: no delete buttons (the service refuses)
+    rows = [
+        {"blob": b, "can_delete": writable and services.can_delete(request.membership, b)}
+        for b in page.object_list
+    ]
     keep = {k: v for k, v in (("q", form.query()), ("sort", form.sort_key())) if v and v != "-created"}
     # Damage found by the scrub or a download: every member sees which files no longer authenticate (the
     # banner lists the first 50 by name and says how many there are).
@@ -71,7 +77,7 @@ def blob_list(request: TenantRequest) -> HttpResponse:
         "rows": rows,
         "sort_links": _sort_links(form),
         "page_query": urlencode(keep),
-        "can_upload": request.membership.role_enum.can_upload,
+        "can_upload": request.membership.role_enum.can_upload and not request.tenant.is_read_only,
         "usage": uploads.tenant_usage(request.tenant),
         "quota": settings.BLOB_TENANT_QUOTA,
         "damaged_count": damaged_count,
@@ -157,7 +163,7 @@ def detail(request: TenantRequest, pk: UUID) -> HttpResponse:
         Blob.objects.visible_in(request.tenant).select_related("data_key__tkv__kek"), pk=pk
     )
     ctx = {"blob": blob, "tkv": blob.data_key.tkv, "kek": blob.data_key.tkv.kek}
-    ctx["can_delete"] = services.can_delete(request.membership, blob)
+    ctx["can_delete"] = not request.tenant.is_read_only and services.can_delete(request.membership, blob)
     return render(request, "blobs/detail.html", ctx)
 
 

@@ -260,7 +260,9 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     # audit chains of erased tenants past TENANT_AUDIT_RETENTION_DAYS (docs/offboarding.md).
     "offboarding-erase-due-tenants": {
         "task": "offboarding.tasks.erase_due_tenants",
-        "schedule": env.float("TENANT_ERASURE_INTERVAL_SECONDS", default=300.0),
+        "schedule": env.float(
+            "TENANT_ERASURE_INTERVAL_SECONDS", default=30.0 if DJANGO_ENV == "development" else 300.0
+        ),
     },
     "offboarding-purge-expired-audit": {
         "task": "offboarding.tasks.purge_expired_audit",
