@@ -26,7 +26,10 @@ class TenantOffboardingActions:
 
     actions = ["schedule_deletion", "cancel_deletion"]
 
-    @admin.action(description="Schedule deletion (customer's written request, 30 days)")
+    # "change": like every admin action that changes a tenant, not for staff who may only look at tenants.
+    @admin.action(
+        description="Schedule deletion (customer's written request, 30 days)", permissions=["change"]
+    )
     def schedule_deletion(self, request: HttpRequest, queryset: QuerySet[Tenant]) -> TemplateResponse | None:
         form, reason = reason_given(
             request,
@@ -63,7 +66,7 @@ class TenantOffboardingActions:
             submit="Schedule deletion",
         )
 
-    @admin.action(description="Cancel scheduled deletion (customer's request)")
+    @admin.action(description="Cancel scheduled deletion (customer's request)", permissions=["change"])
     def cancel_deletion(self, request: HttpRequest, queryset: QuerySet[Tenant]) -> TemplateResponse | None:
         form, reason = reason_given(request, "Reason (the customer's request)")
         tenants = list(queryset.order_by("name"))

@@ -33,10 +33,10 @@ def _time(moment: datetime | None) -> str | None:
 def coverage(deletion: DeletionRequest, retained_until: datetime) -> dict[str, list[str]]:
     customer_keys = [k for k in deletion.keys if str(k.get("wrapMethod", "")).startswith("customer_")]
     covered = [
-        "Every wrapped data key and every tenant key version Kodori held for this tenant was overwritten and "
-        "then deleted, in one database transaction, before any file was removed: from that moment no file of "
-        "the tenant could be decrypted with anything Kodori's database held, from the object store, an older "
-        "object version or a copy.",
+        "Every wrapped data key and every tenant key version Kodori held for this tenant was overwritten "
+        "with nothing in one database transaction, before any file was removed, and deleted afterwards: from "
+        "that moment no file of the tenant could be decrypted with anything Kodori's database held, from the "
+        "object store, an older object version or a copy.",
         "Every stored file object, every upload in progress, every API token and every membership of the "
         "tenant was then deleted.",
         "No call to the tenant's key management service was needed; a revoked or deleted customer key did "

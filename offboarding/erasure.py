@@ -240,7 +240,8 @@ def remove_objects(deletion: DeletionRequest) -> None:
             DataKey.objects.for_tenant(tenant).filter(blob_id__in=ids).delete()
             removed += len(ids)
             _save_counts(deletion, objectsRemoved=removed)
-    leftovers = _sweep_prefix(tenant_prefix(tenant.pk))
+    prefix = tenant_prefix(tenant.pk)
+    leftovers = _sweep_prefix(prefix) + _abort_unfinished_uploads(prefix)
     _save_counts(
         deletion, objectsRemoved=removed, strayObjectsRemoved=leftovers, step=ErasureStep.OBJECTS_REMOVED
     )
@@ -261,6 +262,23 @@ def _sweep_prefix(prefix: str) -> int:
     for folder in folders:
         removed += _sweep_prefix(f"{prefix}/{folder}")
     return removed
+
+
+def _abort_unfinished_uploads(prefix: str) -> int:
+    """S3 only: abort the multipart uploads under ``prefix`` that were begun and never completed (an upload
+    in progress when the erasure ran). Their parts are stored ciphertext that no listing of objects shows and
+    that S3 keeps until the upload is aborted; returns how many there were."""
+    store = blob_storage()
+    bucket = getattr(store, "bucket", None)
+    if bucket is None:
+        return 0
+    location = str(getattr(store, "location", "") or "").strip("/")
+    key_prefix = f"{location}/{prefix}/" if location else f"{prefix}/"
+    aborted = 0
+    for upload in bucket.multipart_uploads.filter(Prefix=key_prefix):
+        upload.abort()
+        aborted += 1
+    return aborted
 
 
 def _save_counts(deletion: DeletionRequest, *, step: ErasureStep | None = None, **values: int) -> None:

@@ -6,14 +6,18 @@ tar, streamed in constant memory (``offboarding.archive``)::
 
     files/<name>            every file of the part, byte for byte what was uploaded (authenticated)
     manifest.jsonl          a header line, then one line per file: path, name, size, SHA-256 of the bytes
-                            just sent, upload time and uploader, blob id
+                            just sent, upload time and uploader, blob id; a last line counting what was sent
     audit-evidence.zip      part 1 only: the tenant's whole audit evidence bundle (/audit's export), to
                             check offline with the verify_audit_bundle.py inside it
     README.txt
 
 A download that breaks is resumed by downloading that part again: parts are fixed when the export is made.
-A file deleted since is listed in the manifest as skipped. Every download is audited (``tenant.exported``),
-and its progress is written to the part row as it streams, for the page and the API.
+A file deleted since is left out (its row is gone: the last manifest line counts it). A file found damaged
+before its first byte is listed as ``skipped`` with the reason; one that fails later, or a file store or key
+that fails mid-way, aborts the download (bytes already sent cannot be taken back), and the part is
+interrupted: downloaded again, a file now known to be damaged is skipped. Every download is audited
+(``tenant.exported``), and its progress (files and file bytes sent) is written to the part row as it
+streams, for the page and the API.
 """
 
 from __future__ import annotations
@@ -38,8 +42,8 @@ from audit import export, payloads
 from audit.encoding import format_time
 from audit.models import EventType
 from audit.services import record
-from blobs.downloads import plaintext
-from blobs.errors import BlobError, KeyNotUsable, check_readable
+from blobs.downloads import DownloadAborted, plaintext
+from blobs.errors import BlobError, CorruptBlob, KeyNotUsable, check_readable
 from blobs.models import Blob
 from encryption import keyring
 from encryption.models import DataKey, TenantKeyVersion
@@ -194,27 +198,32 @@ def stream_part(request: HttpRequest | None, part: ExportPart, parts: int, tenan
     export_row = part.export
     writer = ArchiveWriter(export_row.format)
     progress = _Progress(part)
+    current: Blob | None = None
     ok = False
     try:
         with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as manifest:
             header = _manifest_header(export_row, part, parts, tenant)
             manifest.write(orjson.dumps(header) + b"\n")
             taken: set[str] = set()
+            found = skipped = 0
             for blob in part_blobs(part).iterator(chunk_size=500):
-                path = "files/" + safe_member_name(blob.name, taken)
+                current, found = blob, found + 1
                 digest = hashlib.sha256()
                 try:
                     chunks = plaintext(request, blob)
-                except BlobError as exc:
-                    # A file that cannot be sent (damaged) is listed as skipped; a key failure refused
-                    # earlier.
+                except CorruptBlob as exc:
+                    # Damage found before the first byte: listed, and the rest of the part goes on. Any
+                    # other refusal (key, file store) is passing: the part is interrupted, to be retried.
                     manifest.write(orjson.dumps(_skipped(blob, exc.message)) + b"\n")
+                    skipped += 1
                     continue
-                for piece in writer.member(path, blob.size, blob.created_at, _hashing(chunks, digest)):
-                    progress.add(len(piece))
-                    yield piece
+                path = "files/" + safe_member_name(blob.name, taken)
+                yield from writer.member(path, blob.size, blob.created_at, _counted(chunks, digest, progress))
                 progress.add(0, file_done=True)
                 manifest.write(orjson.dumps(_entry(blob, path, digest.hexdigest())) + b"\n")
+            current = None
+            end = _end(progress, skipped, left_out=max(0, part.files - found))
+            manifest.write(orjson.dumps(end) + b"\n")
             yield from _spooled_member(writer, "manifest.jsonl", manifest, export_row.snapshot_at)
         readme = render_to_string(
             "offboarding/export_README.txt", {"export": export_row, "part": part, "parts": parts}
@@ -226,21 +235,37 @@ def stream_part(request: HttpRequest | None, part: ExportPart, parts: int, tenan
             yield from _evidence_member(writer, tenant, request, export_row.snapshot_at)
         yield from writer.finish()
         ok = True
+    except BaseException as exc:
+        progress.save(
+            status=PartStatus.INTERRUPTED, finished_at=timezone.now(), error=_interruption(exc, current)
+        )
+        raise
     finally:
         if ok:
             progress.save(status=PartStatus.COMPLETE, finished_at=timezone.now())
-        else:
-            progress.save(
-                status=PartStatus.INTERRUPTED,
-                finished_at=timezone.now(),
-                error="The download stopped before the end (the connection closed, or a file failed). "
-                "Download the part again.",
-            )
 
 
-def _hashing(chunks: Iterator[bytes], digest: Any) -> Iterator[bytes]:
+def _interruption(exc: BaseException, blob: Blob | None) -> str:
+    """Why the part stopped, for the page and the API: the file and the cause when a file failed."""
+    again = "Download the part again."
+    if isinstance(exc, GeneratorExit):
+        return f"The download stopped before the end: the connection closed. {again}"
+    name = repr(blob.name) if blob is not None else "a file"
+    if isinstance(exc, DownloadAborted):
+        return (
+            f"The file {name} is damaged in storage: a chunk failed authentication after its first bytes "
+            f"were sent, so the download was cut short. {again} The file is then listed as skipped."
+        )
+    if isinstance(exc, BlobError):
+        return f"The file {name} could not be read: {exc.message} {again}"
+    logger.exception("offboarding: export part %s failed", blob.pk if blob is not None else "-")
+    return f"The download failed while sending {name}. {again}"
+
+
+def _counted(chunks: Iterator[bytes], digest: Any, progress: _Progress) -> Iterator[bytes]:
     for chunk in chunks:
         digest.update(chunk)
+        progress.add(len(chunk))
         yield chunk
 
 
@@ -300,6 +325,17 @@ def _entry(blob: Blob, path: str, sha256: str) -> dict[str, Any]:
 
 def _skipped(blob: Blob, why: str) -> dict[str, Any]:
     return {"record": "skipped", "name": blob.name, "size": blob.size, "blob_id": str(blob.pk), "reason": why}
+
+
+def _end(progress: _Progress, skipped: int, *, left_out: int) -> dict[str, Any]:
+    """The manifest's last line: what this part holds, and what it was made to hold but no longer could."""
+    return {
+        "record": "end",
+        "files": progress.files,
+        "bytes": progress.bytes,
+        "skipped": skipped,
+        "deleted_since_export": left_out,
+    }
 
 
 def content_disposition(export_row: Export, part: ExportPart) -> str:

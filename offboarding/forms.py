@@ -24,7 +24,7 @@ class ScheduleDeletionForm(forms.Form):
             f"{MIN_DAYS} to {MAX_DAYS} days. Until then the tenant is read-only and any owner can cancel."
         ),
     )
-    confirm_name = forms.CharField(label="Type the tenant's name to confirm", max_length=200)
+    confirm_name = forms.CharField(label="Tenant name", max_length=200)
     password = forms.CharField(
         label="Your password", widget=forms.PasswordInput(attrs={"autocomplete": "current-password"})
     )
@@ -32,12 +32,13 @@ class ScheduleDeletionForm(forms.Form):
     def __init__(self, *args: Any, tenant: Tenant, user: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.tenant = tenant
+        self.fields["confirm_name"].help_text = f"Type {tenant.name} to confirm."
         self.user = user
 
     def clean_confirm_name(self) -> str:
         typed = self.cleaned_data["confirm_name"].strip()
         if typed != self.tenant.name:
-            raise forms.ValidationError(f"Type the tenant's name exactly as shown: {self.tenant.name}")
+            raise forms.ValidationError(f"That is not the tenant's name. Type {self.tenant.name} exactly.")
         return typed
 
     def clean_password(self) -> str:

@@ -54,7 +54,7 @@ def schedule(request: TenantRequest) -> HttpResponse:
     if not form.is_valid():
         return _deletion_page(request, form, status=400)
     try:
-        deletion_row = services.schedule_deletion(
+        services.schedule_deletion(
             request.tenant, actor=request.user, via=Via.OWNER, days=form.cleaned_data["days"], request=request
         )
     except TenantStateError as exc:
@@ -62,8 +62,7 @@ def schedule(request: TenantRequest) -> HttpResponse:
         return redirect("offboarding:deletion")
     messages.warning(
         request,
-        f"{request.tenant.name} will be erased on {services.due_text(deletion_row.due_at)}. "
-        "Until then it is read-only, and any owner can cancel.",
+        "Deletion scheduled. The owners have been e-mailed; any owner can cancel until the date.",
     )
     return redirect("offboarding:deletion")
 

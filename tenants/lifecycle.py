@@ -85,8 +85,8 @@ def check_writable(tenant: Tenant) -> None:
     if state == TenantState.DELETION_SCHEDULED:
         raise TenantReadOnly(
             f"{tenant.name} is scheduled for deletion on {due_text(tenant.deletion_due_at)} and is read-only "
-            "until then: files can be downloaded and exported, but nothing can be uploaded, deleted or "
-            "changed. "
+            "until then: files can be downloaded (and exported by an owner), but nothing can be uploaded, "
+            "deleted or changed. "
             "An owner can cancel the deletion on the Tenant deletion page."
         )
     raise TenantReadOnly(_REFUSALS[state])

@@ -74,6 +74,7 @@
       } else {
         const message = (body.error && body.error.message) || `Upload failed (HTTP ${xhr.status}).`;
         status.textContent = `${file.name}: ${message}`;
+        row.bar.value = 0;
         finish(row, false, document.createTextNode(message));
       }
     });
