@@ -18,6 +18,7 @@ import orjson
 from audit import signing
 from audit.encoding import format_time
 from audit.models import AuditEvent
+from encryption.models import KeyStatus
 from tenants.lifecycle import due_text
 from tenants.models import Tenant
 
@@ -30,8 +31,22 @@ def _time(moment: datetime | None) -> str | None:
     return format_time(moment) if moment is not None else None
 
 
+# A registration still pending or that failed its verification never wrapped a key version: nothing of the
+# tenant's, in the database or a backup, depends on it, so it is no key to delete.
+NEVER_USED = (KeyStatus.PENDING, KeyStatus.FAILED)
+
+
+def used_customer_keys(deletion: DeletionRequest) -> list[dict[str, Any]]:
+    """The customer's own keys that protected the tenant's key versions: the ones to delete in their KMS."""
+    return [
+        k
+        for k in deletion.keys
+        if str(k.get("wrapMethod", "")).startswith("customer_") and k.get("status") not in NEVER_USED
+    ]
+
+
 def coverage(deletion: DeletionRequest, retained_until: datetime) -> dict[str, list[str]]:
-    customer_keys = [k for k in deletion.keys if str(k.get("wrapMethod", "")).startswith("customer_")]
+    customer_keys = used_customer_keys(deletion)
     covered = [
         "Every wrapped data key and every tenant key version Kodori held for this tenant was overwritten "
         "with nothing in one database transaction, before any file was removed, and deleted afterwards: from "
@@ -156,7 +171,7 @@ def mail_lines(deletion: DeletionRequest) -> list[str]:
         "comes with every audit evidence bundle: python verify_audit_bundle.py "
         f"{filename(deletion)} --public-key <Kodori's audit public key>",
     ]
-    customer = [k for k in deletion.keys if str(k.get("wrapMethod", "")).startswith("customer_")]
+    customer = used_customer_keys(deletion)
     if customer:
         names = ", ".join(f"{k.get('provider')} …{k.get('keyIdSuffix')}" for k in customer)
         lines.append(

@@ -343,6 +343,7 @@ def certify(deletion: DeletionRequest) -> None:
         deletion.status = DeletionStatus.ERASED
         deletion.step = ErasureStep.CERTIFIED
         deletion.completed_at = now
+        deletion.last_error = ""  # an outage an earlier run stopped on is over: it finished
         retained_until = now + timedelta(days=int(settings.TENANT_AUDIT_RETENTION_DAYS))
         deletion.certificate = certificate.issue(deletion, tenant, event, retained_until=retained_until)
         deletion.save()

@@ -62,7 +62,7 @@ def schedule(request: TenantRequest) -> HttpResponse:
         return redirect("offboarding:deletion")
     messages.warning(
         request,
-        "Deletion scheduled. The owners have been e-mailed; any owner can cancel until the date.",
+        "Deletion scheduled. The owners are being e-mailed; any owner can cancel until the date.",
     )
     return redirect("offboarding:deletion")
 

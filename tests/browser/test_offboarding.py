@@ -123,7 +123,7 @@ def test_an_owner_schedules_and_cancels_the_deletion_then_exports(
         assert scheduled.waiting_days == 7 and scheduled.due_at - scheduled.requested_at == timedelta(days=7)
         due = due_text(tenant.deletion_due_at)  # "4 January 2027 at 09:30 UTC"
         assert page.get_by_role("heading", name=f"Acme Corp will be erased on {due}").is_visible()
-        assert "Deletion scheduled. The owners have been e-mailed" in page.locator(".messages").inner_text()
+        assert "Deletion scheduled. The owners are being e-mailed" in page.locator(".messages").inner_text()
         assert due in banner(page).inner_text() and "Until then it is read-only" in banner(page).inner_text()
         # On this page the banner does not link to itself.
         assert banner(page).get_by_role("link").count() == 0

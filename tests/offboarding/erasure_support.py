@@ -4,7 +4,7 @@ a tenant holds, read straight from the tables, and a deletion that is already du
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.utils import timezone
@@ -88,3 +88,27 @@ def run_task(capture: Any) -> list[str]:
     """The beat task, with what it leaves for after its commits (checkpoint, e-mail) run as they would."""
     with capture(execute=True):
         return erase_due_tenants()
+
+
+def certificate_of(deletion: DeletionRequest) -> dict[str, Any]:
+    """The signed certificate of an erased tenant's request (a test fails here if there is none)."""
+    assert deletion.certificate is not None, f"deletion {deletion.pk} has no certificate ({deletion.status})"
+    return deletion.certificate
+
+
+def purge_record_of(deletion: DeletionRequest) -> dict[str, Any]:
+    assert deletion.purge_record is not None, f"deletion {deletion.pk} has no purge record"
+    return deletion.purge_record
+
+
+def when(moment: datetime | None) -> datetime:
+    """A time the erasure must have set by now."""
+    assert moment is not None
+    return moment
+
+
+def body(response: Any) -> bytes:
+    """A response's whole body, streamed or not."""
+    if response.streaming:
+        return b"".join(response.streaming_content)
+    return bytes(response.content)

@@ -1,5 +1,5 @@
-"""The erasure certificate (``offboarding.certificate``) and what stays after an erasure: the audit chain, until
-``TENANT_AUDIT_RETENTION_DAYS`` end and ``offboarding.retention`` replaces it with a signed purge record.
+"""The erasure certificate (``offboarding.certificate``) and what stays after an erasure: the audit chain,
+until ``TENANT_AUDIT_RETENTION_DAYS`` end and ``offboarding.retention`` replaces it with a signed record.
 
 The certificate states what docs/offboarding.md says it states, signed with the key in ``AUDIT_SIGNING_KEY``;
 the offline verifier (``audit.verify_bundle``) passes it with Kodori's public key and fails it when any field
@@ -40,8 +40,15 @@ from offboarding.tasks import purge_expired_audit
 from tenants.models import Tenant
 from tests.blobs.support import make_blob, make_token, pattern
 from tests.conftest import client_for
-from tests.encryption.support import rotate_kek
-from tests.offboarding.erasure_support import run_task, schedule_due, snapshot_counts
+from tests.encryption.support import AWS_KEY, AWS_ROLE, rotate_kek
+from tests.offboarding.erasure_support import (
+    certificate_of,
+    purge_record_of,
+    run_task,
+    schedule_due,
+    snapshot_counts,
+    when,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -95,9 +102,8 @@ def erased(
     rotate_kek(tenant)
     make_blob(admin, pattern(5, seed=3), name="c.bin")
     make_token(member)
-    return erase(
-        tenant, staff, django_capture_on_commit_callbacks, via=Via.SUPPORT, days=12, reason=REASON
-    )
+    capture = django_capture_on_commit_callbacks
+    return erase(tenant, staff, capture, via=Via.SUPPORT, days=12, reason=REASON)
 
 
 def write(signed: dict[str, Any], path: Path) -> Path:
@@ -109,14 +115,14 @@ def verify(path: Path, *keys: str) -> int:
     return verify_bundle.main([str(path), *[a for key in keys for a in ("--public-key", key)]])
 
 
-# --- what it says ---------------------------------------------------------------------------------------------
+# --- what it says -------------------------------------------------------------------------------------------
 
 
 def test_it_states_what_was_erased_when_on_whose_request_and_what_is_not_covered(
     erased: Erased, staff: Any
 ) -> None:
     deletion, tenant = erased.deletion, erased.tenant
-    signed = deletion.certificate
+    signed = certificate_of(deletion)
     assert signed["kind"] == "kodori-erasure-certificate"
     document = signed["document"]
     assert set(document) == {
@@ -135,10 +141,11 @@ def test_it_states_what_was_erased_when_on_whose_request_and_what_is_not_covered
         "due_at": format_time(deletion.due_at),
     }
     erasure_part = document["erasure"]
-    assert erasure_part["keys_destroyed_at"] == format_time(deletion.keys_destroyed_at)
-    assert erasure_part["completed_at"] == format_time(tenant.erased_at) == document["issued_at"]
-    assert deletion.keys_destroyed_at <= deletion.completed_at == tenant.erased_at
-    assert deletion.due_at <= deletion.keys_destroyed_at
+    destroyed_at, completed_at = when(deletion.keys_destroyed_at), when(deletion.completed_at)
+    retained_until = format_time(completed_at + timedelta(days=RETENTION_DAYS))
+    assert erasure_part["keys_destroyed_at"] == format_time(destroyed_at)
+    assert erasure_part["completed_at"] == format_time(completed_at) == document["issued_at"]
+    assert deletion.due_at <= destroyed_at <= completed_at == tenant.erased_at
     assert erasure_part["order"][0].startswith("tenant key versions and data keys destroyed")
     # The counts are what the tables held: three files, their keys, two versions, one token, four people.
     assert document["destroyed"] == {
@@ -171,14 +178,14 @@ def test_it_states_what_was_erased_when_on_whose_request_and_what_is_not_covered
         "head_seq": head.seq,
         "head_hash": head.hash,
         "head_type": "tenant.erased",
-        "retained_until": format_time(deletion.completed_at + timedelta(days=RETENTION_DAYS)),
+        "retained_until": retained_until,
     }
     assert chain.verify(tenant, full=True).ok
     covered, not_covered = document["coverage"]["covered"], document["coverage"]["not_covered"]
     assert any("before any file was removed" in line for line in covered)
     assert any("No call to the tenant's key management service" in line for line in covered)
     assert any(line.startswith("Database backups and replicas") for line in not_covered)
-    assert any(format_time(deletion.completed_at + timedelta(days=RETENTION_DAYS)) in line for line in not_covered)
+    assert any(retained_until in line for line in not_covered)
     assert any("Kodori-managed or operator key" in line for line in not_covered)
     assert not any("customer's own KMS" in line for line in not_covered)  # no customer key here
 
@@ -202,7 +209,7 @@ def test_a_customer_key_is_named_by_provider_and_suffix_with_what_to_do_in_the_c
 
     done = erase(tenant, owner, django_capture_on_commit_callbacks)
 
-    document = done.deletion.certificate["document"]
+    document = certificate_of(done.deletion)["document"]
     assert [(k["provider"], k["key_id_suffix"], k["customer_managed"]) for k in document["keys"]] == [
         ("kodori-managed", "", False),
         ("gcp-kms", name[-12:], True),
@@ -210,18 +217,45 @@ def test_a_customer_key_is_named_by_provider_and_suffix_with_what_to_do_in_the_c
     byok = [line for line in document["coverage"]["not_covered"] if "customer's own KMS" in line]
     assert len(byok) == 1 and f"gcp-kms …{name[-12:]}" in byok[0]
     # Never the full key id: not in the certificate, not in the e-mail.
-    assert name not in certificate.as_bytes(done.deletion.certificate).decode()
+    assert name not in certificate.as_bytes(certificate_of(done.deletion)).decode()
     assert name not in done.message.body
     assert f"schedule the deletion of gcp-kms …{name[-12:]}" in done.message.body
 
 
-# --- checking it offline --------------------------------------------------------------------------------------
+def test_a_customer_key_that_never_protected_anything_is_listed_but_not_one_to_delete(
+    tenant: Tenant,
+    owner: Any,
+    member: Any,
+    signing_key: str,
+    blob_root: Path,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    """A registration still pending (or failed) wrapped no key version: asking the customer to delete that key,
+    which may well serve other systems of theirs, would be wrong."""
+    Tenant.objects.filter(pk=tenant.pk).update(cloud_kms_enabled=True)
+    tenant.refresh_from_db()
+    make_blob(member, pattern(1_000), name="kodori-managed.bin")
+    services.register_key(tenant, WrapMethod.CUSTOMER_KMS_AWS, AWS_KEY, {"role_arn": AWS_ROLE}, actor=owner)
+
+    done = erase(tenant, owner, django_capture_on_commit_callbacks)
+
+    document = certificate_of(done.deletion)["document"]
+    assert [(k["provider"], k["key_id_suffix"], k["status_at_erasure"]) for k in document["keys"]] == [
+        ("kodori-managed", "", KeyStatus.ACTIVE),
+        ("aws-kms", AWS_KEY[-12:], KeyStatus.PENDING),
+    ]
+    assert not any("customer's own KMS" in line for line in document["coverage"]["not_covered"])
+    assert "schedule the deletion" not in done.message.body
+    assert AWS_KEY not in certificate.as_bytes(certificate_of(done.deletion)).decode()
+
+
+# --- checking it offline ------------------------------------------------------------------------------------
 
 
 def test_the_offline_verifier_passes_it_with_kodoris_public_key(
     erased: Erased, signing_key: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = write(erased.deletion.certificate, tmp_path / certificate.filename(erased.deletion))
+    path = write(certificate_of(erased.deletion), tmp_path / certificate.filename(erased.deletion))
 
     assert verify(path, signing_key) == 0
 
@@ -233,7 +267,7 @@ def test_the_offline_verifier_passes_it_with_kodoris_public_key(
 def test_it_is_signed_with_the_key_in_settings_and_no_other_key_passes_it(
     erased: Erased, signing_key: str, settings: Any, tmp_path: Path
 ) -> None:
-    signed = erased.deletion.certificate
+    signed = certificate_of(erased.deletion)
     assert signed["signature"]["public_key"] == signing_key
     path = write(signed, tmp_path / "certificate.json")
     settings.AUDIT_SIGNING_KEY = ""  # the development key derived from SECRET_KEY
@@ -268,7 +302,7 @@ def changed(value: Any) -> Any:
 
 
 def test_changing_any_field_fails_verification(erased: Erased, signing_key: str, tmp_path: Path) -> None:
-    signed = erased.deletion.certificate
+    signed = certificate_of(erased.deletion)
     fields = [path for path in leaves(signed) if path[0][0] in ("document", "signature")]
     assert len(fields) > 40  # every field of the document, and the signature's
     passed = []
@@ -294,7 +328,7 @@ def test_changing_any_field_fails_verification(erased: Erased, signing_key: str,
     assert verify(write(signed, tmp_path / "intact.json"), signing_key) == 0  # the file itself was fine
 
 
-# --- where people get it --------------------------------------------------------------------------------------
+# --- where people get it ------------------------------------------------------------------------------------
 
 
 def test_the_owners_e_mail_and_the_admin_download_are_the_same_bytes(
@@ -308,14 +342,14 @@ def test_the_owners_e_mail_and_the_admin_download_are_the_same_bytes(
     response = client_for(staff).get(url)
 
     assert response.status_code == 200 and response["Content-Type"] == "application/json"
-    assert response.content == content == certificate.as_bytes(deletion.certificate)
+    assert response.content == content == certificate.as_bytes(certificate_of(deletion))
     assert response["Content-Disposition"] == f'attachment; filename="{name}"'
     assert mimetype == "application/json" and erased.message.to == ["owner@acme.test"]
-    assert json.loads(response.content) == deletion.certificate
+    assert json.loads(response.content) == certificate_of(deletion)
     assert client_for(member).get(url).status_code == 302  # not staff: the admin's login, not the file
 
 
-# --- what stays, and for how long -----------------------------------------------------------------------------
+# --- what stays, and for how long ---------------------------------------------------------------------------
 
 
 def expire(deletion: DeletionRequest, days: int = RETENTION_DAYS + 1) -> None:
@@ -342,7 +376,7 @@ def record_a_break(tenant: Tenant) -> None:
 
 
 # The purge alters the audit tables' triggers, which PostgreSQL refuses in a transaction that still has the
-# deferred checks of its own inserts pending (``cannot ALTER TABLE ... pending trigger events``). In production
+# deferred checks of its own inserts pending ("cannot ALTER TABLE ... pending trigger events"). In production
 # the purge always runs in a transaction of its own; so do these tests, which commit as they go.
 
 
@@ -365,7 +399,7 @@ def test_after_its_retention_the_chain_goes_and_a_signed_record_stays(
     before, theirs = audit_rows(tenant), audit_rows(other_tenant)
     assert before["events"] > 5 and before["checkpoints"] >= 1 and before["witnessed"] >= 1
     assert before["chain_breaks"] == 1 and before["verifications"] == 1 and theirs["witnessed"] == 1
-    head = deletion.certificate["document"]["audit_chain"]
+    head = certificate_of(deletion)["document"]["audit_chain"]
     expire(deletion)
 
     with django_capture_on_commit_callbacks(execute=True):
@@ -376,13 +410,16 @@ def test_after_its_retention_the_chain_goes_and_a_signed_record_stays(
     # The guard is on again: the database still refuses to delete another tenant's audit rows.
     assert [p for p in guard_problems() if "trigger" in p] == []
     for table in ("audit_auditevent", "audit_checkpoint"):
-        with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
-            with connection.cursor() as cursor:
-                cursor.execute(f"DELETE FROM {table} WHERE tenant_id = %s", [other_tenant.pk])  # noqa: S608
+        with (
+            pytest.raises(DatabaseError, match="append-only"),
+            transaction.atomic(),
+            connection.cursor() as c,
+        ):
+            c.execute(f"DELETE FROM {table} WHERE tenant_id = %s", [other_tenant.pk])  # noqa: S608
     assert audit_rows(other_tenant) == theirs
     # The record: signed, what was removed, the head the certificate named; the certificate stays.
     deletion.refresh_from_db()
-    record = deletion.purge_record
+    record = purge_record_of(deletion)
     assert record["kind"] == "kodori-audit-purge-record" and deletion.audit_purged_at is not None
     assert record["document"]["removed"] == {"events": before["events"], "checkpoints": before["checkpoints"],
                                              "chain_breaks": 1}  # fmt: skip
@@ -390,7 +427,7 @@ def test_after_its_retention_the_chain_goes_and_a_signed_record_stays(
     assert record["document"]["erasure_certificate_id"] == str(deletion.pk)
     assert record["document"]["retention_days"] == RETENTION_DAYS
     assert verify(write(record, tmp_path / "purge.json"), signing_key) == 0
-    assert verify(write(deletion.certificate, tmp_path / "certificate.json"), signing_key) == 0
+    assert verify(write(certificate_of(deletion), tmp_path / "certificate.json"), signing_key) == 0
     tampered = copy.deepcopy(record)
     tampered["document"]["removed"]["events"] -= 1
     assert verify(write(tampered, tmp_path / "tampered.json"), signing_key) == 1
@@ -402,7 +439,8 @@ def test_after_its_retention_the_chain_goes_and_a_signed_record_stays(
     call_command("check", "--database", "default")
     settings.PRODUCTION = True
     errors = check_audit_guard(databases=["default"])
-    assert [e.msg for e in errors if "TRUNCATE" not in e.msg] == [] and all(e.id == "audit.E002" for e in errors)
+    assert [e.msg for e in errors if "TRUNCATE" not in e.msg] == []
+    assert all(e.id == "audit.E002" for e in errors)
 
 
 def test_a_chain_within_its_retention_stays(erased: Erased) -> None:
@@ -456,7 +494,7 @@ def test_manage_py_purge_erased_audit_removes_expired_chains(
     ]
     assert audit_rows(erased.tenant) == dict.fromkeys(audit_rows(erased.tenant), 0)
     erased.deletion.refresh_from_db()
-    assert verify(write(erased.deletion.purge_record, tmp_path / "purge.json"), signing_key) == 0
+    assert verify(write(purge_record_of(erased.deletion), tmp_path / "purge.json"), signing_key) == 0
     again = io.StringIO()
     call_command("purge_erased_audit", stdout=again)
     assert again.getvalue() == "0 chain(s) removed.\n"

@@ -246,8 +246,12 @@ def test_the_page_explains_and_asks_for_the_name_days_and_password(as_user: Any,
 @pytest.mark.parametrize(
     ("changes", "field", "error"),
     [
-        ({"confirm_name": "Acme"}, "confirm_name", "Type the tenant's name exactly as shown: Acme Corp"),
-        ({"confirm_name": "acme corp"}, "confirm_name", "Type the tenant's name exactly as shown: Acme Corp"),
+        ({"confirm_name": "Acme"}, "confirm_name", "That is not the tenant's name. Type Acme Corp exactly."),
+        (
+            {"confirm_name": "acme corp"},
+            "confirm_name",
+            "That is not the tenant's name. Type Acme Corp exactly.",
+        ),
         (
             {"password": "not my password"},
             "password",
@@ -323,7 +327,7 @@ def test_an_owner_schedules_the_deletion_and_every_owner_is_told_once(
     page = client.get(response["Location"])
     html = page.content.decode()
     assert messages_of(page) == [
-        f"Acme Corp will be erased on {when}. Until then it is read-only, and any owner can cancel."
+        "Deletion scheduled. The owners are being e-mailed; any owner can cancel until the date."
     ]
     assert f"Acme Corp will be erased on {when}" in html
     assert reverse("offboarding:cancel") in html and 'name="password"' not in html
@@ -404,7 +408,7 @@ def test_every_member_sees_the_date_and_only_owners_the_way_to_cancel(
     if role == "owner":
         assert cancel_link in shown
     else:
-        assert "href" not in shown and "An owner can cancel the deletion." in shown
+        assert "href" not in shown and "An owner can export every file or cancel the deletion." in shown
 
     services.cancel_deletion(tenant, actor=owner, via=Via.OWNER)
     assert banner(client.get(reverse(page)).content.decode()) is None
@@ -773,7 +777,8 @@ def test_a_mail_server_that_refuses_neither_undoes_nor_hides_what_was_done(
     client.raise_request_exception = False
 
     scheduled = client.post(reverse("offboarding:schedule"), schedule_form(tenant), follow=True)
-    assert scheduled.status_code == 200 and "will be erased on" in messages_of(scheduled)[0]
+    assert scheduled.status_code == 200 and messages_of(scheduled)[0].startswith("Deletion scheduled.")
+    assert "Acme Corp will be erased on" in scheduled.content.decode()
     assert fresh(tenant).state == TenantState.DELETION_SCHEDULED
     cancelled = client.post(reverse("offboarding:cancel"), follow=True)
     assert cancelled.status_code == 200 and messages_of(cancelled)[0].startswith("The deletion is cancelled.")
@@ -876,23 +881,29 @@ def test_support_cancels_with_a_reason_that_lands_in_the_audit_log(
 
 
 @pytest.mark.parametrize(
-    ("action", "refusal"),
+    ("state", "action"),
     [
-        ("cancel_deletion", "Acme Corp: No deletion is scheduled for this tenant."),
-        ("schedule_deletion", "Acme Corp: " + REFUSED_FROM[TenantState.DELETION_SCHEDULED]),
+        (TenantState.ACTIVE, "cancel_deletion"),
+        (TenantState.DELETION_SCHEDULED, "schedule_deletion"),
+        (TenantState.ERASING, "cancel_deletion"),
+        (TenantState.ERASING, "schedule_deletion"),
     ],
 )
 def test_support_is_told_per_tenant_when_the_state_does_not_allow_it(
-    staff: Any, owner: Any, tenant: Tenant, committed: Capture, action: str, refusal: str
+    staff: Any, owner: Any, tenant: Tenant, committed: Capture, state: TenantState, action: str
 ) -> None:
-    if action == "schedule_deletion":
-        schedule(tenant, owner, committed)
-    state = fresh(tenant).state
+    if state != TenantState.ACTIVE:
+        deletion = schedule(tenant, owner, committed)
+    if state == TenantState.ERASING:
+        make_due(deletion)
+        assert erasure.destroy_keys(deletion)
+    open_before = list(DeletionRequest.objects.values_list("pk", "status"))
     client = client_for(staff)
     done = _action(client, action, tenant, post="yes", reason=REQUEST)
     assert done.status_code == 302
-    assert messages_of(client.get(done["Location"])) == [refusal]
-    assert fresh(tenant).state == state and DeletionRequest.objects.count() == (state != TenantState.ACTIVE)
+    assert messages_of(client.get(done["Location"])) == [f"Acme Corp: {REFUSED_FROM[state]}"]
+    assert fresh(tenant).state == state
+    assert list(DeletionRequest.objects.values_list("pk", "status")) == open_before
 
 
 @pytest.mark.parametrize("action", ["schedule_deletion", "cancel_deletion"])

@@ -53,6 +53,8 @@ from tests.blobs.support import make_blob, make_token, pattern
 from tests.conftest import client_for, make_user
 from tests.encryption.support import rotate_kek
 from tests.offboarding.erasure_support import (
+    body,
+    certificate_of,
     event_types,
     rows_left,
     run_task,
@@ -225,7 +227,7 @@ def test_it_erases_everything_of_the_tenant_and_certifies_it(
     (attachment,) = message.attachments
     name, content, mimetype = attachment
     assert name == certificate.filename(deletion) and mimetype == "application/json"
-    assert content == certificate.as_bytes(deletion.certificate)
+    assert content == certificate.as_bytes(certificate_of(deletion))
 
     # The upload that was half-way cannot finish into the erased tenant (its row is gone; on S3 its multipart
     # upload was aborted too), and leaves nothing when thrown away.
@@ -242,6 +244,48 @@ def test_it_erases_everything_of_the_tenant_and_certifies_it(
     assert event_types(tenant) == events and deletion.certificate == certificate_before
     assert len(mail.outbox) == 1
     assert erasure.erase(deletion.pk) is True and event_types(tenant) == events
+
+
+def test_an_erasure_stopped_by_a_storage_outage_resumes_on_the_next_run_and_ends_clean(
+    tenant: Tenant,
+    owner: Any,
+    member: Any,
+    blob_root: Path,
+    settings: Any,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    from botocore.config import Config
+
+    from kodori.devtools.servers import free_port
+
+    for n in range(3):
+        make_blob(member, pattern(1_000, seed=n), name=f"{n}.bin")
+    deletion = schedule_due(tenant, owner)
+    filesystem = settings.STORAGES["blobs"]
+    # The object store is down: an S3 endpoint where nothing listens (one attempt, no retries).
+    down = storage_options(f"http://127.0.0.1:{free_port()}", BUCKET)
+    down["client_config"] = Config(retries={"max_attempts": 1}, connect_timeout=1)
+    settings.STORAGES = {**settings.STORAGES, "blobs": {"BACKEND": "storages.backends.s3.S3Storage",
+                                                        "OPTIONS": down}}  # fmt: skip
+    mail.outbox.clear()
+
+    assert run_task(django_capture_on_commit_callbacks) == []
+
+    deletion.refresh_from_db()
+    assert deletion.status == DeletionStatus.ERASING and deletion.step == ErasureStep.KEYS_DESTROYED
+    assert deletion.last_error.startswith("EndpointConnectionError")
+    keys, versions = wrapped_state(tenant)  # stuck, but never readable: the keys went first
+    assert set(keys.values()) == {b""} and {w for w, _ in versions.values()} == {b""}
+    assert Blob.objects.filter(tenant=tenant).count() == 3 and len(list(blob_root.rglob("*.kdrb"))) == 3
+    assert mail.outbox == []
+
+    settings.STORAGES = {**settings.STORAGES, "blobs": filesystem}  # the store is back
+    assert run_task(django_capture_on_commit_callbacks) == [tenant.slug]
+
+    deletion.refresh_from_db()
+    assert deletion.status == DeletionStatus.ERASED and deletion.last_error == ""
+    assert rows_left(tenant) == {} and list(blob_root.rglob("*.kdrb")) == []
+    assert event_types(tenant).count(EventType.TENANT_ERASURE_STARTED) == 1 and len(mail.outbox) == 1
 
 
 # --- 2. crypto-erasure is real ------------------------------------------------------------------------------
@@ -379,7 +423,7 @@ def test_a_tenant_sealed_by_its_revoked_customer_key_is_erased_without_a_kms_cal
     assert not Blob.objects.filter(pk=before_rotation.pk).exists()
     assert [p for p in blob_root.rglob("*") if p.is_file() and "tenants" in p.parts] == []
     # The certificate names the customer's key by provider and suffix, never in full, and says what to do.
-    document = deletion.certificate["document"]
+    document = certificate_of(deletion)["document"]
     customer = [k for k in document["keys"] if k["customer_managed"]]
     assert customer == [
         {
@@ -390,7 +434,7 @@ def test_a_tenant_sealed_by_its_revoked_customer_key_is_erased_without_a_kms_cal
             "customer_managed": True,
         }
     ]
-    assert key_arn not in certificate.as_bytes(deletion.certificate).decode()
+    assert key_arn not in certificate.as_bytes(certificate_of(deletion)).decode()
     byok = [line for line in document["coverage"]["not_covered"] if "customer's own KMS" in line]
     assert len(byok) == 1 and f"aws-kms …{key_arn[-12:]}" in byok[0]
 
@@ -423,8 +467,7 @@ class OtherTenantTraffic(threading.Thread):
                 self.uploads.append(time.monotonic())
                 for blob_id in list(self.known)[-3:]:
                     response = client.get(reverse("blobs:download", args=[blob_id]))
-                    body = b"".join(response.streaming_content) if response.streaming else response.content
-                    if response.status_code != 200 or body != self.known[blob_id]:
+                    if response.status_code != 200 or body(response) != self.known[blob_id]:
                         self.errors.append(f"download of {blob_id}: {response.status_code}")
                     self.downloads += 1
                 number += 1
@@ -478,7 +521,7 @@ def test_another_tenant_works_on_untouched_while_the_erasure_runs(
     client = client_for(outsider)
     for blob_id, data in traffic.known.items():
         response = client.get(reverse("blobs:download", args=[blob_id]))
-        assert response.status_code == 200 and b"".join(response.streaming_content) == data
+        assert response.status_code == 200 and body(response) == data
     keys_after, versions_after = wrapped_state(other_tenant)
     assert {b: keys_after[b] for b in keys_before} == keys_before
     assert set(keys_after) == set(traffic.known)
@@ -582,7 +625,7 @@ def test_a_deletion_cancelled_before_it_falls_due_erases_nothing(
     assert deletion.step == ErasureStep.NOT_STARTED
     assert key_material(tenant)[:3] == before[:3]
     response = client_for(member).get(reverse("blobs:download", args=[blob.pk]))
-    assert response.status_code == 200 and b"".join(response.streaming_content) == pattern(5_000)
+    assert response.status_code == 200 and body(response) == pattern(5_000)
 
 
 def test_a_cancellation_that_lands_after_the_task_listed_the_request_wins(

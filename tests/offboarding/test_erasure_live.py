@@ -1,12 +1,12 @@
 """The erasure with real Celery workers on PostgreSQL, killed at every crash point and resumed.
 
 For each of ``offboarding.erasure``'s crash points a real ``celery worker --pool=solo`` runs
-``offboarding.tasks.erase_due_tenants`` with ``KODORI_ERASURE_CRASH_AT`` set: the worker SIGKILLs itself there,
-as a machine losing power would. At that moment the invariant of the erasure must hold: either nothing has
-changed, or every data key and key version of the tenant is already empty; never a removed object or row while
-a key is intact. A second worker, without the crash, then runs the task again and the erasure ends exactly as
-an uninterrupted one: nothing of the tenant left, one ``tenant.erasure-started`` and one ``tenant.erased``,
-the counts of what there was, a valid certificate.
+``offboarding.tasks.erase_due_tenants`` with ``KODORI_ERASURE_CRASH_AT`` set: the worker SIGKILLs itself
+there, as a machine losing power would. At that moment the invariant of the erasure must hold: either nothing
+has changed, or every data key and key version of the tenant is already empty; never a removed object or row
+while a key is intact. A second worker, without the crash, then runs the task again and the erasure ends
+exactly as an uninterrupted one: nothing of the tenant left, one ``tenant.erasure-started`` and one
+``tenant.erased``, the counts of what there was, a valid certificate.
 
 Batches of 3 (``TENANT_ERASURE_BATCH_SIZE``) over 8 files, 3 tokens and 4 memberships, so the batch crash
 points fall between batches that repeat. The workers' e-mail is Django's console backend (DJANGO_ENV=test),
@@ -27,13 +27,14 @@ import pytest
 from audit import chain, signing
 from audit.models import EventType
 from blobs.models import Blob
-from offboarding.models import DeletionRequest, DeletionStatus, ErasureStep
+from offboarding.models import DeletionStatus, ErasureStep
 from offboarding.tasks import erase_due_tenants
 from tenants.models import Tenant, TenantState
 from tests.blobs.support import make_blob, make_token, pattern
 from tests.conftest import start_worker, stop_process
 from tests.encryption.support import rotate_kek
 from tests.offboarding.erasure_support import (
+    certificate_of,
     event_types,
     rows_left,
     schedule_due,
@@ -182,8 +183,8 @@ def test_a_worker_killed_at_each_crash_point_leaves_no_key_behind_and_the_next_r
     assert types[-2:] == [EventType.TENANT_ERASURE_STARTED, EventType.TENANT_ERASED]
     assert types.count(EventType.TENANT_ERASURE_STARTED) == types.count(EventType.TENANT_ERASED) == 1
     assert chain.verify(tenant, full=True).ok
-    assert signing.document_signature_valid(deletion.certificate)
-    assert deletion.certificate["document"]["audit_chain"]["head_seq"] == len(types)
+    assert signing.document_signature_valid(certificate_of(deletion))
+    assert certificate_of(deletion)["document"]["audit_chain"]["head_seq"] == len(types)
     # The certificate e-mail: once, by the worker that finished; none when the crash came after the commit
     # (the e-mail is sent at most once: the erasure is not run again for it).
     assert workers.output().count(SUBJECT) == (0 if point == "certified" else 1)

@@ -30,7 +30,7 @@ import time
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
@@ -45,18 +45,21 @@ from blobs.downloads import DownloadAborted
 from blobs.models import Blob, Damage
 from blobs.services import delete_blob
 from blobs.uploads import Upload
+from emulators.azure_keyvault import AzureKeyVaultEmulator
+from encryption import keyring
 from encryption import services as key_services
 from encryption.format import envelope
 from encryption.format.cobblestone import CHUNK_SIZE, SEALED_CHUNK_SIZE
 from encryption.models import DataKey, TenantKey
-from encryption.sealing import Trigger, seal
+from encryption.sealing import Trigger, seal_tenant
 from offboarding import erasure, exports
 from offboarding.models import DeletionRequest, Export, ExportPart, PartStatus, Via
 from offboarding.services import schedule_deletion
 from tenants.models import Tenant, TenantState
 from tests.blobs.support import FileStore, S3Store, Store, bearer, make_token, random_stream
 from tests.conftest import client_for
-from tests.encryption.support import rotate_kek
+from tests.encryption import conftest as encryption_fixtures
+from tests.encryption.support import active_azure_key, enable_cloud_kms, rotate_kek
 from tests.s3 import delete_bucket, moto_server, s3_client, storage_options
 
 pytestmark = pytest.mark.django_db
@@ -66,6 +69,11 @@ MIB = 1024 * KIB
 KEEP = 8 * MIB  # files up to this size are kept in memory to compare bytes; larger ones by SHA-256 only
 BUCKET = "kodori-test-exports"
 SIZES = [0, 1, 16 * KIB - 1, 16 * KIB, 16 * KIB + 1, 5 * MIB]
+
+
+# The Azure Key Vault emulator and Kodori's settings for it, as the encryption tests have them.
+vault = encryption_fixtures.vault
+kodori_app = encryption_fixtures.kodori_app
 
 
 @pytest.fixture(autouse=True)
@@ -102,7 +110,8 @@ def store(request: Any, blob_root: Path) -> Store:
     """Where this test's blob objects are: a private directory, or a bucket of moto's S3."""
     if request.param == "filesystem":
         return FileStore(blob_root)
-    return request.getfixturevalue("s3")  # type: ignore[no-any-return]
+    s3: Store = request.getfixturevalue("s3")
+    return s3
 
 
 # --- uploading, downloading and reading archives ---------------------------------------------------------
@@ -155,7 +164,7 @@ def part_url(export_row: Export, number: int) -> str:
 
 def fetch(client: Client, url: str, dest: Path, **extra: Any) -> Any:
     """GET a part and write its streamed body to ``dest``; the response (with its headers)."""
-    response = client.get(url, **extra)
+    response: Any = client.get(url, **extra)
     assert response.status_code == 200, response.content[:500]
     with dest.open("wb") as out:
         for piece in response.streaming_content:
@@ -212,6 +221,19 @@ def records(lines: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [line for line in lines if line["record"] == kind]
 
 
+def abandon(response: Any) -> None:
+    """What a WSGI server does when the client goes away mid-body: close the response, which closes its
+    iterator, then fires request_finished, which closes the database connection as at the end of any request
+    (so tests that call this use committed data: ``transaction=True``)."""
+    response.close()
+
+
+def utc_text(moment: datetime | None) -> str:
+    """How the manifest writes a time: UTC, microseconds, "Z"."""
+    assert moment is not None
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def exported_events(tenant: Tenant) -> list[AuditEvent]:
     return list(AuditEvent.objects.filter(tenant=tenant, type=EventType.TENANT_EXPORTED).order_by("seq"))
 
@@ -232,9 +254,7 @@ def check_files(members: dict[str, Member], sent: list[Sent]) -> list[dict[str, 
             assert got.data == s.data
         assert line["path"].startswith("files/") and line["name"] == s.blob.name
         assert line["size"] == s.size and line["sha256"] == s.sha256
-        assert line["uploaded_at"] == s.blob.completed_at.isoformat(timespec="microseconds").replace(
-            "+00:00", "Z"
-        )
+        assert line["uploaded_at"] == utc_text(s.blob.completed_at)
         assert line["uploaded_by"] == s.blob.created_by_email
         assert line["content_type"] == s.blob.content_type
     file_members = sorted(name for name in members if name.startswith("files/"))
@@ -272,7 +292,7 @@ def test_a_part_holds_every_file_byte_for_byte_with_its_manifest_and_evidence(
         "tenant": {"id": tenant.pk, "slug": "acme", "name": "Acme & Sons <EU>"},
         "export_id": str(export_row.pk),
         "archive_format": fmt,
-        "snapshot_at": export_row.snapshot_at.isoformat(timespec="microseconds").replace("+00:00", "Z"),
+        "snapshot_at": utc_text(export_row.snapshot_at),
         "part": 1,
         "parts": 1,
         "files_in_part": len(SIZES),
@@ -487,12 +507,16 @@ def test_duplicate_and_hostile_names_get_safe_unique_paths_and_the_manifest_keep
     out = tmp_path / "out"
     if fmt == "zip":
         with zipfile.ZipFile(tmp_path / "part1.zip") as archive:
-            archive.extractall(out)
+            archive.extractall(out)  # noqa: S202 -- what is under test
     else:
         with tarfile.open(tmp_path / "part1.tar") as archive:
-            archive.extractall(out, filter="data")
+            archive.extractall(out, filter="data")  # refuses any path that escapes
     extracted = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
-    assert extracted == {line["path"] for line in lines} | {"manifest.jsonl", "README.txt", "audit-evidence.zip"}
+    assert extracted == {line["path"] for line in lines} | {
+        "manifest.jsonl",
+        "README.txt",
+        "audit-evidence.zip",
+    }
     for line, s in zip(lines, sent, strict=True):
         assert (out / line["path"]).read_bytes() == s.data
 
@@ -511,9 +535,12 @@ def test_a_download_is_audited_once_and_its_progress_goes_ready_streaming_comple
     part = fresh_part(export_row)
     assert (part.status, part.downloads, part.bytes, part.files) == (PartStatus.READY, 0, 9 * MIB, 3)
     detail = client.get(reverse("offboarding:export_detail", args=[export_row.pk]))
-    assert "not downloaded yet" in detail.content.decode() and 'hx-trigger="every 2s"' not in detail.content.decode()
+    assert (
+        "not downloaded yet" in detail.content.decode()
+        and 'hx-trigger="every 2s"' not in detail.content.decode()
+    )
 
-    response = client.get(part_url(export_row, 1))
+    response: Any = client.get(part_url(export_row, 1))
     assert len(exported_events(tenant)) == 1  # recorded before the first byte
     body = iter(response.streaming_content)
     next(body)
@@ -553,15 +580,16 @@ def test_a_download_is_audited_once_and_its_progress_goes_ready_streaming_comple
     assert reverse("offboarding:export_detail", args=[export_row.pk]) in status
 
 
+@pytest.mark.django_db(transaction=True)
 def test_an_abandoned_download_is_interrupted_and_completes_when_downloaded_again(
     tenant: Tenant, owner: Any, tmp_path: Path
 ) -> None:
     sent = [upload(owner, tenant, f"f{n}.bin", 2 * MIB) for n in range(3)]
     client = client_for(owner)
     export_row = make_export(client, "tar")
-    response = client.get(part_url(export_row, 1))
+    response: Any = client.get(part_url(export_row, 1))
     assert next(iter(response.streaming_content))
-    response.close()  # what the WSGI server does when the client goes away
+    abandon(response)
     part = fresh_part(export_row)
     assert part.status == PartStatus.INTERRUPTED and part.finished_at is not None
     assert "the connection closed" in part.error and part.files_sent < 3
@@ -570,7 +598,10 @@ def test_an_abandoned_download_is_interrupted_and_completes_when_downloaded_agai
     api = Client().get(
         reverse("offboarding:api_export", args=[export_row.pk]), **bearer(make_token(owner, tenant))
     )
-    assert api.json()["parts"][0]["status"] == "interrupted" and "connection closed" in api.json()["parts"][0]["error"]
+    assert (
+        api.json()["parts"][0]["status"] == "interrupted"
+        and "connection closed" in api.json()["parts"][0]["error"]
+    )
 
     fetch(client, part_url(export_row, 1), tmp_path / "part1.tar")
     check_files(read_archive(tmp_path / "part1.tar", "tar"), sent)
@@ -579,3 +610,280 @@ def test_an_abandoned_download_is_interrupted_and_completes_when_downloaded_agai
     assert [e.payload["part"] for e in exported_events(tenant)] == [1, 1]  # one event per download
     page = client.get(reverse("offboarding:export_detail", args=[export_row.pk])).content.decode()
     assert "(2 times)" in page and "interrupted" not in page
+
+
+# --- refusals before any byte ----------------------------------------------------------------------------
+
+SEAL_CAUSE = "Your AWS KMS key denied Decrypt to Kodori's role."
+
+
+def _unchanged(export_row: Export, tenant: Tenant) -> None:
+    """Nothing was sent, recorded or changed by a refused download."""
+    part = fresh_part(export_row)
+    assert (part.status, part.downloads, part.started_at) == (PartStatus.READY, 0, None)
+    assert exported_events(tenant) == []
+
+
+def test_a_sealed_tenant_is_refused_with_the_seal_reason_before_any_byte(tenant: Tenant, owner: Any) -> None:
+    upload(owner, tenant, "a.txt", 10)
+    client = client_for(owner)
+    export_row = make_export(client)
+    seal_tenant(tenant, SEAL_CAUSE, trigger=Trigger.USE)
+
+    page = client.get(part_url(export_row, 1))
+    assert page.status_code == 503 and not page.streaming
+    assert SEAL_CAUSE.replace("'", "&#x27;") in page.content.decode() and page["Retry-After"] == "60"
+    api, auth = Client(), bearer(make_token(owner, tenant))
+    answer = api.get(reverse("offboarding:api_export_part", args=[export_row.pk, 1]), **auth)
+    assert answer.status_code == 503 and not answer.streaming
+    assert (
+        answer.json()["error"]["code"] == "tenant_sealed" and SEAL_CAUSE in answer.json()["error"]["message"]
+    )
+    _unchanged(export_row, tenant)
+    # A new export is refused the same way (it could not be read anyway).
+    created = api.post(reverse("offboarding:api_exports"), **auth)
+    assert created.status_code == 503 and created.json()["error"]["code"] == "tenant_sealed"
+    # The export page says so, and still lists the export.
+    index = client.get(reverse("offboarding:export"))
+    assert "is sealed:" in index.content.decode() and Export.objects.filter(tenant=tenant).count() == 1
+
+
+@pytest.mark.usefixtures("kodori_app")
+def test_a_disabled_or_revoked_key_that_a_part_needs_is_named_before_any_byte(
+    settings: Any, tenant: Tenant, owner: Any, vault: AzureKeyVaultEmulator, tmp_path: Path
+) -> None:
+    settings.EXPORT_PART_FILES = 2
+    enable_cloud_kms(tenant)
+    azure = active_azure_key(tenant, vault, "export-old", owner)
+    old = [upload(owner, tenant, "a.txt", 100), upload(owner, tenant, "b.txt", 200)]
+    rotate_kek(tenant)  # the Azure key retires; its data keys stay under it (no re-wrap has run)
+    new = upload(owner, tenant, "c.txt", 300)
+    assert DataKey.objects.get(blob_id=old[0].blob.pk).tkv.kek_id == azure.pk
+    key_services.disable_key(azure, actor=owner)
+    tenant.refresh_from_db()
+    assert not tenant.is_sealed  # the active key works: only part 1 needs the disabled one
+    client, api, auth = client_for(owner), Client(), bearer(make_token(owner, tenant))
+    export_row = make_export(client)
+    assert export_row.parts.count() == 2
+    label = TenantKey.objects.get(pk=azure.pk).label
+    assert "…" in label  # "Azure Key Vault …<suffix>": this key and no other
+
+    page = client.get(part_url(export_row, 1))
+    assert page.status_code == 503 and not page.streaming
+    assert label in page.content.decode() and "disabled" in page.content.decode()
+    answer = api.get(reverse("offboarding:api_export_part", args=[export_row.pk, 1]), **auth)
+    assert answer.status_code == 503 and answer.json()["error"]["code"] == "key_unavailable"
+    assert label in answer.json()["error"]["message"] and answer["Retry-After"] == "60"
+    _unchanged(export_row, tenant)
+    # Part 2 needs only the active key.
+    fetch(client, part_url(export_row, 2), tmp_path / "part2.zip")
+    check_files(read_archive(tmp_path / "part2.zip", "zip"), [new])
+
+    # Re-enabled in Kodori, but revoked in the customer's vault: refused, naming the key, still before a byte.
+    key_services.re_enable_key(TenantKey.objects.get(pk=azure.pk), actor=owner)
+    vault.disable_key("export-old")
+    keyring.cache.clear()
+    answer = api.get(reverse("offboarding:api_export_part", args=[export_row.pk, 1]), **auth)
+    assert answer.status_code == 503 and answer.json()["error"]["code"] == "key_unavailable"
+    assert label in answer.json()["error"]["message"]
+    assert fresh_part(export_row).downloads == 0
+    # Restored in the vault: part 1 downloads whole.
+    vault.enable_key("export-old")
+    fetch(client, part_url(export_row, 1), tmp_path / "part1.zip")
+    check_files(read_archive(tmp_path / "part1.zip", "zip"), old)
+    assert fresh_part(export_row).status == PartStatus.COMPLETE
+
+
+def test_exports_work_while_deletion_is_scheduled_and_stop_once_the_erasure_begins(
+    tenant: Tenant, owner: Any, tmp_path: Path
+) -> None:
+    sent = [upload(owner, tenant, "a.txt", 1000)]
+    client, api, auth = client_for(owner), Client(), bearer(make_token(owner, tenant))
+    before = make_export(client, "zip")
+    deletion = schedule_deletion(tenant, actor=owner, via=Via.OWNER, days=7)
+    # The read-only window is the time to export: making and downloading an export both work.
+    during = make_export(client, "tar")
+    fetch(client, part_url(during, 1), tmp_path / "during.tar")
+    check_files(read_archive(tmp_path / "during.tar", "tar"), sent)
+    events = len(exported_events(tenant))
+
+    DeletionRequest.objects.filter(pk=deletion.pk).update(due_at=timezone.now() - timedelta(minutes=1))
+    assert erasure.destroy_keys(DeletionRequest.objects.get(pk=deletion.pk))
+    tenant.refresh_from_db()
+    assert tenant.state == TenantState.ERASING
+
+    page = client.get(part_url(before, 1))
+    assert page.status_code == 410 and not page.streaming and "being erased" in page.content.decode()
+    answer = api.get(reverse("offboarding:api_export_part", args=[before.pk, 1]), **auth)
+    assert answer.status_code == 410 and answer.json()["error"]["code"] == "tenant_erased"
+    created = api.post(reverse("offboarding:api_exports") + "?format=zip", **auth)
+    assert created.status_code == 410 and created.json()["error"]["code"] == "tenant_erased"
+    made = client.post(reverse("offboarding:export"), {"format": "zip"})
+    assert made.status_code == 410
+    assert Export.objects.filter(tenant=tenant).count() == 2
+    assert len(exported_events(tenant)) == events
+    assert fresh_part(before).downloads == 0
+
+
+# --- damaged files -----------------------------------------------------------------------------------------
+
+
+def _flip(store: Store, blob: Blob, offset: int) -> None:
+    stored = bytearray(store.read(blob))
+    stored[offset] ^= 1
+    store.write(blob, bytes(stored))
+
+
+def test_a_file_found_damaged_before_its_first_byte_is_listed_as_skipped(
+    settings: Any, store: Store, tenant: Tenant, owner: Any, tmp_path: Path
+) -> None:
+    settings.BLOB_VERIFY_BEFORE_SEND_BYTES = 64 * KIB  # files over it stream, as files over 8 MiB do
+    first = upload(owner, tenant, "first.txt", 1000)
+    small = upload(owner, tenant, "small.bin", 50_000)  # checked whole before its first byte
+    streamed = upload(owner, tenant, "streamed.bin", 300_000)  # its final chunk is checked first
+    last = upload(owner, tenant, "last.txt", 2000)
+    _flip(store, small.blob, envelope.HEADER_SIZE + SEALED_CHUNK_SIZE + 5)
+    _flip(store, streamed.blob, envelope.ciphertext_size(300_000) - 3)
+    client = client_for(owner)
+    export_row = make_export(client, "zip")
+    fetch(client, part_url(export_row, 1), tmp_path / "part1.zip")
+    members = read_archive(tmp_path / "part1.zip", "zip")
+    check_files(members, [first, last])
+    lines = manifest(members)
+    skipped = records(lines, "skipped")
+    assert [(s["name"], s["size"], s["blob_id"]) for s in skipped] == [
+        ("small.bin", 50_000, str(small.blob.pk)),
+        ("streamed.bin", 300_000, str(streamed.blob.pk)),
+    ]
+    assert all("damaged in storage" in s["reason"] for s in skipped)
+    assert lines[-1] == {"record": "end", "files": 2, "bytes": 3000, "skipped": 2, "deleted_since_export": 0}
+    part = fresh_part(export_row)
+    assert (part.status, part.files_sent, part.bytes_sent) == (PartStatus.COMPLETE, 2, 3000)
+    corrupt = AuditEvent.objects.filter(tenant=tenant, type=EventType.BLOB_CORRUPT)
+    assert sorted(e.payload["blobId"] for e in corrupt) == sorted([str(small.blob.pk), str(streamed.blob.pk)])
+
+
+def test_a_chunk_that_fails_after_the_first_byte_cuts_the_download_and_the_next_download_skips_it(
+    settings: Any, tenant: Tenant, owner: Any, blob_root: Path, tmp_path: Path
+) -> None:
+    settings.BLOB_VERIFY_BEFORE_SEND_BYTES = 64 * KIB
+    damaged_chunk = 40
+    first = upload(owner, tenant, "first.txt", 5000)
+    big = upload(owner, tenant, "big.bin", 64 * CHUNK_SIZE + 100)
+    last = upload(owner, tenant, "last.txt", 3000)
+    _flip(FileStore(blob_root), big.blob, envelope.HEADER_SIZE + damaged_chunk * SEALED_CHUNK_SIZE + 10)
+    client = client_for(owner)
+    export_row = make_export(client, "tar")
+    response: Any = client.get(part_url(export_row, 1))
+    assert response.status_code == 200
+    received = bytearray()
+    with pytest.raises(DownloadAborted):
+        for piece in response.streaming_content:
+            received += piece
+    # What went out before the failure is authentic: the first file, then big.bin up to the damaged chunk.
+    assert big.data is not None and first.data is not None
+    authentic = damaged_chunk * CHUNK_SIZE
+    assert first.data in received and received.endswith(big.data[:authentic])
+    part = fresh_part(export_row)
+    assert (part.status, part.files_sent, part.bytes_sent) == (PartStatus.INTERRUPTED, 1, 5000 + authentic)
+    assert "'big.bin' is damaged in storage" in part.error and "listed as skipped" in part.error
+    (corrupt,) = AuditEvent.objects.filter(tenant=tenant, type=EventType.BLOB_CORRUPT)
+    assert (corrupt.payload["blobId"], corrupt.payload["chunk"]) == (str(big.blob.pk), damaged_chunk)
+    assert Blob.objects.get(pk=big.blob.pk).damage == Damage.CHUNK
+
+    # The damage is known now, so it is found before big.bin's first byte: the part completes without it.
+    fetch(client, part_url(export_row, 1), tmp_path / "part1.tar")
+    members = read_archive(tmp_path / "part1.tar", "tar")
+    check_files(members, [first, last])
+    (skipped,) = records(manifest(members), "skipped")
+    assert skipped["blob_id"] == str(big.blob.pk) and "chunk" in skipped["reason"]
+    part = fresh_part(export_row)
+    assert (part.status, part.downloads, part.files_sent) == (PartStatus.COMPLETE, 2, 2)
+
+
+# --- the API and who may use it ----------------------------------------------------------------------------
+
+
+def test_the_api_makes_reports_and_streams_an_export(tenant: Tenant, owner: Any, tmp_path: Path) -> None:
+    sent = [upload(owner, tenant, "a.txt", 1234), upload(owner, tenant, "empty.txt", 0)]
+    api, auth = Client(), bearer(make_token(owner, tenant))
+    created = api.post(reverse("offboarding:api_exports") + "?format=tar", **auth)
+    assert created.status_code == 201
+    body = created.json()
+    export_row = Export.objects.get(pk=body["id"])
+    part_path = reverse("offboarding:api_export_part", args=[body["id"], 1])
+    assert body["url"] == reverse("offboarding:api_export", args=[body["id"]])
+    assert (body["format"], body["files"], body["bytes"], body["complete"]) == ("tar", 2, 1234, False)
+    assert body["parts"] == [
+        {
+            "number": 1,
+            "files": 2,
+            "bytes": 1234,
+            "status": "ready",
+            "files_sent": 0,
+            "bytes_sent": 0,
+            "downloads": 0,
+            "error": None,
+            "url": part_path,
+        }
+    ]
+    assert api.get(body["url"], **auth).json() == body
+
+    response: Any = api.get(part_path, **auth)
+    assert response.status_code == 200 and response["Content-Type"] == "application/x-tar"
+    stamp = export_row.snapshot_at.strftime("%Y%m%d-%H%M%S")
+    assert response["Content-Disposition"] == f'attachment; filename="kodori-export-acme-{stamp}-part1.tar"'
+    assert (response["X-Export-Files"], response["X-Export-Bytes"]) == ("2", "1234")
+    (tmp_path / "part1.tar").write_bytes(b"".join(response.streaming_content))
+    check_files(read_archive(tmp_path / "part1.tar", "tar"), sent)
+
+    after = api.get(body["url"], **auth).json()
+    assert after["complete"] is True
+    assert {k: after["parts"][0][k] for k in ("status", "files_sent", "bytes_sent", "downloads")} == {
+        "status": "complete",
+        "files_sent": 2,
+        "bytes_sent": 1234,
+        "downloads": 1,
+    }
+    listed = api.get(reverse("offboarding:api_exports"), **auth).json()["exports"]
+    assert [e["id"] for e in listed] == [body["id"]]
+
+    rar = api.post(reverse("offboarding:api_exports") + "?format=rar", **auth)
+    assert rar.status_code == 400 and rar["Content-Type"] == "application/json"
+    assert rar.json()["error"] == {"code": "bad_request", "message": "format must be zip or tar."}
+    zipped = api.post(reverse("offboarding:api_exports"), **auth)  # zip unless told otherwise
+    assert zipped.status_code == 201 and zipped.json()["format"] == "zip"
+    assert Export.objects.filter(tenant=tenant).count() == 2
+
+
+def test_only_the_tenants_owners_reach_its_exports(
+    tenant: Tenant, owner: Any, member: Any, outsider: Any, other_tenant: Tenant
+) -> None:
+    upload(owner, tenant, "a.txt", 10)
+    export_row = make_export(client_for(owner))
+    api = Client()
+    status_url = reverse("offboarding:api_export", args=[export_row.pk])
+    part_api = reverse("offboarding:api_export_part", args=[export_row.pk, 1])
+    for url, method in [(reverse("offboarding:api_exports"), "post"), (status_url, "get"), (part_api, "get")]:
+        answer = getattr(api, method)(url, **bearer(make_token(member, tenant)))
+        assert answer.status_code == 403 and answer.json()["error"]["code"] == "forbidden", url
+        assert getattr(api, method)(url).status_code == 401
+    outsider_auth = bearer(make_token(outsider, other_tenant))
+    for url in [status_url, part_api, reverse("offboarding:api_export", args=["not-a-uuid"])]:
+        answer = api.get(url, **outsider_auth)
+        assert answer.status_code == 404 and answer.json()["error"]["code"] == "not_found", url
+    owner_auth = bearer(make_token(owner, tenant))
+    missing_part = api.get(reverse("offboarding:api_export_part", args=[export_row.pk, 2]), **owner_auth)
+    assert missing_part.status_code == 404
+
+    pages = [
+        reverse("offboarding:export"),
+        reverse("offboarding:export_detail", args=[export_row.pk]),
+        part_url(export_row, 1),
+    ]
+    for url in pages:
+        assert client_for(member).get(url).status_code == 403, url
+    for url in pages[1:]:
+        assert client_for(outsider).get(url).status_code == 404, url
+    assert client_for(owner).get(part_url(export_row, 2)).status_code == 404
+    _unchanged(export_row, tenant)
