@@ -302,6 +302,8 @@ def plaintext(request: HttpRequest | None, blob: Blob) -> Iterator[bytes]:
     opened = _open(request, blob, 0, blob.size)
     if opened.verified is not None:
         opened.close()
+        if blob.is_damaged:
+            damage.verified(blob, found_by="download")  # every chunk just authenticated: restored
         return iter((opened.verified,))
     return _stream(request, opened)
 

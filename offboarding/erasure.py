@@ -80,7 +80,10 @@ def due_requests() -> list[DeletionRequest]:
     now = timezone.now()
     scheduled = DeletionRequest.objects.filter(status=DeletionStatus.SCHEDULED, due_at__lte=now)
     running = DeletionRequest.objects.filter(status=DeletionStatus.ERASING)
-    return list((scheduled | running).order_by("due_at"))
+    unmailed = DeletionRequest.objects.filter(
+        status=DeletionStatus.ERASED, certificate_mailed_at__isnull=True, completed_at__gte=now - MAIL_RETRY
+    )
+    return list((scheduled | running | unmailed).order_by("due_at"))
 
 
 def erase_due() -> list[str]:
@@ -130,6 +133,7 @@ def erase(deletion_pk: Any) -> bool:
             return False
         deletion.refresh_from_db()
         if deletion.status == DeletionStatus.ERASED:
+            deliver_certificate(deletion)
             return True
         if deletion.step == ErasureStep.NOT_STARTED and not destroy_keys(deletion):
             return False
@@ -224,6 +228,20 @@ def tenant_prefix(tenant_id: int) -> str:
 def remove_objects(deletion: DeletionRequest) -> None:
     """Step 2: each batch's objects first, then its rows; then whatever is left under the tenant's prefix."""
     tenant = deletion.tenant
+    removed = _remove_blobs(deletion)
+    prefix = tenant_prefix(tenant.pk)
+    _save_counts(
+        deletion,
+        objectsRemoved=removed,
+        strayObjectsRemoved=_sweep_prefix(prefix),
+        unfinishedUploadsAborted=_abort_unfinished_uploads(prefix),
+        step=ErasureStep.OBJECTS_REMOVED,
+    )
+
+
+def _remove_blobs(deletion: DeletionRequest) -> int:
+    """Every blob of the tenant, a batch at a time: objects first, then rows. Returns the running count."""
+    tenant = deletion.tenant
     removed = int(deletion.counts.get("objectsRemoved", 0))
     while True:
         batch = list(
@@ -240,11 +258,7 @@ def remove_objects(deletion: DeletionRequest) -> None:
             DataKey.objects.for_tenant(tenant).filter(blob_id__in=ids).delete()
             removed += len(ids)
             _save_counts(deletion, objectsRemoved=removed)
-    prefix = tenant_prefix(tenant.pk)
-    leftovers = _sweep_prefix(prefix) + _abort_unfinished_uploads(prefix)
-    _save_counts(
-        deletion, objectsRemoved=removed, strayObjectsRemoved=leftovers, step=ErasureStep.OBJECTS_REMOVED
-    )
+    return removed
 
 
 def _sweep_prefix(prefix: str) -> int:
@@ -308,6 +322,11 @@ def _delete_in_batches(queryset: Any) -> int:
 def remove_rows(deletion: DeletionRequest) -> None:
     """Step 3: every remaining row of the tenant but its audit chain and this request."""
     tenant = deletion.tenant
+    # An upload that passed its writability check just before the schedule and reserved its row after step 2
+    # would otherwise protect its data key forever: its object and row go now, the same way.
+    if Blob.objects.for_tenant(tenant).exists():
+        _save_counts(deletion, objectsRemoved=_remove_blobs(deletion))
+        _sweep_prefix(tenant_prefix(tenant.pk))
     _delete_in_batches(ApiToken.objects.for_tenant(tenant))
     _delete_in_batches(Membership.objects.for_tenant(tenant))
     _delete_in_batches(Export.objects.for_tenant(tenant))
@@ -363,7 +382,30 @@ def _after_certified(deletion_pk: Any) -> None:
     except Exception:
         logger.exception("offboarding: could not sign the final checkpoint of tenant %s", deletion.tenant_id)
     _crash_point("certified")
-    mail_certificate(deletion)
+    deliver_certificate(deletion)
+
+
+# A certificate e-mail that failed (mail server down, a crash right after the commit) is tried again by each
+# run of the erasure task for this long after the erasure; support can always download it in the admin.
+MAIL_RETRY = timedelta(days=7)
+
+
+def deliver_certificate(deletion: DeletionRequest) -> bool:
+    """E-mail the certificate unless that was done; note when it was. At least once: a crash between the send
+    and the note sends it again on the next run. False when the mail server refused (logged)."""
+    if deletion.certificate_mailed_at is not None:
+        return True
+    try:
+        mail_certificate(deletion)
+    except Exception:
+        # After the commit: the tenant is erased and certified whatever the mail server says; a refused
+        # e-mail must not mark the erasure as failed. The next run tries again.
+        logger.exception(
+            "offboarding: could not e-mail the erasure certificate of tenant %s", deletion.tenant_id
+        )
+        return False
+    DeletionRequest.objects.filter(pk=deletion.pk).update(certificate_mailed_at=timezone.now())
+    return True
 
 
 def mail_certificate(deletion: DeletionRequest) -> int:

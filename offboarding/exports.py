@@ -125,19 +125,23 @@ def check_keys(part: ExportPart) -> None:
         except (keyring.KeyUnavailable, ProviderError) as exc:
             raise KeyNotUsable(
                 f"This export needs {tkv.kek.label}, which Kodori cannot use now: {exc} Restore it "
-                "(re-enable it "
-                "on the Encryption page, or Kodori's access in your KMS) and download the part again. "
-                "Nothing "
-                "was sent.",
+                "(re-enable it on the Encryption page, or Kodori's access in your KMS) and download the part "
+                "again. Nothing was sent.",
                 headers={"Retry-After": "60"},
             ) from exc
 
 
 class _Progress:
-    """Writes the part's progress now and then: every few megabytes or every second, whichever is later."""
+    """Writes the part's progress now and then: every few megabytes or every second, whichever is later.
 
-    def __init__(self, part: ExportPart) -> None:
+    Only the part's latest download (``download``, its number) writes the row: an older one still streaming,
+    say a stalled connection that fails later, neither overwrites the newer one's progress nor turns a
+    finished part into an interrupted one.
+    """
+
+    def __init__(self, part: ExportPart, download: int) -> None:
         self.part = part
+        self.download = download
         self.files = 0
         self.bytes = 0
         self._saved_bytes = 0
@@ -154,7 +158,7 @@ class _Progress:
             self.save()
 
     def save(self, **extra: Any) -> None:
-        ExportPart.objects.filter(pk=self.part.pk).update(
+        ExportPart.objects.filter(pk=self.part.pk, downloads=self.download).update(
             bytes_sent=self.bytes, files_sent=self.files, **extra
         )
         self._saved_bytes, self._saved_at = self.bytes, time.monotonic()
@@ -191,13 +195,16 @@ def begin_download(request: HttpRequest, part: ExportPart) -> Iterator[bytes]:
             error="",
             downloads=F("downloads") + 1,
         )
-    return stream_part(request, part, parts, tenant)
+        download = ExportPart.objects.values_list("downloads", flat=True).get(pk=part.pk)  # row locked
+    return stream_part(request, part, parts, tenant, download)
 
 
-def stream_part(request: HttpRequest | None, part: ExportPart, parts: int, tenant: Tenant) -> Iterator[bytes]:
+def stream_part(
+    request: HttpRequest | None, part: ExportPart, parts: int, tenant: Tenant, download: int
+) -> Iterator[bytes]:
     export_row = part.export
     writer = ArchiveWriter(export_row.format)
-    progress = _Progress(part)
+    progress = _Progress(part, download)
     current: Blob | None = None
     ok = False
     try:
@@ -218,7 +225,8 @@ def stream_part(request: HttpRequest | None, part: ExportPart, parts: int, tenan
                     skipped += 1
                     continue
                 path = "files/" + safe_member_name(blob.name, taken)
-                yield from writer.member(path, blob.size, blob.created_at, _counted(chunks, digest, progress))
+                uploaded = blob.completed_at or blob.created_at  # the manifest's uploaded_at
+                yield from writer.member(path, blob.size, uploaded, _counted(chunks, digest, progress))
                 progress.add(0, file_done=True)
                 manifest.write(orjson.dumps(_entry(blob, path, digest.hexdigest())) + b"\n")
             current = None
@@ -258,7 +266,7 @@ def _interruption(exc: BaseException, blob: Blob | None) -> str:
         )
     if isinstance(exc, BlobError):
         return f"The file {name} could not be read: {exc.message} {again}"
-    logger.exception("offboarding: export part %s failed", blob.pk if blob is not None else "-")
+    logger.exception("offboarding: an export part failed at blob %s", blob.pk if blob is not None else "-")
     return f"The download failed while sending {name}. {again}"
 
 

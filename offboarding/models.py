@@ -73,6 +73,7 @@ class DeletionRequest(models.Model):
     owner_emails = models.JSONField(default=list, blank=True)
     last_error = models.TextField(blank=True)
     certificate = models.JSONField(null=True, blank=True)
+    certificate_mailed_at = models.DateTimeField(null=True, blank=True)
     # After ``TENANT_AUDIT_RETENTION_DAYS`` the tenant's audit chain is removed; this signed record remains.
     audit_purged_at = models.DateTimeField(null=True, blank=True)
     purge_record = models.JSONField(null=True, blank=True)

@@ -105,7 +105,9 @@ def test_an_owner_schedules_and_cancels_the_deletion_then_exports(
         page.get_by_label("Your password").fill(PASSWORD)
         page.get_by_role("button", name="Schedule deletion of Acme Corp").click()
         field = page.locator(".field", has=page.get_by_label("Tenant name"))
-        assert "That is not the tenant's name. Type Acme Corp exactly." in field.locator(".error").inner_text()
+        assert (
+            "That is not the tenant's name. Type Acme Corp exactly." in field.locator(".error").inner_text()
+        )
         assert page.get_by_role("alert").filter(has_text="Type Acme Corp exactly").count() == 1
         fits_phone(page, "the refused confirmation")
         tenant.refresh_from_db()

@@ -230,8 +230,8 @@ def test_a_customer_key_that_never_protected_anything_is_listed_but_not_one_to_d
     blob_root: Path,
     django_capture_on_commit_callbacks: Any,
 ) -> None:
-    """A registration still pending (or failed) wrapped no key version: asking the customer to delete that key,
-    which may well serve other systems of theirs, would be wrong."""
+    """A registration still pending (or failed) wrapped no key version: asking the customer to delete that
+    key, which may well serve other systems of theirs, would be wrong."""
     Tenant.objects.filter(pk=tenant.pk).update(cloud_kms_enabled=True)
     tenant.refresh_from_db()
     make_blob(member, pattern(1_000), name="kodori-managed.bin")
@@ -303,7 +303,7 @@ def changed(value: Any) -> Any:
 
 def test_changing_any_field_fails_verification(erased: Erased, signing_key: str, tmp_path: Path) -> None:
     signed = certificate_of(erased.deletion)
-    fields = [path for path in leaves(signed) if path[0][0] in ("document", "signature")]
+    fields = [(path, value) for path, value in leaves(signed) if path[0] in ("document", "signature")]
     assert len(fields) > 40  # every field of the document, and the signature's
     passed = []
     for path, value in fields:

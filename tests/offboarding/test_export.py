@@ -4,17 +4,19 @@ and on S3 (moto's server over real HTTP).
 * Round trip: files of 0 B, 1 B, 16383, 16384, 16385 B and 5 MiB (and, once, 100 MiB uploaded as a stream)
   come back byte for byte from zip and tar parts; the manifest names each one with the SHA-256 of its real
   bytes; README.txt is there; part 1 carries the audit evidence, which verifies offline and holds the
-  ``tenant.exported`` event of the very download that carries it.
+  ``tenant.exported`` event of the very download that carries it; README.txt's own instructions check an
+  extracted part (and fail on a changed byte).
 * Parts: cut by ``EXPORT_PART_FILES`` and ``EXPORT_PART_BYTES`` (a larger file alone), each file in exactly
   one part, a part downloaded twice is the same archive, later uploads are not in it, files deleted since
   are left out and counted in the manifest's last line.
 * Names: duplicates and hostile names become safe, unique paths under ``files/``; the manifest keeps the name.
 * Progress and audit: one ``tenant.exported`` per download; ready → streaming → complete with the totals; a
-  download abandoned half-way is ``interrupted`` with its reason and completes when downloaded again; the
-  page and its htmx partial show it.
+  download abandoned half-way is ``interrupted`` with its reason and completes when downloaded again; only
+  the latest download of a part writes its state; the page and its htmx partial show it.
 * Refusals before any byte: sealed (503, the seal's reason), a disabled key the part needs (503 naming it),
-  erasure begun (410); damage found before a file's first byte lists it as skipped, damage found later cuts
-  the download short and the next download skips it.
+  erasure begun (410). Damage found before a file's first byte lists it as skipped; damage found later cuts
+  the download short and the next download skips it; a file store that fails interrupts the part rather
+  than leave a file out; a file restored from a backup is exported again and its damage mark lifted.
 * The API: create, status, part download with its headers, errors as JSON.
 
 Over a real gunicorn (100 MiB, an abandoned socket, constant memory at 1 GiB): ``test_export_live.py``.
@@ -25,7 +27,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import subprocess
+import sys
 import tarfile
+import textwrap
 import time
 import zipfile
 from collections.abc import Iterator
@@ -42,6 +47,7 @@ from django.utils import timezone
 from audit import signing, verify_bundle
 from audit.models import AuditEvent, EventType
 from blobs.downloads import DownloadAborted
+from blobs.errors import StorageUnavailable
 from blobs.models import Blob, Damage
 from blobs.services import delete_blob
 from blobs.uploads import Upload
@@ -272,6 +278,8 @@ def test_a_part_holds_every_file_byte_for_byte_with_its_manifest_and_evidence(
     Tenant.objects.filter(pk=tenant.pk).update(name="Acme & Sons <EU>")  # a name HTML would escape
     tenant.refresh_from_db()
     sent = [upload(owner, tenant, f"file-{size}.bin", size) for size in SIZES]
+    # The first upload took an hour: begun at created_at, finished at completed_at.
+    Blob.objects.filter(pk=sent[0].blob.pk).update(created_at=sent[0].blob.created_at - timedelta(hours=1))
     client = client_for(owner)
     export_row = make_export(client, fmt)
     assert (export_row.files, export_row.bytes) == (len(SIZES), sum(SIZES))
@@ -312,6 +320,19 @@ def test_a_part_holds_every_file_byte_for_byte_with_its_manifest_and_evidence(
         "README.txt",
         "audit-evidence.zip",
     }
+    # Each file's modification time is when its upload finished, the manifest's uploaded_at.
+    completed = sent[0].blob.completed_at
+    assert completed is not None
+    if fmt == "tar":
+        with tarfile.open(tmp_path / "part1.tar") as archive:
+            assert archive.getmember("files/file-0.bin").mtime == int(completed.timestamp())
+    else:
+        with zipfile.ZipFile(tmp_path / "part1.zip") as archive:
+            stamp = completed.astimezone(UTC)
+            assert archive.getinfo("files/file-0.bin").date_time == (
+                *stamp.timetuple()[:5],
+                stamp.second // 2 * 2,
+            )
     readme = members["README.txt"].data
     assert readme is not None
     assert "Kodori export of Acme & Sons <EU> (acme)" in readme.decode()
@@ -372,6 +393,38 @@ def test_a_100_mib_file_streams_through_a_zip_export_on_s3(
         f"{downloaded - uploaded:.1f} s ({100 / (downloaded - uploaded):.0f} MiB/s), "
         f"check {time.monotonic() - downloaded:.1f} s"
     )
+
+
+def test_the_readme_instructions_check_an_extracted_part(tenant: Tenant, owner: Any, tmp_path: Path) -> None:
+    sent = [upload(owner, tenant, "report.pdf", 3000), upload(owner, tenant, "report.pdf", 4000)]
+    client = client_for(owner)
+    export_row = make_export(client, "tar")
+    fetch(client, part_url(export_row, 1), tmp_path / "part1.tar")
+    out = tmp_path / "part1"
+    with tarfile.open(tmp_path / "part1.tar") as archive:
+        archive.extractall(out, filter="data")
+    readme = (out / "README.txt").read_text()
+    assert "2 files" in readme
+
+    # The evidence, verified offline exactly as README.txt says (KEY: the key shown on /audit).
+    commands = [line.strip() for line in readme.splitlines() if "audit-evidence.zip" in line and "  " in line]
+    unzip, verify = (line for line in commands if line.startswith(("unzip", "python3")))
+    assert unzip.split()[0] == "unzip" and verify.split()[0] == "python3"
+    subprocess.run(unzip.split(), cwd=out, check=True, capture_output=True, timeout=60)
+    key = signing.public_key_b64()
+    run = [sys.executable, *verify.replace("KEY", key).split()[1:]]
+    checked = subprocess.run(run, cwd=out, capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert (out / "README.txt").read_text() == readme  # the bundle's own README went to evidence/
+
+    # The files, checked against the manifest by README.txt's Python, which fails on a changed byte.
+    snippet = textwrap.dedent(readme.split("e.g. with Python:\n", 1)[1])
+    assert subprocess.run([sys.executable, "-c", snippet], cwd=out, timeout=60).returncode == 0
+    damaged = out / "files" / "report (2).pdf"
+    assert damaged.read_bytes() == sent[1].data
+    damaged.write_bytes(b"X" + damaged.read_bytes()[1:])
+    failed = subprocess.run([sys.executable, "-c", snippet], cwd=out, capture_output=True, timeout=60)
+    assert failed.returncode != 0 and b"report (2).pdf" in failed.stderr
 
 
 # --- parts ------------------------------------------------------------------------------------------------
@@ -612,6 +665,38 @@ def test_an_abandoned_download_is_interrupted_and_completes_when_downloaded_agai
     assert "(2 times)" in page and "interrupted" not in page
 
 
+@pytest.mark.django_db(transaction=True)
+def test_only_the_latest_download_of_a_part_writes_its_state(
+    tenant: Tenant, owner: Any, tmp_path: Path
+) -> None:
+    sent = [upload(owner, tenant, f"f{n}.bin", 2 * MIB) for n in range(3)]
+    client = client_for(owner)
+    export_row = make_export(client, "zip")
+    stalled: Any = client.get(part_url(export_row, 1))
+    assert next(iter(stalled.streaming_content))
+    # The owner gives up waiting and downloads the part again; the stalled connection fails only later.
+    fetch(client, part_url(export_row, 1), tmp_path / "again.zip")
+    check_files(read_archive(tmp_path / "again.zip", "zip"), sent)
+    abandon(stalled)
+    part = fresh_part(export_row)
+    assert (part.status, part.downloads, part.files_sent, part.error) == (PartStatus.COMPLETE, 2, 3, "")
+
+    # An older download that finishes while a newer one streams does not mark the part complete either.
+    older: Any = client.get(part_url(export_row, 1))
+    older_body = iter(older.streaming_content)
+    next(older_body)
+    newer: Any = client.get(part_url(export_row, 1))
+    assert next(iter(newer.streaming_content))
+    for _ in older_body:
+        pass
+    part = fresh_part(export_row)
+    assert (part.status, part.downloads) == (PartStatus.STREAMING, 4)
+    abandon(newer)
+    part = fresh_part(export_row)
+    assert part.status == PartStatus.INTERRUPTED and "connection closed" in part.error
+    assert len(exported_events(tenant)) == 4
+
+
 # --- refusals before any byte ----------------------------------------------------------------------------
 
 SEAL_CAUSE = "Your AWS KMS key denied Decrypt to Kodori's role."
@@ -799,6 +884,58 @@ def test_a_chunk_that_fails_after_the_first_byte_cuts_the_download_and_the_next_
     assert skipped["blob_id"] == str(big.blob.pk) and "chunk" in skipped["reason"]
     part = fresh_part(export_row)
     assert (part.status, part.downloads, part.files_sent) == (PartStatus.COMPLETE, 2, 2)
+
+
+def test_a_file_store_failure_interrupts_the_part_instead_of_leaving_files_out(
+    tenant: Tenant, owner: Any, blob_root: Path, tmp_path: Path
+) -> None:
+    sent = [upload(owner, tenant, f"f{n}.txt", 1000 + n) for n in range(3)]
+    path = blob_root / sent[1].blob.storage_key
+    saved = path.read_bytes()
+    path.unlink()
+    path.mkdir()  # opening it fails with an OS error that says nothing about the object, as a dead store does
+    client = client_for(owner)
+    export_row = make_export(client, "zip")
+    response: Any = client.get(part_url(export_row, 1))
+    assert response.status_code == 200
+    with pytest.raises(StorageUnavailable):
+        b"".join(response.streaming_content)
+    part = fresh_part(export_row)
+    assert (part.status, part.files_sent) == (PartStatus.INTERRUPTED, 1)
+    assert "'f1.txt' could not be read: The file store is not reachable" in part.error
+    assert not AuditEvent.objects.filter(tenant=tenant, type=EventType.BLOB_CORRUPT).exists()
+
+    path.rmdir()
+    path.write_bytes(saved)
+    fetch(client, part_url(export_row, 1), tmp_path / "part1.zip")
+    members = read_archive(tmp_path / "part1.zip", "zip")
+    check_files(members, sent)
+    assert records(manifest(members), "skipped") == []
+
+
+def test_a_damaged_file_restored_from_a_backup_is_exported_again_and_its_damage_mark_lifted(
+    settings: Any, tenant: Tenant, owner: Any, blob_root: Path, tmp_path: Path
+) -> None:
+    settings.BLOB_VERIFY_BEFORE_SEND_BYTES = 64 * KIB
+    small = upload(owner, tenant, "small.bin", 50_000)  # checked whole before its first byte
+    big = upload(owner, tenant, "big.bin", 64 * CHUNK_SIZE + 100)  # streamed
+    store = FileStore(blob_root)
+    backups = {s.blob.pk: store.read(s.blob) for s in (small, big)}
+    _flip(store, small.blob, envelope.HEADER_SIZE + 5)
+    _flip(store, big.blob, envelope.HEADER_SIZE + 40 * SEALED_CHUNK_SIZE + 10)
+    client = client_for(owner)
+    export_row = make_export(client, "zip")
+    with pytest.raises(DownloadAborted):
+        b"".join(client.get(part_url(export_row, 1)).streaming_content)  # type: ignore[attr-defined]
+    assert set(Blob.objects.filter(damaged_at__isnull=False).values_list("pk", flat=True)) == set(backups)
+
+    for s in (small, big):
+        store.write(s.blob, backups[s.blob.pk])
+    fetch(client, part_url(export_row, 1), tmp_path / "part1.zip")
+    check_files(read_archive(tmp_path / "part1.zip", "zip"), [small, big])
+    assert not Blob.objects.filter(damaged_at__isnull=False).exists()
+    repaired = AuditEvent.objects.filter(tenant=tenant, type=EventType.BLOB_REPAIRED)
+    assert sorted(e.payload["blobId"] for e in repaired) == sorted(str(pk) for pk in backups)
 
 
 # --- the API and who may use it ----------------------------------------------------------------------------
