@@ -33,6 +33,7 @@ from typing import Any
 from django.conf import settings
 from django.core.mail import EmailMessage
 from django.db import connection, transaction
+from django.db.models import Sum
 from django.utils import timezone
 
 from audit import payloads
@@ -171,12 +172,13 @@ def destroy_keys(deletion: DeletionRequest) -> bool:
         lifecycle.check(tenant, Transition.BEGIN_ERASURE)
         versions = TenantKeyVersion.objects.for_tenant(tenant)
         blobs = Blob.objects.for_tenant(tenant)
+        ready = blobs.filter(status=BlobStatus.READY)
         counts = {
             "dataKeys": DataKey.objects.for_tenant(tenant).count(),
             "keyVersions": versions.exclude(status=VersionStatus.DESTROYED).count(),
             "keyVersionsDestroyedBefore": versions.filter(status=VersionStatus.DESTROYED).count(),
-            "blobs": blobs.filter(status=BlobStatus.READY).count(),
-            "blobBytes": sum(blobs.filter(status=BlobStatus.READY).values_list("size", flat=True)),
+            "blobs": ready.count(),
+            "blobBytes": int(ready.aggregate(total=Sum("size"))["total"] or 0),
             "uploadsInProgress": blobs.filter(status=BlobStatus.UPLOADING).count(),
             "keys": TenantKey.objects.for_tenant(tenant).count(),
             "apiTokens": ApiToken.objects.for_tenant(tenant).count(),

@@ -159,7 +159,7 @@ class _Progress:
 
     def save(self, **extra: Any) -> None:
         ExportPart.objects.filter(pk=self.part.pk, downloads=self.download).update(
-            bytes_sent=self.bytes, files_sent=self.files, **extra
+            bytes_sent=self.bytes, files_sent=self.files, progress_at=timezone.now(), **extra
         )
         self._saved_bytes, self._saved_at = self.bytes, time.monotonic()
 
@@ -189,6 +189,7 @@ def begin_download(request: HttpRequest, part: ExportPart) -> Iterator[bytes]:
         ExportPart.objects.filter(pk=part.pk).update(
             status=PartStatus.STREAMING,
             started_at=timezone.now(),
+            progress_at=timezone.now(),
             finished_at=None,
             bytes_sent=0,
             files_sent=0,

@@ -12,10 +12,12 @@ when, the erasure's progress (so a crashed erasure resumes where it stopped) and
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 from tenants.models import Tenant
 from tenants.querysets import TenantScopedQuerySet
@@ -110,6 +112,9 @@ class DeletionRequest(models.Model):
         return self.status in OPEN_STATUSES
 
 
+STALLED_AFTER = timedelta(minutes=10)
+
+
 class ExportFormat(models.TextChoices):
     ZIP = "zip", "zip"
     TAR = "tar", "tar"
@@ -172,6 +177,9 @@ class ExportPart(models.Model):
     files_sent = models.BigIntegerField(default=0)
     downloads = models.PositiveIntegerField(default=0)
     started_at = models.DateTimeField(null=True, blank=True)
+    # Last written by the streaming download: a part "streaming" with no progress for STALLED_AFTER is shown
+    # as interrupted (its process died, or the client stopped reading).
+    progress_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)
 
@@ -189,6 +197,24 @@ class ExportPart(models.Model):
         return f"part {self.number} of {self.export_id}"
 
     @property
+    def stalled(self) -> bool:
+        if self.status != PartStatus.STREAMING:
+            return False
+        last = self.progress_at or self.started_at
+        return last is None or timezone.now() - last > STALLED_AFTER
+
+    @property
+    def shown_status(self) -> str:
+        """The status as it is true now: a download that stopped making progress is interrupted."""
+        return PartStatus.INTERRUPTED if self.stalled else self.status
+
+    @property
+    def shown_error(self) -> str:
+        if self.stalled:
+            return "The download stopped making progress (the connection or server went away). Retry it."
+        return self.error
+
+    @property
     def progress_percent(self) -> int:
         if self.status == PartStatus.COMPLETE:
             return 100
@@ -199,9 +225,9 @@ class ExportPart(models.Model):
             "number": self.number,
             "files": self.files,
             "bytes": self.bytes,
-            "status": self.status,
+            "status": self.shown_status,
             "files_sent": self.files_sent,
             "bytes_sent": self.bytes_sent,
             "downloads": self.downloads,
-            "error": self.error or None,
+            "error": self.shown_error or None,
         }

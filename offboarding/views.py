@@ -107,7 +107,7 @@ def export_detail(request: TenantRequest, pk: UUID) -> HttpResponse:
     context = {
         "export": export_row,
         "parts": parts,
-        "streaming": any(p.status == PartStatus.STREAMING for p in parts),
+        "streaming": any(p.shown_status == PartStatus.STREAMING for p in parts),
         "format": archive_format(export_row.format),
     }
     template = (

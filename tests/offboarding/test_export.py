@@ -59,7 +59,7 @@ from encryption.format.cobblestone import CHUNK_SIZE, SEALED_CHUNK_SIZE
 from encryption.models import DataKey, TenantKey
 from encryption.sealing import Trigger, seal_tenant
 from offboarding import erasure, exports
-from offboarding.models import DeletionRequest, Export, ExportPart, PartStatus, Via
+from offboarding.models import STALLED_AFTER, DeletionRequest, Export, ExportPart, PartStatus, Via
 from offboarding.services import schedule_deletion
 from tenants.models import Tenant, TenantState
 from tests.blobs.support import FileStore, S3Store, Store, bearer, make_token, random_stream
@@ -663,6 +663,30 @@ def test_an_abandoned_download_is_interrupted_and_completes_when_downloaded_agai
     assert [e.payload["part"] for e in exported_events(tenant)] == [1, 1]  # one event per download
     page = client.get(reverse("offboarding:export_detail", args=[export_row.pk])).content.decode()
     assert "(2 times)" in page and "interrupted" not in page
+
+
+def test_a_download_whose_process_died_shows_as_interrupted_not_forever_downloading(
+    tenant: Tenant, owner: Any
+) -> None:
+    """A worker killed mid-download leaves the row "streaming": after STALLED_AFTER without progress the page
+    and the API say interrupted, and the page stops polling."""
+    upload(owner, tenant, "f.bin", 2 * MIB)
+    client = client_for(owner)
+    export_row = make_export(client, "zip")
+    response: Any = client.get(part_url(export_row, 1))
+    assert next(iter(response.streaming_content))  # streaming now; the "process" dies without a word
+    detail = reverse("offboarding:export_detail", args=[export_row.pk])
+    assert "hx-trigger" in client.get(detail).content.decode()  # live: the page polls
+    ExportPart.objects.filter(pk=fresh_part(export_row).pk).update(
+        progress_at=timezone.now() - STALLED_AFTER - timedelta(seconds=1)
+    )
+    page = client.get(detail).content.decode()
+    assert "interrupted after" in page and "stopped making progress" in page and "hx-trigger" not in page
+    api = Client().get(
+        reverse("offboarding:api_export", args=[export_row.pk]), **bearer(make_token(owner, tenant))
+    )
+    assert api.json()["parts"][0]["status"] == "interrupted"
+    assert fresh_part(export_row).status == PartStatus.STREAMING  # the row is not rewritten by reading it
 
 
 @pytest.mark.django_db(transaction=True)
