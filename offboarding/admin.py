@@ -4,6 +4,7 @@ requests with their erasure certificates to download."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.contrib import admin
@@ -132,26 +133,20 @@ class DeletionRequestAdmin(admin.ModelAdmin):
         ]
         return extra + super().get_urls()
 
-    def certificate_view(self, request: HttpRequest, pk: Any) -> HttpResponse:
+    def _document(
+        self, request: HttpRequest, pk: Any, field: str, name: Callable[[DeletionRequest], str]
+    ) -> HttpResponse:
+        """A signed document of a deletion request (``certificate`` or ``purge_record``) as a download."""
         deletion = DeletionRequest.objects.select_related("tenant").filter(pk=pk).first()
-        if (
-            deletion is None
-            or deletion.certificate is None
-            or not self.has_view_permission(request, deletion)
-        ):
-            raise Http404("No certificate")
-        response = HttpResponse(certificate.as_bytes(deletion.certificate), content_type="application/json")
-        response["Content-Disposition"] = f'attachment; filename="{certificate.filename(deletion)}"'
+        document = getattr(deletion, field, None) if deletion is not None else None
+        if deletion is None or document is None or not self.has_view_permission(request, deletion):
+            raise Http404(f"No {field.replace('_', ' ')}")
+        response = HttpResponse(certificate.as_bytes(document), content_type="application/json")
+        response["Content-Disposition"] = f'attachment; filename="{name(deletion)}"'
         return response
 
+    def certificate_view(self, request: HttpRequest, pk: Any) -> HttpResponse:
+        return self._document(request, pk, "certificate", certificate.filename)
+
     def purge_record_view(self, request: HttpRequest, pk: Any) -> HttpResponse:
-        deletion = DeletionRequest.objects.select_related("tenant").filter(pk=pk).first()
-        if (
-            deletion is None
-            or deletion.purge_record is None
-            or not self.has_view_permission(request, deletion)
-        ):
-            raise Http404("No purge record")
-        response = HttpResponse(certificate.as_bytes(deletion.purge_record), content_type="application/json")
-        response["Content-Disposition"] = f'attachment; filename="audit-purge-{deletion.tenant.slug}.json"'
-        return response
+        return self._document(request, pk, "purge_record", lambda d: f"audit-purge-{d.tenant.slug}.json")

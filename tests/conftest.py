@@ -261,3 +261,28 @@ def clouds(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
         aws_provider.reset_clients()
         yield running
     running.stop()
+
+
+@pytest.fixture
+def world(
+    tenant: Any,
+    other_tenant: Any,
+    owner: Any,
+    admin: Any,
+    member: Any,
+    viewer: Any,
+    outsider: Any,
+    staff: Any,
+) -> Any:
+    """Every role of the access matrices, in ``tenant``, and an outsider in ``other_tenant``."""
+    from kodori.testing.access import World
+
+    users = {
+        "owner": owner,
+        "admin": admin,
+        "member": member,
+        "viewer": viewer,
+        "outsider": outsider,
+        "staff": staff,
+    }
+    return World(tenant=tenant, other_tenant=other_tenant, users=users)

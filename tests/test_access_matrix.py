@@ -50,28 +50,6 @@ def test_every_named_url_has_an_access_rule() -> None:
     assert not missing, f"add these URLs to a tests/<app>/routes.py: {sorted(missing)}"
 
 
-@pytest.fixture
-def world(
-    tenant: Any,
-    other_tenant: Any,
-    owner: Any,
-    admin: Any,
-    member: Any,
-    viewer: Any,
-    outsider: Any,
-    staff: Any,
-) -> World:
-    users = {
-        "owner": owner,
-        "admin": admin,
-        "member": member,
-        "viewer": viewer,
-        "outsider": outsider,
-        "staff": staff,
-    }
-    return World(tenant=tenant, other_tenant=other_tenant, users=users)
-
-
 def _request(route: Route, world: World, role: str, *, csrf: bool = False) -> Any:
     client = Client(enforce_csrf_checks=csrf)
     if role != "anonymous":

@@ -13,28 +13,6 @@ from tests.blobs.routes import TOKEN_ROUTES
 from tests.blobs.support import bearer, make_token
 
 
-@pytest.fixture
-def world(
-    tenant: Any,
-    other_tenant: Any,
-    owner: Any,
-    admin: Any,
-    member: Any,
-    viewer: Any,
-    outsider: Any,
-    staff: Any,
-) -> World:
-    users = {
-        "owner": owner,
-        "admin": admin,
-        "member": member,
-        "viewer": viewer,
-        "outsider": outsider,
-        "staff": staff,
-    }
-    return World(tenant=tenant, other_tenant=other_tenant, users=users)
-
-
 def _request(route: Route, world: World, role: str, client: Client) -> Any:
     headers = dict(route.headers)
     if role not in ("anonymous", "staff"):

@@ -26,28 +26,6 @@ from tests.offboarding.routes import ROUTES, TOKEN_ROUTES
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def world(
-    tenant: Any,
-    other_tenant: Any,
-    owner: Any,
-    admin: Any,
-    member: Any,
-    viewer: Any,
-    outsider: Any,
-    staff: Any,
-) -> World:
-    users = {
-        "owner": owner,
-        "admin": admin,
-        "member": member,
-        "viewer": viewer,
-        "outsider": outsider,
-        "staff": staff,
-    }
-    return World(tenant=tenant, other_tenant=other_tenant, users=users)
-
-
 def _call(client: Client, route: Route, world: World, headers: dict[str, str]) -> Any:
     url = reverse(route.name, kwargs=route.kwargs(world) if route.kwargs else None)
     data = route.data(world) if route.data else {}
