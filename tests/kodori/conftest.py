@@ -1,6 +1,5 @@
-"""Fixtures of the project-level tests: the real console log handler's output and the access matrix's
-``world`` (tenant ``acme``, a user per role, another tenant). A private blob store, ``blob_root``, is in
-``tests/conftest.py``."""
+"""Fixtures of the project-level tests: the real console log handler's output. The access matrix's
+``world`` and a private blob store, ``blob_root``, are in ``tests/conftest.py``."""
 
 from __future__ import annotations
 
@@ -11,7 +10,6 @@ from collections.abc import Iterator
 import pytest
 
 from kodori.middleware import RequestIdLogFilter
-from tests.test_access_matrix import world  # noqa: F401  (the access matrix's fixture, for the route walks)
 
 
 class LogLines:
