@@ -349,6 +349,25 @@ def test_the_owners_e_mail_and_the_admin_download_are_the_same_bytes(
     assert client_for(member).get(url).status_code == 302  # not staff: the admin's login, not the file
 
 
+def test_the_erased_tenants_chain_is_readable_by_support_only(erased: Erased, staff: Any, owner: Any) -> None:
+    """Kept read-only for support: the admin lists the erased tenant's events; its former owner has no way
+    in (no membership is left), and nobody can change an event."""
+    tenant = erased.tenant
+    url = reverse("admin:audit_auditevent_changelist") + f"?q={tenant.slug}"
+    page = client_for(staff).get(url)
+    assert page.status_code == 200
+    assert "tenant.erased" in page.content.decode() and "tenant.erasure-started" in page.content.decode()
+    event = AuditEvent.objects.filter(tenant=tenant).order_by("-seq").first()
+    assert event is not None
+    change = client_for(staff).post(
+        reverse("admin:audit_auditevent_change", args=[event.pk]), {"type": "tenant.sealed"}
+    )
+    assert change.status_code == 403
+    assert AuditEvent.objects.get(pk=event.pk).type == "tenant.erased"
+    assert client_for(owner).get(reverse("audit:index")).status_code == 403  # no tenant left for them
+    assert client_for(owner).get(url).status_code == 302  # not staff: the admin's login
+
+
 # --- what stays, and for how long ---------------------------------------------------------------------------
 
 

@@ -48,6 +48,9 @@ SUPPORT_PERMISSIONS = [
     "change_chainbreak",
     "view_scrubpass",
     "view_deletionrequest",
+    # An erased tenant's audit chain stays readable by support only, until TENANT_AUDIT_RETENTION_DAYS end.
+    "view_auditevent",
+    "view_checkpoint",
 ]
 
 
