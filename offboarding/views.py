@@ -11,6 +11,7 @@ from uuid import UUID
 from django.contrib import messages
 from django.http import HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from blobs.errors import BlobError
@@ -47,6 +48,7 @@ def _deletion_page(request: TenantRequest, form: ScheduleDeletionForm, status: i
     return render(request, "offboarding/deletion.html", context, status=status)
 
 
+@sensitive_post_parameters("password")  # never in an error report
 @require_POST
 @tenant_required(*OWNERS)
 def schedule(request: TenantRequest) -> HttpResponse:

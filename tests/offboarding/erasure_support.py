@@ -1,14 +1,20 @@
-"""Helpers of the erasure tests (``test_erasure.py``, ``test_erasure_live.py``, ``test_certificate.py``): what
-a tenant holds, read straight from the tables, and a deletion that is already due."""
+"""Helpers of the erasure tests (``test_erasure_*.py``, ``test_crypto_erasure.py``, ``test_erasure_live.py``,
+``test_certificate_*.py``): what a tenant holds, read straight from the tables, its objects seen behind
+Kodori's back (on the filesystem or S3), a deletion that is already due, and an erased tenant with its
+certificate."""
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+from django.core import mail
 from django.utils import timezone
 
+from audit import verify_bundle
 from audit.models import AuditEvent
 from blobs.models import ApiToken, Blob, BlobStatus, ScrubPass
 from encryption.models import (
@@ -19,6 +25,7 @@ from encryption.models import (
     TenantKeyVersion,
     VersionStatus,
 )
+from offboarding import certificate
 from offboarding.models import DeletionRequest, Export, Via
 from offboarding.services import schedule_deletion
 from offboarding.tasks import erase_due_tenants
@@ -112,3 +119,76 @@ def body(response: Any) -> bytes:
     if response.streaming:
         return b"".join(response.streaming_content)
     return bytes(response.content)
+
+
+# --- where the objects are: the filesystem or S3 ------------------------------------------------------------
+
+BUCKET = "kodori-test-erasure"
+MiB = 1 << 20
+
+
+class Objects:
+    """The objects of the ``blobs`` storage, seen behind Kodori's back."""
+
+    def __init__(self, root: Path | None = None, client: Any = None) -> None:
+        self.root, self.client = root, client
+
+    def under(self, prefix: str) -> dict[str, bytes]:
+        """Every object whose key starts with ``prefix``: key -> bytes."""
+        if self.client is None:
+            assert self.root is not None
+            base = self.root / prefix
+            files = [p for p in base.rglob("*") if p.is_file()] if base.exists() else []
+            return {str(p.relative_to(self.root)): p.read_bytes() for p in files}
+        listing = self.client.list_objects_v2(Bucket=BUCKET, Prefix=f"prefix/{prefix}")
+        return {
+            item["Key"].removeprefix("prefix/"): self.read(item["Key"].removeprefix("prefix/"))
+            for item in listing.get("Contents", [])
+        }
+
+    def read(self, key: str) -> bytes:
+        if self.client is None:
+            assert self.root is not None
+            return (self.root / key).read_bytes()
+        return bytes(self.client.get_object(Bucket=BUCKET, Key=f"prefix/{key}")["Body"].read())
+
+    def unfinished_uploads(self, prefix: str) -> list[str]:
+        """S3 multipart uploads begun and never completed nor aborted (their parts are stored bytes too)."""
+        if self.client is None:
+            return []
+        found = self.client.list_multipart_uploads(Bucket=BUCKET, Prefix=f"prefix/{prefix}")
+        return [upload["Key"].removeprefix("prefix/") for upload in found.get("Uploads", [])]
+
+
+# --- an erased tenant and its certificate -------------------------------------------------------------------
+
+RETENTION_DAYS = 400
+REASON = "Ticket 4711: the customer's signed letter of 2 March asks us to close the account."
+
+
+@dataclass
+class Erased:
+    tenant: Tenant
+    deletion: DeletionRequest
+    counts: dict[str, int]  # what the tables held right before the erasure
+    message: Any  # the certificate e-mail
+
+
+def erase(tenant: Tenant, actor: Any, capture: Any, **schedule: Any) -> Erased:
+    deletion = schedule_due(tenant, actor, **schedule)
+    counts = snapshot_counts(tenant)
+    mail.outbox.clear()
+    assert run_task(capture) == [tenant.slug]
+    deletion.refresh_from_db()
+    tenant.refresh_from_db()
+    (message,) = mail.outbox
+    return Erased(tenant, deletion, counts, message)
+
+
+def write(signed: dict[str, Any], path: Path) -> Path:
+    path.write_bytes(certificate.as_bytes(signed))
+    return path
+
+
+def verify(path: Path, *keys: str) -> int:
+    return verify_bundle.main([str(path), *[a for key in keys for a in ("--public-key", key)]])

@@ -9,7 +9,7 @@
   100 MiB, and the client receives the file byte for byte. Printed: MiB/s of that export download and of a
   plain download of the same file in the same run.
 
-``test_export.py`` proves the rules in process.
+``test_export_*.py`` prove the rules in process.
 """
 
 from __future__ import annotations
