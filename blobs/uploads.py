@@ -160,7 +160,10 @@ class Upload:
             raise from_key_error(exc) from exc
         try:
             with transaction.atomic():
-                Tenant.objects.select_for_update().filter(pk=tenant.pk).first()
+                # Under the tenant's lock, the state as it is now: a deletion scheduled (or an erasure begun,
+                # which takes this lock) since the check above refuses the reservation; the key goes.
+                locked = Tenant.objects.select_for_update().filter(pk=tenant.pk).first()
+                check_writable(locked or tenant)
                 limits = limits_for(tenant)
                 reserved = declared_size or 0
                 limits.check(reserved)

@@ -31,7 +31,7 @@ from django.db.models import Max
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
-from tenants.models import Tenant
+from tenants.models import Tenant, TenantState
 
 from . import aead, alerts
 from .format.errors import NotAuthentic
@@ -240,6 +240,15 @@ def current_tkv(tenant: Tenant) -> TenantKeyVersion | None:
     )
 
 
+def _check_provisioning(locked: Tenant) -> None:
+    """Key material is only ever made for an active tenant: never again once its erasure has begun (its
+    versions are destroyed then, and an upload begun before must not bring a fresh one back)."""
+    if locked.state != TenantState.ACTIVE:
+        raise KeyUnavailable(
+            f"{locked.name} is {locked.get_state_display().lower()}: no new key can be made for it."
+        )
+
+
 def active_tkv(tenant: Tenant) -> TenantKeyVersion:
     """The tenant's active TKV (with its KEK), provisioning a kodori-managed one on first use."""
     tkv = current_tkv(tenant)
@@ -247,7 +256,7 @@ def active_tkv(tenant: Tenant) -> TenantKeyVersion:
         return tkv
     try:
         with transaction.atomic():
-            Tenant.objects.select_for_update().get(pk=tenant.pk)
+            _check_provisioning(Tenant.objects.select_for_update().get(pk=tenant.pk))
             # Another request may have provisioned it while we waited for the lock.
             tkv = TenantKeyVersion.objects.for_tenant(tenant).filter(status=VersionStatus.ACTIVE).first()
             if tkv is None:
@@ -261,6 +270,7 @@ def add_key_version(tenant: Tenant) -> TenantKeyVersion:
     """A new TKV under the tenant's active KEK (the current one filled up). Not a custody change: no walk
     starts, and existing DEKs keep opening through their own version."""
     with transaction.atomic():
+        _check_provisioning(Tenant.objects.select_for_update().get(pk=tenant.pk))
         kek = TenantKey.objects.for_tenant(tenant).select_for_update().filter(status=KeyStatus.ACTIVE).first()
         if kek is None:
             if TenantKeyVersion.objects.for_tenant(tenant).exists():
