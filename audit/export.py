@@ -146,25 +146,35 @@ def bundle_header(
     }
 
 
+def signed_bundle(
+    tenant: Tenant,
+    first: int,
+    last: int,
+    *,
+    exported_by: str,
+    filters: AuditFilters,
+    status: chain.ChainStatus,
+) -> Iterator[bytes]:
+    """The evidence bundle of events ``first``..``last``, with event ``last`` signed first, so a bundle cut
+    short fails offline verification (``/audit``'s export and the tenant export)."""
+    end = AuditEvent.objects.for_tenant(tenant).get(seq=last)
+    sign_checkpoint(tenant, upto=end, reason=CheckpointReason.EXPORT)
+    checkpoints = list(
+        Checkpoint.objects.for_tenant(tenant).filter(seq__gte=first, seq__lte=last).order_by("seq")
+    )
+    header = bundle_header(
+        tenant, first, last, exported_by=exported_by, filters=filters, status=status, checkpoints=checkpoints
+    )
+    return bundle_chunks(tenant, header, checkpoints)
+
+
 def whole_chain_bundle(tenant: Tenant, *, exported_by: str) -> Iterator[bytes]:
-    """The evidence bundle of ``tenant``'s whole chain up to its head now, with the head signed (so a bundle
-    cut short fails offline verification). Nothing when the chain is empty. For the tenant export."""
+    """The evidence bundle of ``tenant``'s whole chain up to its head now. Nothing when the chain is empty."""
     end = chain.head(tenant)
     if end is None:
         return iter(())
     status = chain.verify(tenant, found_by="export")
-    sign_checkpoint(tenant, upto=end, reason=CheckpointReason.EXPORT)
-    checkpoints = list(Checkpoint.objects.for_tenant(tenant).filter(seq__lte=end.seq).order_by("seq"))
-    header = bundle_header(
-        tenant,
-        1,
-        end.seq,
-        exported_by=exported_by,
-        filters=AuditFilters(),
-        status=status,
-        checkpoints=checkpoints,
-    )
-    return bundle_chunks(tenant, header, checkpoints)
+    return signed_bundle(tenant, 1, end.seq, exported_by=exported_by, filters=AuditFilters(), status=status)
 
 
 def bundle_chunks(tenant: Tenant, header: dict[str, Any], checkpoints: list[Checkpoint]) -> Iterator[bytes]:

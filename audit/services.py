@@ -93,7 +93,7 @@ def record(
     check_payload(payload)
     # Exactly the value that gets hashed is stored (tuples become lists, and so on).
     payload = orjson.loads(canonical_json(payload))
-    actor_id, actor_name, actor_email = _actor_fields(actor)
+    actor_id, actor_name, actor_email = actor_fields(actor)
     request_id, ip = _request_fields(request)
     pieces = body_pieces(
         tenant=tenant.pk, type_=kind.value, actor_id=actor_id, actor_name=actor_name, actor_email=actor_email,
@@ -134,7 +134,8 @@ def _clean(value: str, limit: int) -> str:
     return redact_key_ids(value).replace("\x00", "").encode("utf-8", "replace").decode()[:limit]
 
 
-def _actor_fields(actor: Any) -> tuple[int | None, str, str]:
+def actor_fields(actor: Any) -> tuple[int | None, str, str]:
+    """(id, name, e-mail) of the person acting, as events (and rows that name a person) copy them."""
     if actor is None or not getattr(actor, "is_authenticated", False):
         return None, "system", ""
     name = actor.get_full_name() if hasattr(actor, "get_full_name") else ""

@@ -18,7 +18,7 @@ from tenants.roles import Role
 from . import chain, export, payloads, services, signing
 from .filters import AuditFilters
 from .forms import AcknowledgeForm
-from .models import AcknowledgedVia, AuditEvent, ChainBreak, Checkpoint, CheckpointReason, EventType
+from .models import AcknowledgedVia, AuditEvent, ChainBreak, Checkpoint, EventType
 from .presenters import break_row, row
 
 
@@ -129,28 +129,15 @@ def export_bundle(request: HttpRequest) -> HttpResponse:
         return redirect(f"{reverse('audit:index')}?{filters.querystring()}")
     first, last = span
     status = chain.verify(tenant)
-    end = AuditEvent.objects.for_tenant(tenant).get(seq=last)
     # The export signs its last event, so a bundle cut short fails offline verification.
-    services.sign_checkpoint(tenant, upto=end, reason=CheckpointReason.EXPORT)
-    checkpoints = list(
-        Checkpoint.objects.for_tenant(tenant).filter(seq__gte=first, seq__lte=last).order_by("seq")
-    )
-    header = export.bundle_header(
-        tenant,
-        first,
-        last,
-        exported_by=request.user.get_username(),
-        filters=filters,
-        status=status,
-        checkpoints=checkpoints,
+    chunks = export.signed_bundle(
+        tenant, first, last, exported_by=request.user.get_username(), filters=filters, status=status
     )
     payload = payloads.audit_exported(
         export_format="bundle", first_seq=first, last_seq=last, filters=filters.querystring()
     )
     services.record(tenant, EventType.AUDIT_EXPORTED, actor=request.user, payload=payload, request=request)
-    response = StreamingHttpResponse(
-        export.bundle_chunks(tenant, header, checkpoints), content_type="application/zip"
-    )
+    response = StreamingHttpResponse(chunks, content_type="application/zip")
     name = f"kodori-audit-{tenant.slug}-{first}-{last}-{_stamp()}.zip"
     response["Content-Disposition"] = f'attachment; filename="{name}"'
     return cast(HttpResponse, response)

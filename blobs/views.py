@@ -59,9 +59,8 @@ def blob_list(request: TenantRequest) -> HttpResponse:
         blobs = blobs.filter(name__icontains=form.query())
     paginator = Paginator(blobs.order_by(*form.ordering()), settings.BLOB_PAGE_SIZE)
     page = paginator.get_page(request.GET.get("page"))
-    writable = (
-        not request.tenant.is_read_only
-    )  # scheduled for deletion: no delete buttons (the service refuses)
+    # Scheduled for deletion: no delete buttons (the service would refuse them).
+    writable = not request.tenant.is_read_only
     rows = [
         {"blob": b, "can_delete": writable and services.can_delete(request.membership, b)}
         for b in page.object_list
@@ -77,7 +76,7 @@ def blob_list(request: TenantRequest) -> HttpResponse:
         "rows": rows,
         "sort_links": _sort_links(form),
         "page_query": urlencode(keep),
-        "can_upload": request.membership.role_enum.can_upload and not request.tenant.is_read_only,
+        "can_upload": writable and request.membership.role_enum.can_upload,
         "usage": uploads.tenant_usage(request.tenant),
         "quota": settings.BLOB_TENANT_QUOTA,
         "damaged_count": damaged_count,

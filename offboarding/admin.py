@@ -56,11 +56,9 @@ class TenantOffboardingActions:
             title="Schedule tenant deletion",
             intro=(
                 f"Schedule the deletion of these tenants in {services.DEFAULT_DAYS} days? Each becomes "
-                "read-only "
-                "at once, its owners are e-mailed, and any owner can cancel until the date. Then Kodori "
-                "destroys "
-                "its keys and erases everything. The request you quote is recorded in each tenant's audit "
-                "log."
+                "read-only at once, its owners are e-mailed, and any owner can cancel until the date. Then "
+                "Kodori destroys its keys and erases everything. The request you quote is recorded in each "
+                "tenant's audit log."
             ),
             lines=[f"{t.name} ({t.slug}) — {t.get_state_display()}" for t in tenants],
             pks=[t.pk for t in tenants],

@@ -45,6 +45,11 @@ def used_customer_keys(deletion: DeletionRequest) -> list[dict[str, Any]]:
     ]
 
 
+def key_names(keys: list[dict[str, Any]]) -> str:
+    """``aws-kms …a1b2c3d4e5f6, gcp-kms …9f8e7d6c5b4a``: keys as the certificate and the e-mail name them."""
+    return ", ".join(f"{k.get('provider')} …{k.get('keyIdSuffix')}" for k in keys)
+
+
 def coverage(deletion: DeletionRequest, retained_until: datetime) -> dict[str, list[str]]:
     customer_keys = used_customer_keys(deletion)
     covered = [
@@ -55,8 +60,7 @@ def coverage(deletion: DeletionRequest, retained_until: datetime) -> dict[str, l
         "Every stored file object, every upload in progress, every API token and every membership of the "
         "tenant was then deleted.",
         "No call to the tenant's key management service was needed; a revoked or deleted customer key did "
-        "not "
-        "prevent the erasure.",
+        "not prevent the erasure.",
     ]
     not_covered = [
         "Database backups and replicas taken before the keys were destroyed still hold wrapped data keys and "
@@ -67,11 +71,10 @@ def coverage(deletion: DeletionRequest, retained_until: datetime) -> dict[str, l
         f"{format_time(retained_until)}; it is then removed and a final signed record is kept.",
     ]
     if customer_keys:
-        suffixes = ", ".join(f"{k.get('provider')} …{k.get('keyIdSuffix')}" for k in customer_keys)
         not_covered.append(
             "Wrapped keys in those backups were protected by the customer's own key(s) "
-            f"({suffixes}): scheduling the deletion of those keys in the customer's own KMS makes every such "
-            "backup permanently unreadable. Kodori cannot do this for the customer."
+            f"({key_names(customer_keys)}): scheduling the deletion of those keys in the customer's own KMS "
+            "makes every such backup permanently unreadable. Kodori cannot do this for the customer."
         )
     if any(k.get("wrapMethod") == "global" or str(k.get("wrapMethod", "")).startswith("operator_")
            for k in deletion.keys):  # fmt: skip
@@ -164,18 +167,16 @@ def mail_lines(deletion: DeletionRequest) -> list[str]:
         f"Kodori erased {tenant.name} on {due_text(deletion.completed_at)}.",
         f"Destroyed first, in one transaction: {destroyed.get('data_keys', 0):,} data keys and "
         f"{destroyed.get('key_versions', 0):,} key versions. Then removed: {destroyed.get('blobs', 0):,} "
-        "files, "
-        f"{destroyed.get('api_tokens', 0):,} API tokens and {destroyed.get('memberships', 0):,} memberships.",
+        f"files, {destroyed.get('api_tokens', 0):,} API tokens and "
+        f"{destroyed.get('memberships', 0):,} memberships.",
         "The attached certificate is signed with Kodori's audit key. Verify it offline with the verifier "
-        "that "
-        "comes with every audit evidence bundle: python verify_audit_bundle.py "
+        "that comes with every audit evidence bundle: python verify_audit_bundle.py "
         f"{filename(deletion)} --public-key <Kodori's audit public key>",
     ]
     customer = used_customer_keys(deletion)
     if customer:
-        names = ", ".join(f"{k.get('provider')} …{k.get('keyIdSuffix')}" for k in customer)
         lines.append(
-            f"To finish the job in your own KMS, schedule the deletion of {names}: database backups taken "
-            "before the erasure then become permanently unreadable too."
+            f"To finish the job in your own KMS, schedule the deletion of {key_names(customer)}: database "
+            "backups taken before the erasure then become permanently unreadable too."
         )
     return lines

@@ -14,8 +14,7 @@ def short_window_not_in_production(app_configs: Any = None, **kwargs: Any) -> li
         return [
             Error(
                 "TENANT_DELETION_SHORT_WINDOW_SECONDS is set in production: scheduled deletions would fall "
-                "due "
-                "in seconds instead of 7-30 days.",
+                "due in seconds instead of 7-30 days.",
                 hint="Unset it; it is for development and demos only.",
                 id="offboarding.E001",
             )

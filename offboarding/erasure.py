@@ -154,13 +154,6 @@ def erase(deletion_pk: Any) -> bool:
 # --- 1. Keys ------------------------------------------------------------------------------------------------
 
 
-def _key_list(tenant: Tenant) -> list[dict[str, Any]]:
-    keys = TenantKey.objects.for_tenant(tenant).order_by("created_at", "pk")
-    return [
-        {"wrap_method": k.wrap_method, "key_id": k.key_id, "status": k.status, "label": k.label} for k in keys
-    ]
-
-
 def destroy_keys(deletion: DeletionRequest) -> bool:
     """Step 1, in one transaction. False (nothing changed) when the deletion is not due or was cancelled."""
     now = timezone.now()
@@ -169,7 +162,7 @@ def destroy_keys(deletion: DeletionRequest) -> bool:
         deletion = DeletionRequest.objects.select_for_update().get(pk=deletion.pk)
         if deletion.status != DeletionStatus.SCHEDULED or deletion.due_at > now:
             return False
-        lifecycle.check(tenant, Transition.BEGIN_ERASURE)
+        erasing = lifecycle.check(tenant, Transition.BEGIN_ERASURE)
         versions = TenantKeyVersion.objects.for_tenant(tenant)
         blobs = Blob.objects.for_tenant(tenant)
         ready = blobs.filter(status=BlobStatus.READY)
@@ -184,7 +177,6 @@ def destroy_keys(deletion: DeletionRequest) -> bool:
             "apiTokens": ApiToken.objects.for_tenant(tenant).count(),
             "memberships": Membership.objects.for_tenant(tenant).count(),
         }
-        keys = _key_list(tenant)
         # The destruction itself: two statements, no KMS call.
         DataKey.objects.for_tenant(tenant).update(wrapped_dek=b"")
         versions.exclude(status=VersionStatus.DESTROYED).update(
@@ -193,7 +185,7 @@ def destroy_keys(deletion: DeletionRequest) -> bool:
         RewrapJob.objects.for_tenant(tenant).filter(status__in=LIVE_REWRAP_STATUSES).update(
             status=RewrapStatus.CANCELLED, finished_at=now, updated_at=now
         )
-        tenant.state = lifecycle.check(tenant, Transition.BEGIN_ERASURE)
+        tenant.state = erasing
         tenant.save(update_fields=["state"])
         deletion.status = DeletionStatus.ERASING
         deletion.step = ErasureStep.KEYS_DESTROYED
@@ -201,12 +193,12 @@ def destroy_keys(deletion: DeletionRequest) -> bool:
         deletion.counts = counts
         deletion.keys = [
             {
-                "wrapMethod": k["wrap_method"],
-                "provider": payloads.provider_label(k["wrap_method"]),
-                "keyIdSuffix": key_id_suffix(k["key_id"]),
-                "status": k["status"],
+                "wrapMethod": k.wrap_method,
+                "provider": payloads.provider_label(k.wrap_method),
+                "keyIdSuffix": key_id_suffix(k.key_id),
+                "status": k.status,
             }
-            for k in keys
+            for k in TenantKey.objects.for_tenant(tenant).order_by("created_at", "pk")
         ]
         deletion.owner_emails = owner_emails(tenant)
         deletion.last_error = ""
@@ -214,7 +206,7 @@ def destroy_keys(deletion: DeletionRequest) -> bool:
         record(
             tenant,
             EventType.TENANT_ERASURE_STARTED,
-            payload=payloads.erasure_counts(counts, keys),
+            payload=payloads.erasure_counts(counts, _payload_keys(deletion)),
         )
     logger.info("offboarding: tenant %s: keys destroyed (%s data keys)", tenant.slug, counts["dataKeys"])
     return True

@@ -22,12 +22,12 @@ from django.utils import timezone
 from audit import payloads
 from audit.encoding import format_time
 from audit.models import EventType
-from audit.services import record
+from audit.services import actor_fields, record
 from tenants import lifecycle
 from tenants.lifecycle import TenantStateError, Transition, due_text
 from tenants.models import Membership, Tenant, TenantState
 
-from .models import DeletionRequest, DeletionStatus, Via
+from .models import OPEN_STATUSES, DeletionRequest, DeletionStatus, Via
 
 logger = logging.getLogger(__name__)
 
@@ -47,14 +47,7 @@ def due_date(now: datetime, days: int) -> datetime:
 
 
 def open_request(tenant: Tenant) -> DeletionRequest | None:
-    return DeletionRequest.objects.for_tenant(tenant).filter(status__in=["scheduled", "erasing"]).first()
-
-
-def _person(actor: Any) -> tuple[int | None, str, str]:
-    if actor is None or not getattr(actor, "is_authenticated", False):
-        return None, "Kodori", ""
-    name = actor.get_full_name() if hasattr(actor, "get_full_name") else ""
-    return actor.pk, name or actor.get_username(), getattr(actor, "email", "") or ""
+    return DeletionRequest.objects.for_tenant(tenant).filter(status__in=OPEN_STATUSES).first()
 
 
 def owner_emails(tenant: Tenant) -> list[str]:
@@ -88,7 +81,7 @@ def schedule_deletion(
         tenant = Tenant.objects.select_for_update().get(pk=tenant.pk)
         lifecycle.check(tenant, Transition.SCHEDULE)
         due = due_date(now, int(days))
-        person_id, name, email = _person(actor)
+        person_id, name, email = actor_fields(actor)
         deletion = DeletionRequest.objects.create(
             tenant=tenant,
             via=via,
@@ -126,7 +119,7 @@ def cancel_deletion(
         deletion = DeletionRequest.objects.select_for_update().get(
             tenant=tenant, status=DeletionStatus.SCHEDULED
         )
-        _, name, email = _person(actor)
+        _, name, email = actor_fields(actor)
         deletion.status = DeletionStatus.CANCELLED
         deletion.cancelled_at = timezone.now()
         deletion.cancelled_by_name = name
