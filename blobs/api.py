@@ -10,18 +10,14 @@ Another tenant's blob id is 404, exactly like an id that never existed.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from collections.abc import Callable
-from datetime import datetime
 from functools import cache, wraps
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 from django.conf import settings
-from django.db.models import Q
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
@@ -29,7 +25,7 @@ from django.views.decorators.csrf import csrf_exempt
 from tenants.access import UPLOADERS, TenantRequest
 from tenants.models import Role
 
-from . import downloads, services, uploads
+from . import downloads, listing, services, uploads
 from .errors import (
     BadRequest,
     BlobError,
@@ -148,20 +144,6 @@ def blobs(request: TenantRequest) -> HttpResponse:
     return _list(request)
 
 
-def _encode_cursor(blob: Blob) -> str:
-    raw = f"{blob.created_at.isoformat()}|{blob.pk}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        when, _, pk = raw.partition("|")
-        return datetime.fromisoformat(when), UUID(pk)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise BadRequest("The cursor is not one this API gave out.") from None
-
-
 def _list(request: TenantRequest) -> HttpResponse:
     """Newest first, keyset pagination: ``next_cursor`` stays correct while blobs are added or deleted."""
     try:
@@ -170,21 +152,14 @@ def _list(request: TenantRequest) -> HttpResponse:
         raise BadRequest("limit must be a whole number from 1 to 200.") from None
     if not 1 <= limit <= 200:
         raise BadRequest("limit must be a whole number from 1 to 200.")
-    blobs = Blob.objects.visible_in(request.tenant).order_by("-created_at", "-id")
+    blobs = Blob.objects.visible_in(request.tenant)
     if query := request.GET.get("q", "").strip():
         blobs = blobs.filter(name__icontains=query)
-    if cursor := request.GET.get("cursor"):
-        when, pk = _decode_cursor(cursor)
-        blobs = blobs.filter(Q(created_at__lt=when) | Q(created_at=when, id__lt=pk))
-    page = list(blobs[: limit + 1])
-    more = len(page) > limit
-    page = page[:limit]
-    return JsonResponse(
-        {
-            "items": [blob_json(b) for b in page],
-            "next_cursor": _encode_cursor(page[-1]) if more else None,
-        }
-    )
+    try:
+        page = listing.page(blobs, listing.DEFAULT_SORT, limit, after=request.GET.get("cursor"))
+    except ValueError:
+        raise BadRequest("The cursor is not one this API gave out.") from None
+    return JsonResponse({"items": [blob_json(b) for b in page.rows], "next_cursor": page.next_cursor})
 
 
 def _upload(request: TenantRequest) -> HttpResponse:

@@ -4,26 +4,19 @@ from __future__ import annotations
 
 from django import forms
 
-SORTS = {
-    "name": ("name", "id"),
-    "-name": ("-name", "-id"),
-    "size": ("size", "id"),
-    "-size": ("-size", "-id"),
-    "created": ("created_at", "id"),
-    "-created": ("-created_at", "-id"),
-}
+from .listing import DEFAULT_SORT, SORTS, Sort
+
 SORT_LABELS = {"name": "Name", "size": "Size", "created": "Uploaded"}
 
 
 class BlobListForm(forms.Form):
-    """``?q=report&sort=-size&page=2``: everything the list shows is in its URL."""
+    """``?q=report&sort=-size&after=<cursor>``: everything the list shows is in its URL (``listing``)."""
 
     q = forms.CharField(required=False, max_length=200, label="Search by name")
     sort = forms.ChoiceField(required=False, choices=[(key, key) for key in SORTS])
 
-    def ordering(self) -> tuple[str, ...]:
-        sort = self.cleaned_data.get("sort") if self.is_valid() else ""
-        return SORTS.get(sort or "-created", SORTS["-created"])
+    def sort_order(self) -> Sort:
+        return SORTS.get(self.sort_key(), DEFAULT_SORT)
 
     def query(self) -> str:
         return (self.cleaned_data.get("q") or "").strip() if self.is_valid() else ""

@@ -15,8 +15,9 @@ import uuid
 from typing import Any, Self
 
 from django.conf import settings
-from django.db import models
-from django.db.models.functions import Coalesce
+from django.contrib.postgres.indexes import GinIndex, OpClass
+from django.db import connection, models
+from django.db.models.functions import Coalesce, Upper
 from django.utils import timezone
 
 from encryption.models import DataKey
@@ -91,7 +92,11 @@ class Blob(models.Model):
         ordering = ["-created_at", "-id"]
         indexes = [
             models.Index(fields=["tenant", "status", "-created_at", "-id"], name="blobs_tenant_recent"),
-            models.Index(fields=["tenant", "status", "name"], name="blobs_tenant_name"),
+            # One index per sort of the list, each ending in the id: keyset pages (``blobs.listing``).
+            models.Index(fields=["tenant", "status", "name", "id"], name="blobs_tenant_name_id"),
+            models.Index(fields=["tenant", "status", "size", "id"], name="blobs_tenant_size_id"),
+            # Name search: ``name__icontains`` is ``UPPER(name) LIKE UPPER('%q%')``, served by trigrams of it.
+            GinIndex(OpClass(Upper("name"), name="gin_trgm_ops"), name="blobs_name_trgm"),
             models.Index(fields=["status", "created_at"], name="blobs_status_created"),
             models.Index(
                 fields=["tenant"], condition=models.Q(damaged_at__isnull=False), name="blobs_tenant_damaged"
@@ -130,6 +135,76 @@ class Blob(models.Model):
 
     def owned_by(self, user: Any) -> bool:
         return self.created_by_id is not None and self.created_by_id == getattr(user, "pk", None)
+
+
+class TenantBlobStats(models.Model):
+    """A tenant's blob totals as of the last fold; what they are now is this plus the tenant's pending
+    ``BlobStatDelta`` rows, which triggers on ``blobs`` append in the same transaction as the rows (migration
+    0004). Read them with :meth:`of`.
+
+    ``ready_count``/``ready_bytes``: the files users see; ``total_bytes``: those plus the declared sizes of
+    uploads in flight, which is what the quota counts.
+    """
+
+    tenant = models.OneToOneField(Tenant, primary_key=True, on_delete=models.CASCADE, related_name="+")
+    ready_count = models.BigIntegerField(default=0)
+    ready_bytes = models.BigIntegerField(default=0)
+    total_bytes = models.BigIntegerField(default=0)
+
+    class Meta:
+        db_table = "blob_tenant_stats"
+        verbose_name_plural = "tenant blob stats"
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(ready_count__gte=0, ready_bytes__gte=0, total_bytes__gte=0),
+                name="blob_tenant_stats_not_negative",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.ready_count} files, {self.ready_bytes} bytes"
+
+    @classmethod
+    def of(cls, tenant_id: int) -> TenantBlobStats:
+        """The tenant's totals now (an unsaved instance): base plus pending deltas, in one statement, so a
+        fold committing in between cannot make a delta count twice or not at all."""
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT coalesce(sum(ready_count), 0), coalesce(sum(ready_bytes), 0), "
+                "coalesce(sum(total_bytes), 0) FROM ("
+                "SELECT ready_count, ready_bytes, total_bytes FROM blob_tenant_stats WHERE tenant_id = %s "
+                "UNION ALL "
+                "SELECT ready_count, ready_bytes, total_bytes FROM blob_stat_deltas WHERE tenant_id = %s) x",
+                [tenant_id, tenant_id],
+            )
+            count, ready, total = cursor.fetchone()
+        return cls(
+            tenant_id=tenant_id, ready_count=int(count), ready_bytes=int(ready), total_bytes=int(total)
+        )
+
+
+class BlobStatDelta(models.Model):
+    """What one statement changed in a tenant's totals, not yet folded into ``TenantBlobStats``. Written only
+    by the triggers on ``blobs``; no foreign key, so appending one never waits for a lock."""
+
+    tenant_id = models.BigIntegerField(db_index=True)
+    ready_count = models.BigIntegerField()
+    ready_bytes = models.BigIntegerField()
+    total_bytes = models.BigIntegerField()
+
+    class Meta:
+        db_table = "blob_stat_deltas"
+
+    def __str__(self) -> str:
+        return f"tenant {self.tenant_id}: {self.ready_count:+d} files"
+
+
+def fold_counters() -> int:
+    """Move pending deltas into the bases (blob totals and per key version data-key counts); how many delta
+    rows were folded. Safe to run at any time, concurrently too: reads are exact either way."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT fold_blob_stats() + fold_data_key_counts()")
+        return int(cursor.fetchone()[0])
 
 
 class PassStatus(models.TextChoices):

@@ -26,7 +26,6 @@ from typing import IO, Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Sum
 from django.http import HttpRequest
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
@@ -51,7 +50,7 @@ from .errors import (
     check_writable,
     from_key_error,
 )
-from .models import Blob, BlobStatus, storage_key_for
+from .models import Blob, BlobStatus, TenantBlobStats, storage_key_for
 from .storage import blob_storage, delete_object
 
 logger = logging.getLogger(__name__)
@@ -92,8 +91,9 @@ def clean_content_type(raw: str | None, name: str) -> str:
 
 
 def tenant_usage(tenant: Tenant) -> int:
-    """Bytes counted against the quota: finished blobs plus the reservations of uploads in flight."""
-    return int(Blob.objects.for_tenant(tenant).aggregate(total=Sum("size"))["total"] or 0)
+    """Bytes counted against the quota: finished blobs plus the reservations of uploads in flight (the
+    tenant's counters, which PostgreSQL keeps in step with the rows)."""
+    return TenantBlobStats.of(tenant.pk).total_bytes
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ from uuid import UUID
 
 from django.conf import settings
 from django.contrib import messages
-from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -21,10 +20,10 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from tenants.access import UPLOADERS, TenantRequest, tenant_required
 
-from . import downloads, scrub, services, uploads
+from . import downloads, listing, scrub, services, uploads
 from .errors import BlobError, check_writable
 from .forms import SORT_LABELS, BlobListForm
-from .models import Blob
+from .models import Blob, TenantBlobStats
 from .upload_handler import EncryptingUploadHandler, parse_multipart
 
 
@@ -50,6 +49,10 @@ def _sort_links(form: BlobListForm) -> list[dict[str, Any]]:
     return links
 
 
+# A search shows how many files match up to this many ("1,000+ matches"), never counting a million rows.
+SEARCH_COUNT_CAP = 1000
+
+
 @require_GET
 @tenant_required()
 def blob_list(request: TenantRequest) -> HttpResponse:
@@ -57,15 +60,28 @@ def blob_list(request: TenantRequest) -> HttpResponse:
     blobs = Blob.objects.visible_in(request.tenant)
     if form.query():
         blobs = blobs.filter(name__icontains=form.query())
-    paginator = Paginator(blobs.order_by(*form.ordering()), settings.BLOB_PAGE_SIZE)
-    page = paginator.get_page(request.GET.get("page"))
+    cursor_error = ""
+    try:
+        page = listing.page(
+            blobs,
+            form.sort_order(),
+            settings.BLOB_PAGE_SIZE,
+            after=request.GET.get("after"),
+            before=None if "after" in request.GET else request.GET.get("before"),
+            last="after" not in request.GET and "before" not in request.GET and "last" in request.GET,
+        )
+    except ValueError:
+        cursor_error = "That page link is out of date or damaged; here is the first page."
+        page = listing.page(blobs, form.sort_order(), settings.BLOB_PAGE_SIZE)
+    if not page.rows and not cursor_error and {"after", "before", "last"} & set(request.GET):
+        page = listing.page(blobs, form.sort_order(), settings.BLOB_PAGE_SIZE)  # the files beyond it are gone
     # Scheduled for deletion: no delete buttons (the service would refuse them).
     writable = not request.tenant.is_read_only
     rows = [
-        {"blob": b, "can_delete": writable and services.can_delete(request.membership, b)}
-        for b in page.object_list
+        {"blob": b, "can_delete": writable and services.can_delete(request.membership, b)} for b in page.rows
     ]
     keep = {k: v for k, v in (("q", form.query()), ("sort", form.sort_key())) if v and v != "-created"}
+    stats = TenantBlobStats.of(request.tenant.pk)
     # Damage found by the scrub or a download: every member sees which files no longer authenticate (the
     # banner lists the first 50 by name and says how many there are).
     damaged = Blob.objects.visible_in(request.tenant).damaged()
@@ -73,17 +89,36 @@ def blob_list(request: TenantRequest) -> HttpResponse:
     ctx = {
         "form": form,
         "page": page,
+        "pager": _pager(page, keep),
         "rows": rows,
         "sort_links": _sort_links(form),
-        "page_query": urlencode(keep),
+        "cursor_error": cursor_error,
+        "file_count": stats.ready_count,
+        "matches": listing.count_up_to(blobs, SEARCH_COUNT_CAP + 1) if form.query() else None,
+        "match_cap": SEARCH_COUNT_CAP,
         "can_upload": writable and request.membership.role_enum.can_upload,
-        "usage": uploads.tenant_usage(request.tenant),
+        "usage": stats.total_bytes,
         "quota": settings.BLOB_TENANT_QUOTA,
         "damaged_count": damaged_count,
         "damaged": list(damaged.order_by("name", "pk")[:50]) if damaged_count else [],
         "last_scrub": scrub.last_finished(request.tenant) if damaged_count else None,
     }
     return render(request, "blobs/list.html", ctx)
+
+
+def _pager(page: listing.Page, keep: dict[str, str]) -> dict[str, str]:
+    """First / previous / next / last links of a keyset page ("" where there is nowhere to go)."""
+
+    def link(**extra: str) -> str:
+        params = {**keep, **extra}
+        return reverse("blobs:list") + ("?" + urlencode(params) if params else "")
+
+    return {
+        "first": link() if page.has_previous else "",
+        "previous": link(before=page.previous_cursor) if page.previous_cursor else "",
+        "next": link(after=page.next_cursor) if page.next_cursor else "",
+        "last": link(last="1") if page.has_next else "",
+    }
 
 
 @csrf_exempt  # CSRF is checked below, after the upload handlers are in place (Django's documented way)

@@ -31,9 +31,9 @@ from audit.models import EventType
 from audit.services import record
 from tenants.models import Tenant
 
-from . import keyring
+from . import coverage, keyring
 from .coverage import holds_live_versions
-from .models import DataKey, KeyStatus, TenantKey, TenantKeyVersion, VersionStatus, WrapMethod
+from .models import KeyStatus, TenantKey, TenantKeyVersion, VersionStatus, WrapMethod
 from .providers import FailureKind, KeyContext, ProviderError, provider_for
 from .sealing import Trigger, seal, unseal
 
@@ -66,7 +66,7 @@ def stale_pending_keys() -> list[int]:
 
 
 def _data_keys_under(key: TenantKey) -> int:
-    return DataKey.objects.filter(tenant_id=key.tenant_id, tkv__kek=key).count()
+    return sum(n for _, n in coverage.with_data_keys(TenantKeyVersion.objects.filter(kek=key)))
 
 
 def _forget_cached(key: TenantKey) -> None:

@@ -163,6 +163,9 @@ class TenantKeyVersion(models.Model):
     wrapped_key = models.BinaryField()
     status = models.CharField(max_length=16, choices=VersionStatus.choices, default=VersionStatus.ACTIVE)
     wrap_count = models.BigIntegerField(default=0)
+    # How many data keys this version wrapped when the counters were last folded; what it wraps now is this
+    # plus its pending ``DataKeyCountDelta`` rows (``encryption.counters``, migration 0005).
+    data_key_count = models.BigIntegerField(default=0, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     retired_at = models.DateTimeField(null=True, blank=True)
     destroyed_at = models.DateTimeField(null=True, blank=True)
@@ -185,6 +188,9 @@ class TenantKeyVersion(models.Model):
             models.CheckConstraint(
                 condition=~models.Q(status=VersionStatus.DESTROYED) | models.Q(wrapped_key=b""),
                 name="tkv_destroyed_is_empty",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(data_key_count__gte=0), name="tkv_data_key_count_valid"
             ),
         ]
         ordering = ["tenant", "-version"]
@@ -219,6 +225,21 @@ class DataKey(models.Model):
 
     def __str__(self) -> str:
         return f"data key of blob {self.blob_id}"
+
+
+class DataKeyCountDelta(models.Model):
+    """Data keys one statement added (+) or removed (-) under a key version, not yet folded into
+    ``TenantKeyVersion.data_key_count``. Written only by the triggers on ``data_keys``; no foreign key, so
+    appending one never waits for a lock."""
+
+    tkv_id = models.BigIntegerField(db_index=True)
+    n = models.BigIntegerField()
+
+    class Meta:
+        db_table = "data_key_count_deltas"
+
+    def __str__(self) -> str:
+        return f"{self.n:+d} data keys under key version {self.tkv_id}"
 
 
 class RewrapStatus(models.TextChoices):

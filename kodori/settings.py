@@ -251,6 +251,11 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "task": "blobs.tasks.sweep_stale_uploads",
         "schedule": env.float("BLOB_SWEEP_INTERVAL_SECONDS", default=900.0),
     },
+    # Fold the counters' pending deltas (blob totals, data keys per key version) into their bases.
+    "blobs-fold-counters": {
+        "task": "blobs.tasks.fold_counters",
+        "schedule": env.float("COUNTER_FOLD_INTERVAL_SECONDS", default=60.0),
+    },
     # The scrub: a bounded, rate-limited slice of the pass over every blob (BLOB_SCRUB_* below).
     "blobs-scrub": {
         "task": "blobs.tasks.scrub_blobs",

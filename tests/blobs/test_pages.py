@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import re
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +20,6 @@ pytestmark = pytest.mark.django_db
 
 
 def _names(content: bytes) -> list[str]:
-    import re
-
     return re.findall(r'<a href="/blobs/[0-9a-f-]+">([^<]+)</a>', content.decode())
 
 
@@ -29,7 +29,10 @@ def test_the_list_searches_sorts_and_pages_in_the_url(as_user: Any, member: Any,
         make_blob(member, b"x" * size, name=name)
     client = as_user(member)
     assert _names(client.get(reverse("blobs:list"), {"sort": "name"}).content) == ["alpha.txt", "beta.txt"]
-    assert _names(client.get(reverse("blobs:list"), {"sort": "name", "page": 2}).content) == ["gamma.log"]
+    first = client.get(reverse("blobs:list"), {"sort": "name"}).content.decode()
+    following = re.search(r'href="([^"]+)" rel="next"', first)
+    assert following is not None
+    assert _names(client.get(html.unescape(following.group(1))).content) == ["gamma.log"]
     assert _names(client.get(reverse("blobs:list"), {"sort": "-size"}).content) == ["beta.txt", "gamma.log"]
     assert _names(client.get(reverse("blobs:list"), {"sort": "size"}).content) == ["alpha.txt", "gamma.log"]
     assert _names(client.get(reverse("blobs:list")).content) == ["gamma.log", "alpha.txt"]  # newest first
