@@ -41,7 +41,7 @@ def test_walking_next_then_previous_visits_every_file_once_in_order(
     files: list[Blob], tenant: Any, key: str
 ) -> None:
     sort, visible = listing.SORTS[key], Blob.objects.visible_in(tenant)
-    page, seen = listing.page(visible, sort, 3), []
+    page, seen = listing.page(visible, sort, 3), list[Any]()
     assert not page.has_previous
     while True:
         seen += [b.pk for b in page.rows]
@@ -50,7 +50,7 @@ def test_walking_next_then_previous_visits_every_file_once_in_order(
         page = listing.page(visible, sort, 3, after=page.next_cursor)
         assert page.has_previous
     assert seen == _expected(files, sort)
-    back = []
+    back: list[Any] = []
     page = listing.page(visible, sort, 3, last=True)
     assert not page.has_next and page.has_previous
     while True:

@@ -93,7 +93,11 @@ def test_counters_equal_real_counts_after_concurrent_uploads_deletes_and_a_rewra
     abandoned = Upload.begin(tenant, member, "abandoned.bin", None, declared_size=1000)
 
     def upload(user: Any, prefix: str) -> Callable[[], None]:
-        return lambda: [make_blob(user, b"y" * (i + 1), name=f"{prefix}-{i}.txt") for i in range(UPLOADS)]
+        def run() -> None:
+            for i in range(UPLOADS):
+                make_blob(user, b"y" * (i + 1), name=f"{prefix}-{i}.txt")
+
+        return run
 
     def delete() -> None:
         for blob in before[::2][:DELETES]:
