@@ -18,6 +18,7 @@ from typing import IO, Any
 
 from django.core.files import File
 from django.core.files.storage import FileSystemStorage, Storage, storages
+from storages.utils import clean_name
 
 # One ranged GET fetches at most this much: the random-access reader asks for ~1 MiB at a time, in order.
 S3_WINDOW = 8 * 1024 * 1024
@@ -117,6 +118,18 @@ def open_stored(key: str) -> tuple[Reader, int] | None:
     return handle, os.fstat(handle.fileno()).st_size
 
 
-def delete_object(key: str) -> None:
-    """Remove ``key``'s object; an object that is already gone is not an error."""
-    blob_storage().delete(key)
+def delete_object(key: str, *, unfinished: bool = False) -> None:
+    """Remove ``key``'s object; an object that is already gone is not an error.
+
+    ``unfinished``: the object of an upload that never finished. On S3 such an upload, cut off mid-body,
+    leaves no object but the parts of a multipart upload, which the bucket keeps (and bills) until aborted:
+    abort every one for exactly this key too (only then: it costs a listing call finished blobs do not need).
+    """
+    storage = blob_storage()
+    storage.delete(key)
+    bucket = getattr(storage, "bucket", None)
+    if unfinished and bucket is not None:
+        name = storage._normalize_name(clean_name(key))  # type: ignore[attr-defined]  # with the prefix
+        for upload in bucket.multipart_uploads.filter(Prefix=name):
+            if upload.object_key == name:
+                upload.abort()

@@ -310,7 +310,7 @@ def forget_upload(blob: Blob) -> bool:
     ``uploading`` (finished, or removed meanwhile) is left alone.
     """
     try:
-        delete_object(blob.storage_key)
+        delete_object(blob.storage_key, unfinished=True)
     except Exception:
         logger.warning("blobs: object of unfinished upload %s left for the sweeper", blob.pk, exc_info=True)
         return False

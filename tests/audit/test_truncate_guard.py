@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from django.core.checks import run_checks
@@ -158,3 +159,47 @@ def test_an_acknowledgement_cannot_be_changed(a_break: ChainBreak) -> None:
 def test_an_acknowledgement_needs_a_reason_and_an_event(a_break: ChainBreak) -> None:
     with pytest.raises(DatabaseError, match="audit_break_ack_has_reason_and_event"), transaction.atomic():
         ChainBreak.objects.filter(pk=a_break.pk).update(acknowledged_at=timezone.now())
+
+
+def _production_env(database_url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KODORI_", "AUDIT_", "DJANGO_"))}
+    env.update({
+        "DJANGO_ENV": "production", "DJANGO_SETTINGS_MODULE": "kodori.settings", "DATABASE_URL": database_url,
+        "REDIS_URL": "redis://127.0.0.1:9/0",
+        "SECRET_KEY": "a-production-secret-key-with-plenty-of-entropy-0123456789",
+        "AUTH_SECRET": "a-long-random-auth-secret-for-key-derivation-0123456789",
+        "ALLOWED_HOSTS": "kodori.example.com",
+        "AUDIT_SIGNING_KEY": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+    })  # fmt: skip
+    return env
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_release_steps_migrate_a_new_production_database_and_then_pass_the_check() -> None:
+    """``migrate`` runs the database checks before it migrates: on a new database the guard is not there yet,
+    which must not stop the very command that installs it. Once migrated, ``check --database`` passes."""
+    import psycopg
+
+    params = connection.get_connection_params()
+    name = "kodori_release_steps"
+    admin = psycopg.connect(**{**params, "dbname": "postgres"}, autocommit=True)
+    try:
+        admin.execute(f"DROP DATABASE IF EXISTS {name}")
+        admin.execute(f"CREATE DATABASE {name}")
+        secret = f":{quote(params['password'], safe='')}" if params.get("password") else ""
+        url = f"postgres://{params['user']}{secret}@{params['host']}:{params['port']}/{name}"
+        env = _production_env(url)
+        manage = [sys.executable, "manage.py"]
+        migrate = subprocess.run(
+            [*manage, "migrate", "--noinput"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+        )
+        assert migrate.returncode == 0, migrate.stderr[-3000:]
+        check = subprocess.run(
+            [*manage, "check", "--database", "default"], cwd=REPO, env=env, capture_output=True, text=True,
+            timeout=120,
+        )  # fmt: skip
+        assert check.returncode == 0, check.stderr[-3000:]
+        assert "audit.E002" not in check.stdout + check.stderr
+    finally:
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()

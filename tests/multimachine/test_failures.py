@@ -256,6 +256,5 @@ def test_an_upload_cut_off_by_killing_its_web_server_is_never_visible_and_is_swe
     assert not Blob.objects.filter(pk=blob.pk).exists()
     assert not DataKey.objects.filter(blob_id=blob.pk).exists()
     assert blob.storage_key not in whole.object_keys()
-    # What the sweeper does not remove: the parts of the unfinished multipart upload. The bucket's lifecycle
-    # rule that aborts incomplete multipart uploads does (docs/operations.md, "Blob storage", "Deployment").
-    assert parts_in_s3(whole.s3, whole.bucket, blob.storage_key) == parts
+    # The parts of the unfinished multipart upload are aborted too: nothing of the cut-off upload is left.
+    assert parts_in_s3(whole.s3, whole.bucket, blob.storage_key) == 0
