@@ -16,7 +16,9 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 def names(page: Any) -> list[str]:
-    return [name.strip() for name in page.locator("table.blobs-table tbody td:first-child a").all_inner_texts()]
+    return [
+        name.strip() for name in page.locator("table.blobs-table tbody td:first-child a").all_inner_texts()
+    ]
 
 
 def pager_links(page: Any) -> list[str]:
