@@ -121,6 +121,55 @@ class Page:
         return encode(self.sort, self.rows[0]) if self.has_previous and self.rows else None
 
 
+# A search walks at most this many of the tenant's files past the cursor in the sort's index (cheap, and
+# exactly right while matches are near), then looks the rest up by trigrams instead: a term whose matches all
+# lie far down the index (last year's month in the names) would otherwise walk a million rows to fill a page.
+SEARCH_WINDOW = 20_000
+
+# The same order as ``Sort.ordering``, written so that no index can produce it: PostgreSQL then finds the rows
+# by the search's own (trigram) index and sorts those few, instead of walking the sort's index.
+_UNINDEXED = {"created_at": "+ interval '0'", "size": "+ 0", "name": "|| ''"}
+
+
+def _unindexed_ordering(sort: Sort) -> list[Any]:
+    expression = RawSQL(f'("blobs"."{sort.column}" {_UNINDEXED[sort.column]})', ())  # noqa: S611
+    return [expression.desc() if sort.descending else expression.asc(), sort.ordering[1]]
+
+
+def _not_beyond(blobs: QuerySet[Blob], sort: Sort, value: Any, pk: UUID) -> QuerySet[Blob]:
+    op = ">=" if sort.descending else "<="
+    condition = RawSQL(f'("blobs"."{sort.column}", "blobs"."id") {op} (%s, %s)', (value, pk), BooleanField())  # noqa: S611
+    return blobs.filter(condition)
+
+
+def _rows(
+    blobs: QuerySet[Blob],
+    scan: Sort,
+    start: tuple[Any, UUID] | None,
+    n: int,
+    window_of: QuerySet[Blob] | None,
+) -> list[Blob]:
+    """Up to ``n`` rows of ``blobs`` in ``scan``'s order, after ``start`` (or from the beginning).
+
+    ``window_of``: every file the search looks through (``blobs`` before its name filter). Given, the rows are
+    looked for first among the next ``SEARCH_WINDOW`` files of the index, then by trigrams beyond them.
+    """
+    ahead = beyond(blobs, scan, *start) if start else blobs
+    if window_of is None:
+        return list(ahead.order_by(*scan.ordering)[:n])
+    everything = beyond(window_of, scan, *start) if start else window_of
+    edge = list(
+        everything.order_by(*scan.ordering).values_list(scan.column, "id")[SEARCH_WINDOW - 1 : SEARCH_WINDOW]
+    )
+    if not edge:
+        return list(ahead.order_by(*scan.ordering)[:n])  # fewer files than the window remain: walk them all
+    near = list(_not_beyond(ahead, scan, *edge[0]).order_by(*scan.ordering)[:n])
+    if len(near) == n:
+        return near
+    far = beyond(blobs, scan, *edge[0]).order_by(*_unindexed_ordering(scan))[: n - len(near)]
+    return near + list(far)
+
+
 def page(
     blobs: QuerySet[Blob],
     sort: Sort,
@@ -129,31 +178,34 @@ def page(
     after: str | None = None,
     before: str | None = None,
     last: bool = False,
+    window_of: QuerySet[Blob] | None = None,
 ) -> Page:
     """One page of ``blobs`` in ``sort``'s order: the first, the one after or before a cursor, or the last.
 
-    Raises ``ValueError`` for a cursor this module did not give out (or one of another sort).
+    ``window_of``: for a search, the files it searches (see ``_rows``). Raises ``ValueError`` for a cursor
+    this module did not give out (or one of another sort).
     """
     backwards = before is not None or last
     scan = sort.reversed() if backwards else sort
-    rows_qs = blobs
+    start = None
     if after is not None or before is not None:
-        value, pk = decode(sort, after if after is not None else before)  # type: ignore[arg-type]
-        rows_qs = beyond(blobs, scan, value, pk)
-    rows = list(rows_qs.order_by(*scan.ordering)[: size + 1])
+        start = decode(sort, after if after is not None else before)  # type: ignore[arg-type]
+    rows = _rows(blobs, scan, start, size + 1, window_of)
     more = len(rows) > size
     rows = rows[:size]
     if backwards:
         rows.reverse()
-        has_previous, has_next = more, bool(rows) and _exists_beyond(blobs, sort, rows[-1])
+        has_previous, has_next = more, bool(rows) and _exists_beyond(blobs, sort, rows[-1], window_of)
     else:
         has_next = more
-        has_previous = after is not None and bool(rows) and _exists_beyond(blobs, sort.reversed(), rows[0])
+        has_previous = (
+            after is not None and bool(rows) and _exists_beyond(blobs, sort.reversed(), rows[0], window_of)
+        )
     return Page(rows, sort, has_next, has_previous)
 
 
-def _exists_beyond(blobs: QuerySet[Blob], sort: Sort, row: Blob) -> bool:
-    return beyond(blobs, sort, getattr(row, sort.column), row.pk).exists()
+def _exists_beyond(blobs: QuerySet[Blob], sort: Sort, row: Blob, window_of: QuerySet[Blob] | None) -> bool:
+    return bool(_rows(blobs, sort, (getattr(row, sort.column), row.pk), 1, window_of))
 
 
 def count_up_to(blobs: QuerySet[Blob], cap: int) -> int:

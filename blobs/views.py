@@ -6,6 +6,7 @@ Each view reads "load, check access, act, redirect". Blobs are loaded only throu
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, cast
 from urllib.parse import urlencode
 from uuid import UUID
@@ -57,24 +58,28 @@ SEARCH_COUNT_CAP = 1000
 @tenant_required()
 def blob_list(request: TenantRequest) -> HttpResponse:
     form = BlobListForm(request.GET)
-    blobs = Blob.objects.visible_in(request.tenant)
+    every = blobs = Blob.objects.visible_in(request.tenant)
     if form.query():
         blobs = blobs.filter(name__icontains=form.query())
+    first = partial(
+        listing.page,
+        blobs,
+        form.sort_order(),
+        settings.BLOB_PAGE_SIZE,
+        window_of=every if form.query() else None,
+    )
     cursor_error = ""
     try:
-        page = listing.page(
-            blobs,
-            form.sort_order(),
-            settings.BLOB_PAGE_SIZE,
+        page = first(
             after=request.GET.get("after"),
             before=None if "after" in request.GET else request.GET.get("before"),
             last="after" not in request.GET and "before" not in request.GET and "last" in request.GET,
         )
     except ValueError:
         cursor_error = "That page link is out of date or damaged; here is the first page."
-        page = listing.page(blobs, form.sort_order(), settings.BLOB_PAGE_SIZE)
+        page = first()
     if not page.rows and not cursor_error and {"after", "before", "last"} & set(request.GET):
-        page = listing.page(blobs, form.sort_order(), settings.BLOB_PAGE_SIZE)  # the files beyond it are gone
+        page = first()  # the files beyond it are gone
     # Scheduled for deletion: no delete buttons (the service would refuse them).
     writable = not request.tenant.is_read_only
     rows = [

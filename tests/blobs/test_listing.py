@@ -172,3 +172,28 @@ def test_name_search_uses_the_trigram_index(files: list[Blob]) -> None:
     use it (on a table this small the planner would pick another index, so only the predicate is asked)."""
     plan = _plan(Blob.objects.filter(name__icontains="lph"))
     assert "blobs_name_trgm" in plan, plan
+
+
+@pytest.mark.parametrize("key", sorted(listing.SORTS))
+def test_a_search_finds_matches_beyond_its_index_window_in_order_both_ways(
+    files: list[Blob], tenant: Any, key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a window of 2 files every page mixes matches found by walking the index with matches found
+    beyond it by trigrams: together they must be exactly the simple walk's pages."""
+    monkeypatch.setattr(listing, "SEARCH_WINDOW", 2)
+    sort, every = listing.SORTS[key], Blob.objects.visible_in(tenant)
+    matches = every.filter(name__icontains="ALPHA")
+    expected = [b.pk for b in matches.order_by(*sort.ordering)]
+    assert len(expected) == 4
+    page, seen = listing.page(matches, sort, 1, window_of=every), list[Any]()
+    while True:
+        seen += [b.pk for b in page.rows]
+        if not page.has_next:
+            break
+        page = listing.page(matches, sort, 1, after=page.next_cursor, window_of=every)
+        assert page.has_previous
+    assert seen == expected
+    page = listing.page(matches, sort, 3, last=True, window_of=every)
+    assert [b.pk for b in page.rows] == expected[-3:] and page.has_previous and not page.has_next
+    page = listing.page(matches, sort, 3, before=page.previous_cursor, window_of=every)
+    assert [b.pk for b in page.rows] == expected[:1] and not page.has_previous and page.has_next
