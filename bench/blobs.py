@@ -1,37 +1,45 @@
 """Benchmark of blob upload and download through the API, encrypted, against the same stack unencrypted.
 
-Starts a private PostgreSQL and a production-style server (gunicorn, gthread workers, ``DEBUG`` off) on
-loopback, makes a tenant, a member and an API token, and moves one file (1 GiB by default, 128 MiB with
-``--quick``) through two paths of the same server, round after round, interleaved:
+Starts a private PostgreSQL and a production server (gunicorn with ``kodori.gunicorn_conf``: its worker class,
+worker and thread counts unless ``--workers``/``--threads`` say otherwise; ``DEBUG`` off) on loopback, makes
+a tenant, a member and an API token, and moves one file (1 GiB by default, 128 MiB with ``--quick``) through
+two paths of the same server, round after round, interleaved:
 
 * encrypted: the real API, ``POST /api/v1/blobs`` and ``GET /api/v1/blobs/<id>`` (streaming encryption into
   the blob storage, streaming decryption out of it);
-* baseline: ``/bench/plain`` on the same server, same token check, same 1 MiB body reads, same storage,
-  but the bytes are written and read back as they are (a streaming response in 1 MiB pieces). This view
-  exists only in this module's URLconf, which only this benchmark's server loads
-  (``bench.blobs:application``); production's ``kodori.urls`` never mounts it.
+* baseline: ``/bench/plain`` on the same server, same token check, same 1 MiB body reads, same storage at
+  the same file offsets (the object starts with a header's worth of bytes), but the bytes are written and
+  read back as they are (a streaming response in 1 MiB pieces). This view exists only in this module's
+  URLconf, which only this benchmark's server loads (``bench.blobs:application``); production's
+  ``kodori.urls`` never mounts it.
 
-The client sends the file with ``sendfile`` and reads responses into a reused buffer, so it costs the
-server's two cores as little as possible. Every transfer is checked by size, and the last round's encrypted
-download by SHA-256. The workers' peak RSS is reset after warm-up (``/proc/<pid>/clear_refs``) and read
-afterwards (VmHWM). The server logs each request's CPU time in its serving thread. Final line (one line;
-MB = 10^6 bytes; medians over the rounds)::
+The client (``bench/blobs_client.py``) sends the file with ``sendfile`` and reads responses into a reused
+buffer, so it costs the server's two cores as little as possible. Every transfer is checked by size, and the
+last round's encrypted download by SHA-256. The workers' peak RSS is reset after warm-up
+(``/proc/<pid>/clear_refs``) and read afterwards (VmHWM). The server logs each request's CPU time in its
+serving thread.
 
-    blobs upload_ratio=<enc/base> download_ratio=<enc/base> upload_mb_s=<enc> download_mb_s=<enc>
+The floor of an encrypted download is the plain download plus AES-256-GCM decryption at the format's
+chunking: each round also times raw ``AESGCM.decrypt`` over as many 16 KiB chunks, single thread, in this
+process. After the rounds, 1, 2 and 4 encrypted downloads of the last blob run at once (each client stream
+in a process of its own, discarding the bytes in the kernel) and their aggregate wall-clock throughput is
+compared with one stream's. Final line (one line; MB = 10^6 bytes; medians over the rounds)::
+
+    blobs upload_ratio=<enc/base> download_ratio=<enc/base> download_vs_limit=<floor/enc>
+    upload_mb_s=<enc> download_mb_s=<enc> concurrent_2x=<2 streams/1> concurrent_4x=<4 streams/1>
     server_rss_growth_mib=<peak minus warm RSS, worst worker>
 
-The ratios compare MB per second of *server CPU time*, because the host is shared and wall-clock throughput
-of the same run swings by 2-5x with the neighbours' load (like ``bench/crypto.py``); the wall-clock ratios
-are printed just above it. ``upload_mb_s``/``download_mb_s`` are wall-clock. Run from the repository root:
-``python bench/blobs.py [--quick] [--size-mib N] [--rounds N]``.
+The ratios and ``download_vs_limit`` compare *server CPU time* per byte, because the host is shared and
+wall-clock throughput of the same run swings by 2-5x with the neighbours' load (like ``bench/crypto.py``); the
+wall-clock ratios are printed just above it. ``upload_mb_s``/``download_mb_s`` and the concurrency figures are
+wall-clock. Run from the repository root:
+``python bench/blobs.py [--quick] [--size-mib N] [--rounds N] [--workers N] [--threads N]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
-import http.client
-import json
 import os
 import shutil
 import signal
@@ -93,7 +101,7 @@ class _Measured:
         log = os.environ.get("KODORI_BENCH_CPU_LOG")
         if log:
             with Path(log).open("a") as f:
-                f.write(f"{self._path} {spent:.6f}\n")
+                f.write(f"{self._path} {os.getpid()} {spent:.6f}\n")
 
 
 def __getattr__(name: str) -> Any:
@@ -119,10 +127,17 @@ def _authenticated(request: Any) -> bool:
 
 
 def _plain_upload(request: Any) -> Any:
-    """The baseline upload: the encrypted path's body reads and buffers (``streamio``), minus the cipher."""
+    """The baseline upload: the encrypted path's body reads and buffers (``streamio``), minus the cipher.
+
+    The object starts with as many bytes as the blob format's header, so its writes land at the same file
+    offsets as the encrypted path's: 1 MiB writes at 1 MiB-aligned offsets ran 3-7x slower here, and slower
+    with every upload, as the page cache grew (large folios on a VM's memory), which made the baseline, not
+    the cipher, the thing measured.
+    """
     from django.http import HttpResponse, JsonResponse
 
     from blobs.storage import blob_storage
+    from encryption.format.envelope import HEADER_SIZE
     from encryption.format.streamio import buffer, fill, write_all
 
     if request.method != "POST" or not _authenticated(request):
@@ -130,6 +145,7 @@ def _plain_upload(request: Any) -> Any:
     length = int(request.META["CONTENT_LENGTH"])
     key = f"bench/{uuid.uuid4().hex}"
     sink = blob_storage().open(key, "wb")
+    sink.write(bytes(HEADER_SIZE))
     body = _Body(request, length)
     view = buffer(READ)
     while got := fill(body, view):
@@ -149,18 +165,23 @@ class _Body:
 
 
 def _plain_download(request: Any, key: str) -> Any:
-    """The baseline download: the decrypting path's reads and 1 MiB pieces, minus the cipher."""
+    """The baseline download: the decrypting path's reads and 1 MiB pieces, minus the cipher (or DELETE)."""
     from django.http import HttpResponse, StreamingHttpResponse
 
     from blobs.storage import blob_storage
+    from encryption.format.envelope import HEADER_SIZE
     from encryption.format.streamio import buffer, fill
 
     if not _authenticated(request):
         return HttpResponse(status=401)
     storage = blob_storage()
     name = f"bench/{key}"
-    size = storage.size(name)
+    if request.method == "DELETE":
+        storage.delete(name)
+        return HttpResponse(status=204)
+    size = storage.size(name) - HEADER_SIZE
     source = storage.open(name, "rb")
+    source.seek(HEADER_SIZE)
 
     def pieces() -> Any:
         view = buffer(READ)
@@ -177,6 +198,7 @@ def _plain_download(request: Any, key: str) -> Any:
 
 # Programs post here with a bearer token, like the API: no cookies, so no CSRF (what csrf_exempt sets).
 _plain_upload.csrf_exempt = True  # type: ignore[attr-defined]
+_plain_download.csrf_exempt = True  # type: ignore[attr-defined]
 
 
 # --- The driver --------------------------------------------------------------------------------------------
@@ -209,71 +231,6 @@ print("TOKEN=" + services.create_token(tenant, user, "bench")[1])
 """
 
 
-class Client:
-    def __init__(self, port: int, token: str) -> None:
-        self.port, self.token = port, token
-        self.buffer = memoryview(bytearray(READ))
-
-    def upload(self, path: str, source: Path, size: int) -> dict[str, Any]:
-        with socket.create_connection(("127.0.0.1", self.port)) as sock, source.open("rb") as f:
-            head = (
-                f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {self.token}\r\n"
-                "Content-Type: application/octet-stream\r\n"
-                f"Content-Length: {size}\r\nConnection: close\r\n\r\n"
-            )
-            sock.sendall(head.encode())
-            sock.sendfile(f)
-            reply = b""
-            while chunk := sock.recv(65536):
-                reply += chunk
-        status = reply.split(b" ", 2)[1]
-        if status != b"201":
-            raise RuntimeError(f"upload to {path} failed: {reply[:500]!r}")
-        body: dict[str, Any] = json.loads(reply.split(b"\r\n\r\n", 1)[1])
-        return body
-
-    def download(self, path: str, digest: Any = None) -> int:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=600)
-        conn.request("GET", path, headers={"Authorization": f"Bearer {self.token}"})
-        response = conn.getresponse()
-        if response.status != 200:
-            raise RuntimeError(f"download of {path} failed: {response.status} {response.read()[:300]!r}")
-        total = 0
-        while got := response.readinto(self.buffer):
-            if digest is not None:
-                digest.update(self.buffer[:got])
-            total += got
-        conn.close()
-        return total
-
-
-def _worker_pids(master: int) -> list[int]:
-    import psutil
-
-    return [child.pid for child in psutil.Process(master).children()]
-
-
-def _status(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) // 1024  # kB → MiB
-    return 0
-
-
-def _cpu_entries(log: Path) -> list[str]:
-    return log.read_text().splitlines() if log.exists() else []
-
-
-def _next_cpu(log: Path, seen: int) -> float:
-    """The server CPU seconds of the request after the first ``seen`` in the log (waits for it)."""
-    for _ in range(500):
-        entries = _cpu_entries(log)
-        if len(entries) > seen:
-            return float(entries[seen].rsplit(" ", 1)[1])
-        time.sleep(0.01)
-    raise RuntimeError("the server did not log the request's CPU time")
-
-
 def _pair(figures: dict[str, list[float]], at: int, unit: str, *, ratios: bool = False) -> str:
     """``upload 300 vs 400 MB/s (0.75), download ...``: encrypted vs baseline."""
     parts = []
@@ -283,20 +240,36 @@ def _pair(figures: dict[str, list[float]], at: int, unit: str, *, ratios: bool =
     return ", ".join(parts) + " (encrypted vs baseline)"
 
 
-def _make_source(path: Path, size: int) -> str:
-    digest = hashlib.sha256()
-    with path.open("wb") as f:
-        left = size
-        while left:
-            piece = os.urandom(min(8 * MIB, left))
-            f.write(piece)
-            digest.update(piece)
-            left -= len(piece)
-    return digest.hexdigest()
+def _start_server(env: dict[str, str], port: int, workers: int | None, threads: int | None) -> Any:
+    """gunicorn with production's configuration (``kodori.gunicorn_conf``), serving this module's URLconf."""
+    gunicorn = str(Path(sys.executable).parent / "gunicorn")
+    command = [gunicorn, "bench.blobs:application", "--config", "python:kodori.gunicorn_conf"]
+    command += ["--bind", f"127.0.0.1:{port}", "--timeout", "600", "--log-level", "warning"]
+    command += ["--workers", str(workers)] if workers else []
+    command += ["--threads", str(threads)] if threads else []
+    server = subprocess.Popen(command, cwd=REPO, env=env)
+    for _ in range(200):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    return server
 
 
-def run(size: int, rounds: int, workers: int) -> None:
+def run(size: int, rounds: int, workers: int | None, threads: int | None) -> None:
     sys.path.insert(0, str(REPO))
+    from bench.blobs_client import (
+        Client,
+        concurrency,
+        concurrent,
+        cpu_entries,
+        decrypt_cpu,
+        make_source,
+        next_cpu,
+        status,
+        worker_pids,
+    )
     from kodori.devtools.servers import PostgresServer, free_port, new_password
 
     root = Path(tempfile.mkdtemp(prefix="kodori-bench-blobs-"))
@@ -311,50 +284,31 @@ def run(size: int, rounds: int, workers: int) -> None:
         ).stdout.decode()
         token = next(line[6:] for line in out.splitlines() if line.startswith("TOKEN="))
         port = free_port()
-        gunicorn = str(Path(python).parent / "gunicorn")
-        command = [
-            gunicorn,
-            "bench.blobs:application",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            str(workers),
-        ]
-        command += [
-            "--worker-class",
-            "gthread",
-            "--threads",
-            "2",
-            "--timeout",
-            "600",
-            "--log-level",
-            "warning",
-        ]
-        server = subprocess.Popen(command, cwd=REPO, env=env)
-        for _ in range(200):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+        server = _start_server(env, port, workers, threads)
         source = root / "source.bin"
-        expected = _make_source(source, size)
+        expected = make_source(source, size)
         client = Client(port, token)
-        print(
-            f"blobs: {size / MIB:.0f} MiB x {rounds} rounds, "
-            f"gunicorn {workers} gthread workers, {os.cpu_count()} CPUs"
-        )
-
-        # Warm-up (imports, connections, first key), then reset every worker's peak RSS.
+        # Warm-up (imports, connections, first key) of every worker process: downloads at once go to
+        # different processes. 16 MiB: over BLOB_VERIFY_BEFORE_SEND_BYTES, so the streaming path. Then reset
+        # every worker's peak RSS.
         small = root / "small.bin"
-        _make_source(small, 4 * MIB)
-        for _ in range(workers * 2):
-            enc = client.upload("/api/v1/blobs?name=warm.bin", small, 4 * MIB)
+        make_source(small, 16 * MIB)
+        for _ in range(4):
+            enc = client.upload("/api/v1/blobs?name=warm.bin", small, 16 * MIB)
             client.download(f"/api/v1/blobs/{enc['id']}")
-            plain = client.upload("/bench/plain", small, 4 * MIB)
+            plain = client.upload("/bench/plain", small, 16 * MIB)
             client.download(f"/bench/plain/{plain['id']}")
-        pids = _worker_pids(server.pid)
-        warm = {pid: _status(pid, "VmRSS") for pid in pids}
+        pids = worker_pids(server.pid)
+        for _ in range(3):
+            for path in (f"/api/v1/blobs/{enc['id']}", f"/bench/plain/{plain['id']}"):
+                concurrent(port, token, path, 16 * MIB, len(pids), pids)
+        from kodori import gunicorn_conf
+
+        print(
+            f"blobs: {size / MIB:.0f} MiB x {rounds} rounds, gunicorn with kodori.gunicorn_conf: {len(pids)} "
+            f"workers x {threads or gunicorn_conf.threads} threads, {os.cpu_count()} CPUs"
+        )
+        warm = {pid: status(pid, "VmRSS") for pid in pids}
         for pid in pids:
             Path(f"/proc/{pid}/clear_refs").write_text("5")
 
@@ -362,20 +316,27 @@ def run(size: int, rounds: int, workers: int) -> None:
         keys = ("enc_up", "base_up", "enc_down", "base_down")
         figures: dict[str, list[float]] = {key: [] for key in keys}  # MB per wall second
         cpu_figures: dict[str, list[float]] = {key: [] for key in keys}  # MB per server CPU second
+        decrypt_seconds: list[float] = []  # raw AESGCM.decrypt over the blob's chunks, in this process
 
         def timed(key: str, action: Callable[[], Any]) -> Any:
-            seen = len(_cpu_entries(log))
+            seen = len(cpu_entries(log))
             started = time.perf_counter()
             result = action()
             figures[key].append(size / (time.perf_counter() - started) / 1e6)
-            cpu_figures[key].append(size / max(_next_cpu(log, seen), 1e-6) / 1e6)
+            cpu_figures[key].append(size / max(next_cpu(log, seen), 1e-6) / 1e6)
             return result
 
+        # Each round's objects are deleted when the next round starts: a page cache that grew by gigabytes a
+        # round made later writes of either path several times slower on this VM, whichever went first.
+        made: dict[str, dict[str, Any]] = {}
         for round_no in range(rounds):
             check = round_no == rounds - 1
+            if made:
+                client.delete(f"/bench/plain/{made['base']['id']}")
+                client.delete(f"/api/v1/blobs/{made['enc']['id']}")
             # Alternate which path goes first, so neither always meets the other's writeback or cache.
             order = ("base", "enc") if round_no % 2 == 0 else ("enc", "base")
-            made: dict[str, dict[str, Any]] = {}
+            made = {}
             for kind in order:
                 path = "/bench/plain" if kind == "base" else "/api/v1/blobs?name=bench.bin"
                 made[kind] = timed(f"{kind}_up", partial(client.upload, path, source, size))
@@ -387,6 +348,7 @@ def run(size: int, rounds: int, workers: int) -> None:
             for kind in order:
                 got = timed(f"{kind}_down", partial(client.download, paths[kind]))
                 assert got == size
+            decrypt_seconds.append(decrypt_cpu(size))
             enc = made["enc"]
             print(f"  round {round_no + 1}: " + _pair(figures, -1, "MB/s"))
             if check:
@@ -395,17 +357,29 @@ def run(size: int, rounds: int, workers: int) -> None:
                 if digest.hexdigest() != expected:
                     raise RuntimeError("the encrypted round trip changed the bytes")
 
-        growth = max(_status(pid, "VmHWM") - warm[pid] for pid in pids)
+        aggregate = concurrency(client, f"/api/v1/blobs/{enc['id']}", size, rounds, pids, log)
+        growth = max(status(pid, "VmHWM") - warm[pid] for pid in pids)
         wall = {key: statistics.median(values) for key, values in figures.items()}
         cpu = {key: statistics.median(values) for key, values in cpu_figures.items()}
+        # Nanoseconds of CPU per byte: the floor is the plain download plus the bare cipher.
+        plain_ns, enc_ns = 1e3 / cpu["base_down"], 1e3 / cpu["enc_down"]
+        decrypt_ns = statistics.median(decrypt_seconds) / size * 1e9
+        floor_ns = plain_ns + decrypt_ns
         print("  wall-clock medians: " + _pair({k: [v] for k, v in wall.items()}, 0, "MB/s", ratios=True))
         print("  per server CPU second: " + _pair({k: [v] for k, v in cpu.items()}, 0, "MB", ratios=True))
+        print(
+            f"  download CPU per byte: floor {floor_ns:.3f} ns (plain download {plain_ns:.3f} + raw "
+            f"AESGCM.decrypt of 16 KiB chunks {decrypt_ns:.3f}), encrypted download {enc_ns:.3f} ns"
+        )
         print(f"  worker RSS after warm-up {max(warm.values())} MiB, peak growth {growth} MiB")
         # Ratios from server CPU time (a shared host; see the module docstring); throughput is wall-clock.
         print(
             f"blobs upload_ratio={cpu['enc_up'] / cpu['base_up']:.2f} "
             f"download_ratio={cpu['enc_down'] / cpu['base_down']:.2f} "
+            f"download_vs_limit={floor_ns / enc_ns:.2f} "
             f"upload_mb_s={wall['enc_up']:.0f} download_mb_s={wall['enc_down']:.0f} "
+            f"concurrent_2x={aggregate[2] / aggregate[1]:.2f} "
+            f"concurrent_4x={aggregate[4] / aggregate[1]:.2f} "
             f"server_rss_growth_mib={growth}"
         )
     finally:
@@ -423,11 +397,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="128 MiB instead of 1 GiB")
     parser.add_argument("--size-mib", type=int, help="file size in MiB (overrides --quick)")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
+    parser.add_argument("--rounds", type=int, help="rounds (default: 5 with --quick, else 3)")
+    parser.add_argument(
+        "--workers", type=int, help="gunicorn worker processes (default: kodori.gunicorn_conf)"
+    )
+    parser.add_argument("--threads", type=int, help="threads per worker (default: kodori.gunicorn_conf)")
     args = parser.parse_args()
     size_mib = args.size_mib or (128 if args.quick else 1024)
-    run(size_mib * MIB, args.rounds, args.workers)
+    run(size_mib * MIB, args.rounds or (5 if args.quick else 3), args.workers, args.threads)
 
 
 if __name__ == "__main__":

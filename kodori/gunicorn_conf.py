@@ -17,7 +17,9 @@ module's; the worker class is a thread worker, so ``--threads`` applies as with 
 from __future__ import annotations
 
 import logging
+import os
 import re
+import time
 from types import FrameType, TracebackType
 from typing import Any
 from urllib.parse import urlsplit
@@ -29,6 +31,15 @@ from gunicorn.workers.gthread import ThreadWorker
 # --- Settings (gunicorn reads the module's names that match its settings) --------------------------------
 
 worker_class = "kodori.gunicorn_conf.KodoriWorker"
+# Capacity. A download or upload keeps its thread busy on the CPU (AES-GCM, which pyca runs holding the GIL,
+# and the copies around it), so one process moves at most about one core's worth of bytes whatever its thread
+# count: the cores are used by processes. Two per core, so that a second transfer finds an idle process even
+# while one is busy (gunicorn's gthread workers accept whoever wakes first), and four threads each for the
+# requests that mostly wait (KMS calls, the database). $WEB_CONCURRENCY (gunicorn's own variable) or
+# --workers / --threads on the command line override these. docs/benchmarks.md ("Blobs") has the measurements.
+_cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+workers = int(os.environ.get("WEB_CONCURRENCY") or 2 * _cores)
+threads = 4
 # Limits, explicit rather than implied: the longest request line (method, path with query string, version),
 # and the number and size of header fields. A blob's name travels in ?name= (at most 255 characters, 2.3 KB
 # percent-encoded); session and CSRF cookies and a bearer token are well under a kilobyte.
@@ -126,8 +137,28 @@ def kodori_answer(status: int, reason: str, path: str | None) -> bytes:
     return head.encode("latin-1") + body
 
 
+# How long a worker that is serving a request waits before it accepts a new connection (KodoriWorker.accept);
+# $KODORI_ACCEPT_GRACE_MS overrides it.
+ACCEPT_GRACE_SECONDS = float(os.environ.get("KODORI_ACCEPT_GRACE_MS") or 2) / 1000
+
+
 class KodoriWorker(ThreadWorker):
-    """gunicorn's thread worker, answering the requests gunicorn refuses in Kodori's forms."""
+    """gunicorn's thread worker, answering the requests gunicorn refuses in Kodori's forms, and leaving new
+    connections to idle sibling processes while it is serving."""
+
+    def accept(self, listener: Any) -> None:
+        """Accept a connection; while serving a request, only after idle siblings had a head start.
+
+        Every worker polls the shared listening socket and the first to call ``accept`` gets the connection.
+        A process busy with a download (whose thread holds the GIL through AES-GCM) won that race often
+        enough that a second download shared its core while another process sat idle. Waiting
+        ``ACCEPT_GRACE_SECONDS`` first lets an idle sibling take it; if one did, ``accept`` finds nothing
+        (EAGAIN, which gunicorn ignores). Kept-alive and not-yet-readable connections are idle, not serving.
+        """
+        serving = self.nr_conns - len(self.keepalived_conns) - len(self.pending_conns)
+        if serving > 0:
+            time.sleep(ACCEPT_GRACE_SECONDS)
+        super().accept(listener)
 
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
         answer = _Answer()

@@ -132,10 +132,12 @@ class ChunkCipher:
     """AES-256-GCM over the chunks of one message: chunk ``k`` uses nonce ``base_nonce XOR k``.
 
     It writes into caller-owned buffers (``encrypt_into``/``decrypt_into``) so the hot loops
-    allocate nothing but the 12-byte nonce per chunk.
+    allocate nothing but the 12-byte nonce per chunk. ``open_full`` keeps the per-chunk views of
+    the buffers it was recently given: readers pass the same buffers batch after batch, and
+    slicing two memoryviews per chunk was a sixth of the cost of opening it.
     """
 
-    __slots__ = ("_aead", "_base")
+    __slots__ = ("_aead", "_base", "_views")
 
     def __init__(self, aead_key: bytes, base_nonce: bytes) -> None:
         if len(aead_key) != KEY_SIZE:
@@ -144,6 +146,8 @@ class ChunkCipher:
             raise ValueError(f"base nonce must be {NONCE_SIZE} bytes, got {len(base_nonce)}")
         self._aead = AESGCM(bytes(aead_key))
         self._base = int.from_bytes(base_nonce, "big")
+        # (id(buffer), view size) -> (buffer, its views): the buffers recently opened from or into.
+        self._views: dict[tuple[int, int], tuple[memoryview, list[memoryview]]] = {}
 
     def nonce(self, index: int) -> bytes:
         """The nonce of chunk ``index``."""
@@ -177,19 +181,35 @@ class ChunkCipher:
         """
         if first_index + count > MAX_CHUNKS:
             count = max(0, MAX_CHUNKS - first_index)
+        sources, targets = self._chunk_views(src, dst)
+        if count > min(len(sources), len(targets)):
+            raise ValueError(f"{count} chunks do not fit the buffers given")
         open_ = self._aead.decrypt_into
         base = self._base
-        s = d = 0
-        for done, index in enumerate(range(first_index, first_index + count)):
-            out = dst[d : d + CHUNK_SIZE]
+        index = first_index
+        for source, target in zip(sources[:count], targets, strict=False):
             try:
-                open_((base ^ index).to_bytes(NONCE_SIZE, "big"), src[s : s + SEALED_CHUNK_SIZE], b"", out)
+                open_((base ^ index).to_bytes(NONCE_SIZE, "big"), source, b"", target)
             except InvalidTag:
-                out[:] = bytes(CHUNK_SIZE)
-                return done
-            s += SEALED_CHUNK_SIZE
-            d += CHUNK_SIZE
+                target[:] = bytes(CHUNK_SIZE)
+                return index - first_index
+            index += 1
         return count
+
+    def _chunk_views(self, src: memoryview, dst: memoryview) -> tuple[list[memoryview], list[memoryview]]:
+        """The sealed-chunk views of ``src`` and the chunk views of ``dst``, built once per buffer."""
+        return self._views_of(src, SEALED_CHUNK_SIZE), self._views_of(dst, CHUNK_SIZE)
+
+    def _views_of(self, buf: memoryview, size: int) -> list[memoryview]:
+        entry = self._views.get((id(buf), size))
+        if entry is None or entry[0] is not buf:  # the entry holds its buffer, so its id is not reused
+            if len(self._views) >= 32:
+                self._views.clear()
+            entry = self._views[id(buf), size] = (
+                buf,
+                [buf[i : i + size] for i in range(0, len(buf) - size + 1, size)],
+            )
+        return entry[1]
 
     def open_one(self, index: int, src: memoryview, dst: memoryview) -> bool:
         """Open one chunk (``len(src) >= 16``) into ``dst``; False, with ``dst`` wiped, if forged."""
