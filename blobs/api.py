@@ -152,14 +152,9 @@ def _list(request: TenantRequest) -> HttpResponse:
         raise BadRequest("limit must be a whole number from 1 to 200.") from None
     if not 1 <= limit <= 200:
         raise BadRequest("limit must be a whole number from 1 to 200.")
-    every = blobs = Blob.objects.visible_in(request.tenant)
-    if query := request.GET.get("q", "").strip():
-        blobs = blobs.filter(name__icontains=query)
-    window = every if query else None
+    blobs, query = Blob.objects.visible_in(request.tenant), request.GET.get("q", "").strip()
     try:
-        page = listing.page(
-            blobs, listing.DEFAULT_SORT, limit, after=request.GET.get("cursor"), window_of=window
-        )
+        page = listing.page(blobs, listing.DEFAULT_SORT, limit, after=request.GET.get("cursor"), query=query)
     except ValueError:
         raise BadRequest("The cursor is not one this API gave out.") from None
     return JsonResponse({"items": [blob_json(b) for b in page.rows], "next_cursor": page.next_cursor})

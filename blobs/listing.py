@@ -82,27 +82,36 @@ def decode(sort: Sort, cursor: str) -> tuple[Any, UUID]:
         raise ValueError("not a cursor") from None
     if key != sort.key:
         raise ValueError("a cursor of another sort")
-    if sort.column == "created_at" and isinstance(value, str):
+    if sort.column == "created_at":
+        if not isinstance(value, str):
+            raise ValueError("not a time")
         value = datetime.fromisoformat(value)
         if value.tzinfo is None:
             raise ValueError("a time without its zone")
-    elif sort.column == "size" and not (isinstance(value, int) and not isinstance(value, bool)):
-        raise ValueError("not a size")
-    elif sort.column == "name" and not isinstance(value, str):
+    elif sort.column == "size":
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ValueError("not a size")
+    elif not isinstance(value, str):
         raise ValueError("not a name")
-    elif not isinstance(value, datetime | int | str):
-        raise ValueError("not a value of this sort")
     return value, UUID(str(pk))
 
 
-def beyond(blobs: QuerySet[Blob], sort: Sort, value: Any, pk: UUID) -> QuerySet[Blob]:
-    """The rows after (value, pk) in ``sort``'s order: one row comparison, which PostgreSQL answers with a
-    range scan of the sort's index (an OR of two conditions would not be)."""
-    op = "<" if sort.descending else ">"
-    # The column and operator come from SORTS, never from the request; the values are parameters.
+def _compare(blobs: QuerySet[Blob], sort: Sort, op: str, value: Any, pk: UUID) -> QuerySet[Blob]:
+    """``(column, id) <op> (value, pk)``: one row comparison, which PostgreSQL answers with a range scan of
+    the sort's index (an OR of two conditions would not be). The column and operator come from this module,
+    never from the request; the values are parameters."""
     sql = f'("blobs"."{sort.column}", "blobs"."id") {op} (%s, %s)'
-    condition = RawSQL(sql, (value, pk), output_field=BooleanField())  # noqa: S611
-    return blobs.filter(condition)
+    return blobs.filter(RawSQL(sql, (value, pk), output_field=BooleanField()))  # noqa: S611
+
+
+def beyond(blobs: QuerySet[Blob], sort: Sort, value: Any, pk: UUID) -> QuerySet[Blob]:
+    """The rows after (value, pk) in ``sort``'s order."""
+    return _compare(blobs, sort, "<" if sort.descending else ">", value, pk)
+
+
+def _not_beyond(blobs: QuerySet[Blob], sort: Sort, value: Any, pk: UUID) -> QuerySet[Blob]:
+    """The rows up to and including (value, pk) in ``sort``'s order."""
+    return _compare(blobs, sort, ">=" if sort.descending else "<=", value, pk)
 
 
 @dataclass(frozen=True)
@@ -134,12 +143,6 @@ _UNINDEXED = {"created_at": "+ interval '0'", "size": "+ 0", "name": "|| ''"}
 def _unindexed_ordering(sort: Sort) -> list[Any]:
     expression = RawSQL(f'("blobs"."{sort.column}" {_UNINDEXED[sort.column]})', ())  # noqa: S611
     return [expression.desc() if sort.descending else expression.asc(), sort.ordering[1]]
-
-
-def _not_beyond(blobs: QuerySet[Blob], sort: Sort, value: Any, pk: UUID) -> QuerySet[Blob]:
-    op = ">=" if sort.descending else "<="
-    condition = RawSQL(f'("blobs"."{sort.column}", "blobs"."id") {op} (%s, %s)', (value, pk), BooleanField())  # noqa: S611
-    return blobs.filter(condition)
 
 
 def _rows(
@@ -178,13 +181,14 @@ def page(
     after: str | None = None,
     before: str | None = None,
     last: bool = False,
-    window_of: QuerySet[Blob] | None = None,
+    query: str = "",
 ) -> Page:
     """One page of ``blobs`` in ``sort``'s order: the first, the one after or before a cursor, or the last.
 
-    ``window_of``: for a search, the files it searches (see ``_rows``). Raises ``ValueError`` for a cursor
-    this module did not give out (or one of another sort).
+    ``query``: only files whose name contains it (case-insensitive), found as ``_rows`` describes. Raises
+    ``ValueError`` for a cursor this module did not give out (or one of another sort).
     """
+    blobs, window_of = (search(blobs, query), blobs) if query else (blobs, None)
     backwards = before is not None or last
     scan = sort.reversed() if backwards else sort
     start = None
@@ -206,6 +210,12 @@ def page(
 
 def _exists_beyond(blobs: QuerySet[Blob], sort: Sort, row: Blob, window_of: QuerySet[Blob] | None) -> bool:
     return bool(_rows(blobs, sort, (getattr(row, sort.column), row.pk), 1, window_of))
+
+
+def search(blobs: QuerySet[Blob], query: str) -> QuerySet[Blob]:
+    """The files whose name contains ``query``: ``UPPER(name) LIKE UPPER('%q%')``, the trigram index's
+    expression."""
+    return blobs.filter(name__icontains=query)
 
 
 def count_up_to(blobs: QuerySet[Blob], cap: int) -> int:

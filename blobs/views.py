@@ -58,16 +58,8 @@ SEARCH_COUNT_CAP = 1000
 @tenant_required()
 def blob_list(request: TenantRequest) -> HttpResponse:
     form = BlobListForm(request.GET)
-    every = blobs = Blob.objects.visible_in(request.tenant)
-    if form.query():
-        blobs = blobs.filter(name__icontains=form.query())
-    first = partial(
-        listing.page,
-        blobs,
-        form.sort_order(),
-        settings.BLOB_PAGE_SIZE,
-        window_of=every if form.query() else None,
-    )
+    blobs = Blob.objects.visible_in(request.tenant)
+    first = partial(listing.page, blobs, form.sort_order(), settings.BLOB_PAGE_SIZE, query=form.query())
     cursor_error = ""
     try:
         page = first(
@@ -99,7 +91,11 @@ def blob_list(request: TenantRequest) -> HttpResponse:
         "sort_links": _sort_links(form),
         "cursor_error": cursor_error,
         "file_count": stats.ready_count,
-        "matches": listing.count_up_to(blobs, SEARCH_COUNT_CAP + 1) if form.query() else None,
+        "matches": (
+            listing.count_up_to(listing.search(blobs, form.query()), SEARCH_COUNT_CAP + 1)
+            if form.query()
+            else None
+        ),
         "match_cap": SEARCH_COUNT_CAP,
         "can_upload": writable and request.membership.role_enum.can_upload,
         "usage": stats.total_bytes,
