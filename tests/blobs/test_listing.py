@@ -88,6 +88,7 @@ def _raw(body: list[Any]) -> str:
         "e30",
         listing.encode(listing.SORTS["name"], Blob(name="a")),
         "WyItY3JlYXRlZCIsIDEsICJ4Il0",
+        _raw(["-created", 1, "00000000-0000-0000-0000-000000000001"]),  # a number where a time belongs
     ],
 )
 def test_a_cursor_not_given_out_for_this_sort_is_refused(files: list[Blob], tenant: Any, cursor: str) -> None:
