@@ -173,11 +173,20 @@ def table_stats() -> tuple[int, int, int, int]:
     return int(upd), int(hot), int(autovacuums), int(wal)
 
 
+def truncate(*, restart: bool = False) -> None:
+    """Empty data_keys (and the empty blobs table that points at it) with their counters: TRUNCATE fires
+    no row or statement triggers, so the per-version data-key counts and their deltas are reset here."""
+    sql(
+        "TRUNCATE data_keys, blobs, data_key_count_deltas, blob_stat_deltas"
+        + (" RESTART IDENTITY" if restart else "")
+    )
+    sql("UPDATE tenant_key_versions SET data_key_count = 0 WHERE data_key_count <> 0")
+    sql("DELETE FROM blob_tenant_stats")
+
+
 def reset_table() -> None:
     """Leave data_keys as the benchmark found it: empty, default fillfactor."""
-    from blobs.models import Blob
-
-    sql(f"TRUNCATE data_keys, {Blob._meta.db_table}")
+    truncate()
     sql("ALTER TABLE data_keys RESET (fillfactor)")
 
 
@@ -266,13 +275,12 @@ def load(ds: Dataset) -> tuple[Any, Any]:
     from django.db.models import F
     from django.utils import timezone
 
-    from blobs.models import Blob
     from encryption import aead, keyring
     from encryption.format.envelope import FORMAT_VERSION
     from encryption.models import TenantKeyVersion
 
     started = time.perf_counter()
-    sql(f"TRUNCATE data_keys, {Blob._meta.db_table} RESTART IDENTITY")
+    truncate(restart=True)
     tenant, other, n = ds.tenant, ds.other, len(ds.deks)
     source = keyring.add_key_version(tenant)
     key = keyring.tkv_key(source)
