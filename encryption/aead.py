@@ -118,3 +118,22 @@ class Rewrapper:
             raise NotAuthentic() from None
         nonce = os.urandom(NONCE_SIZE)
         return nonce + self._new.encrypt(nonce, plaintext, new_aad)
+
+    def rewrap_many(self, items: list[tuple[bytes, bytes, bytes]]) -> list[bytes | None]:
+        """:meth:`rewrap` of each ``(sealed, old_aad, new_aad)``; None where one does not authenticate. The
+        walk's loop: one call to the random source for all the nonces, no per-item method call."""
+        nonces = os.urandom(NONCE_SIZE * len(items))
+        decrypt, encrypt = self._old.decrypt, self._new.encrypt
+        out: list[bytes | None] = []
+        append = out.append
+        for i, (sealed, old_aad, new_aad) in enumerate(items):
+            try:
+                if len(sealed) < OVERHEAD:
+                    raise InvalidTag()
+                plaintext = decrypt(sealed[:NONCE_SIZE], sealed[NONCE_SIZE:], old_aad)
+            except InvalidTag:
+                append(None)
+                continue
+            nonce = nonces[i * NONCE_SIZE : (i + 1) * NONCE_SIZE]
+            append(nonce + encrypt(nonce, plaintext, new_aad))
+        return out

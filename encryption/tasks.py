@@ -10,7 +10,7 @@ from tenants.models import Tenant
 
 from . import health, services
 from .providers import ProviderError
-from .rewrap import walk
+from .rewrap import ending, walk
 from .sealing import Trigger
 
 # A registration whose KMS is only busy is retried for about 16 minutes (15 s doubling, 6 times) before it
@@ -72,7 +72,7 @@ def run_rewrap(self: Task, job_pk: int) -> str:
             # A dropped connection: the batch rolled back. Open a fresh one for the retry.
             connection.close()
         if self.request.retries >= REWRAP_RETRIES:
-            walk.fail_job(job_pk, f"Gave up after {REWRAP_RETRIES} retries: {exc}")
+            ending.fail_job(job_pk, f"Gave up after {REWRAP_RETRIES} retries: {exc}")
             _vacuum_after(job_pk)
             return walk.Outcome.FINISHED
         countdown = min(REWRAP_RETRY_MAX_SECONDS, 2 ** (self.request.retries + 1))
@@ -86,14 +86,14 @@ def run_rewrap(self: Task, job_pk: int) -> str:
 
 def _vacuum_after(job_pk: int) -> None:
     """A walk that rewrote rows left a dead row version behind for each: reclaim them once it has ended."""
-    if walk.moved_any(job_pk):
+    if ending.moved_any(job_pk):
         vacuum_data_keys.delay()
 
 
 @shared_task(name="encryption.tasks.resume_stalled_rewraps")
 def resume_stalled_rewraps() -> list[int]:
     """Queue every running walk whose worker died (its checkpoint went stale). Harmless if it did not."""
-    stalled = walk.stalled_jobs()
+    stalled = ending.stalled_jobs()
     for job_pk in stalled:
         run_rewrap.delay(job_pk)
     return stalled

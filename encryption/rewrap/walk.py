@@ -14,6 +14,10 @@ version at a time, in keyset-paginated batches ordered by id. Each batch is one 
    moved meanwhile is simply not updated;
 6. advance the cursor and the counts in the same transaction.
 
+``walk`` (what the task runs) also reads and counts batch N+1 in batch N's transaction, before its UPDATE, and
+seals it in a background thread while PostgreSQL writes batch N and commits (``ahead``: the crypto then costs
+no wall-clock time); batch N+1 uses it only if the job still stands where it was prepared.
+
 A worker killed at any point loses at most its open transaction; the watchdog (``resume_stalled_rewraps``)
 re-queues a running job whose checkpoint went stale. Uploads go on throughout: new data keys are wrapped by
 the active version, which is never a source. When no source has rows left, the walk destroys every retired
@@ -26,36 +30,29 @@ arguments and audit payloads carry ids and counts only.
 
 from __future__ import annotations
 
-import datetime
 import enum
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import psycopg
 from django.conf import settings
 from django.db import connection, transaction
-from django.utils import timezone
-from django.views.decorators.debug import sensitive_variables
 
-from audit import payloads
-from audit.models import EventType
-from audit.services import record
-from encryption import aead, keyring
-from encryption.coverage import destroy_unreferenced_versions, unreferenced_keys
-from encryption.format.errors import NotAuthentic
+from encryption import keyring
 from encryption.models import (
-    LIVE_REWRAP_STATUSES,
     DataKey,
     KeyStatus,
     RewrapJob,
     RewrapStatus,
-    TenantKey,
     TenantKeyVersion,
     VersionStatus,
 )
 from encryption.providers import FailureKind, ProviderError
-from encryption.sealing import Trigger, seal_tenant
+from encryption.rewrap.ahead import Ahead, Plan, Row, Sealed, seal_rows
+from encryption.rewrap.ending import fail_job, note_error
+from encryption.rewrap.ending import finish as _finish
 from tenants.models import Tenant
 
 logger = logging.getLogger(__name__)
@@ -91,24 +88,34 @@ class _SourceBlocked(Exception):
 def walk(job_pk: int, *, seconds: float | None = None) -> Outcome:
     """Apply batches until the job stops or finishes (or ``seconds`` pass: then ``Outcome.MORE``)."""
     deadline = None if seconds is None else time.monotonic() + seconds
-    while True:
-        outcome = run_batch(job_pk)
-        if outcome != Outcome.MORE:
-            return outcome
-        if deadline is not None and time.monotonic() >= deadline:
-            return Outcome.MORE
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rewrap-seal") as pool:
+        prepared = Ahead(pool)
+        while True:
+            outcome = run_batch(job_pk, prepared)
+            if outcome != Outcome.MORE:
+                return outcome
+            if deadline is not None and time.monotonic() >= deadline:
+                return Outcome.MORE
 
 
-def run_batch(job_pk: int) -> Outcome:
+def run_batch(job_pk: int, prepared: Ahead | None = None) -> Outcome:
     """One checkpointed step of the walk (see the module docstring). Safe to call from many workers at once.
+
+    With ``prepared``, the step also reads and counts the next batch and seals it in the background while
+    this one is written, and uses what the previous step prepared if the job still stands there (``ahead``).
 
     Raises ``ProviderError`` (transient: try again later, nothing changed) and database errors (the
     transaction rolled back, nothing changed). A definite refusal of the active key fails the job and seals
     the tenant; a refusal of a retired key skips that version and is reported when the walk ends.
     """
+    if connection.in_atomic_block:
+        prepared = None  # nothing commits here, so nothing prepared here could be known to stand
     try:
         with transaction.atomic():
-            return _batch(job_pk)
+            outcome = _batch(job_pk, prepared)
+        if prepared is not None:
+            prepared.committed()
+        return outcome
     except _SourceBlocked as blocked:
         _skip_source(job_pk, blocked.tkv, str(blocked))
         return Outcome.MORE
@@ -118,12 +125,17 @@ def run_batch(job_pk: int) -> Outcome:
             raise
         fail_job(job_pk, f"The active key could not be used: {exc}", seal=exc.kind.seals)
         return Outcome.FINISHED
+    finally:
+        if prepared is not None:
+            prepared.drop_pending()  # after committed() there is nothing pending; otherwise it rolled back
 
 
-def _batch(job_pk: int) -> Outcome:
-    """Steps 1-6 of the module docstring. Five statements a batch: lock the job, read the rows, read the two
-    versions, count the wraps, write the rows (and save the job). A rotation shows up as the count failing
-    (the target is no longer active) or, at the end, as another active version: then the walk retargets."""
+def _batch(job_pk: int, prepared: Ahead | None) -> Outcome:
+    """Steps 1-6 of the module docstring. A batch's statements: lock the job, read the rows, read the two
+    versions, count the wraps, write the rows, save the job (with ``prepared``: the next batch's rows and
+    count come before the write, and this one's were done by the previous batch). A rotation
+    shows up as the count failing (the target is no longer active) or, at the end, as another active
+    version: then the walk retargets."""
     started = time.monotonic()
     job = RewrapJob.objects.select_for_update(of=("self",)).select_related("tenant").filter(pk=job_pk).first()
     if job is None or job.status != RewrapStatus.RUNNING:
@@ -132,43 +144,97 @@ def _batch(job_pk: int) -> Outcome:
     if tenant.is_sealed:
         _finish(job, tenant, error=f"Stopped because {tenant.name} was sealed: {tenant.seal_reason}")
         return Outcome.FINISHED
-    rows = _fetch(job, tenant)
-    while not rows:
-        source_id = _next_source(tenant, job.target_tkv_id, after=job.cursor_tkv_id or 0)
-        if source_id is None:
-            return _end_or_retarget(job, tenant)
-        job.cursor_tkv_id, job.cursor_id = source_id, 0
-        rows = _fetch(job, tenant)
-    tkvs = TenantKeyVersion.objects.select_related("kek").in_bulk([job.cursor_tkv_id, job.target_tkv_id])
-    source, target = tkvs[job.cursor_tkv_id], tkvs[job.target_tkv_id]
-    if source.kek.status == KeyStatus.ACTIVE:
-        _drop_source(job, source)  # its key was made active again during the walk: its data stays put
-        return Outcome.MORE
-    if not _count_wraps(target, len(rows)):
-        active = keyring.current_tkv(tenant)
-        if active is None:
-            _finish(job, tenant, error="The tenant has no active key version any more.")
-            return Outcome.FINISHED
-        if active.pk != target.pk:
-            _retarget(job, tenant, active)
-        else:  # full (KODORI_TKV_MAX_WRAPS): add a version under the same key; the next batch retargets
-            keyring.add_key_version(tenant)
-        job.save()
-        return Outcome.MORE
-    moved, unreadable = _rewrap_rows(tenant, source, target, rows)
+    ready = _take_prepared(job, prepared)
+    if ready is None:
+        rows = _fetch(tenant.pk, job.cursor_tkv_id, job.cursor_id)
+        while not rows:
+            source_id = _next_source(tenant, job.target_tkv_id, after=job.cursor_tkv_id or 0)
+            if source_id is None:
+                return _end_or_retarget(job, tenant)
+            job.cursor_tkv_id, job.cursor_id = source_id, 0
+            rows = _fetch(tenant.pk, source_id, 0)
+        source, target = _versions(job)
+        if source.kek.status == KeyStatus.ACTIVE:
+            _drop_source(job, source)  # its key was made active again during the walk: its data stays put
+            return Outcome.MORE
+        if not _count_wraps(target, len(rows)):
+            return _wrap_limit(job, tenant, target)
+        sealed = _seal(tenant, source, target, rows)
+    else:
+        source, target, sealed = ready
+    if prepared is not None:
+        _prepare_next(prepared, job, tenant, source, target, after=sealed.last_id)
+    moved = _write(tenant, source, target, sealed)
     job.done += moved
-    job.unreadable += unreadable
+    job.unreadable += sealed.unreadable
     entry = job.versions.setdefault(str(source.pk), _entry(source, 0))
     entry["done"] = entry.get("done", 0) + moved
-    if unreadable:
-        entry["unreadable"] = entry.get("unreadable", 0) + unreadable
-    job.cursor_id = rows[-1][0]
+    if sealed.unreadable:
+        entry["unreadable"] = entry.get("unreadable", 0) + sealed.unreadable
+    job.cursor_id = sealed.last_id
     elapsed = max(time.monotonic() - started, 1e-6)
-    rate = len(rows) / elapsed
+    rate = sealed.read / elapsed
     job.rate = rate if job.rate <= 0 else (1 - _RATE_WEIGHT) * job.rate + _RATE_WEIGHT * rate
     job.last_error = ""
     job.save()
     return Outcome.MORE
+
+
+def _versions(job: RewrapJob) -> tuple[TenantKeyVersion, TenantKeyVersion]:
+    """The job's current source and target versions, read now (with their KEKs)."""
+    tkvs = TenantKeyVersion.objects.select_related("kek").in_bulk([job.cursor_tkv_id, job.target_tkv_id])
+    return tkvs[job.cursor_tkv_id], tkvs[job.target_tkv_id]
+
+
+def _take_prepared(
+    job: RewrapJob, prepared: Ahead | None
+) -> tuple[TenantKeyVersion, TenantKeyVersion, Sealed] | None:
+    """The batch the previous step prepared, if the job still stands where it was prepared for and both
+    versions are still what they were then (source under a retired KEK, target active)."""
+    if prepared is None or job.cursor_tkv_id is None:
+        return None
+    sealed = prepared.take(Plan(job.pk, job.cursor_tkv_id, job.target_tkv_id, job.cursor_id))
+    if sealed is None:
+        return None
+    source, target = _versions(job)
+    if source.kek.status != KeyStatus.RETIRED or target.status != VersionStatus.ACTIVE:
+        return None  # the ordinary path re-reads the rows and decides (drop the source, retarget)
+    return source, target, sealed
+
+
+def _wrap_limit(job: RewrapJob, tenant: Tenant, target: TenantKeyVersion) -> Outcome:
+    """The wraps could not be counted on the target: it is no longer active, or it is full."""
+    active = keyring.current_tkv(tenant)
+    if active is None:
+        _finish(job, tenant, error="The tenant has no active key version any more.")
+        return Outcome.FINISHED
+    if active.pk != target.pk:
+        _retarget(job, tenant, active)
+    else:  # full (KODORI_TKV_MAX_WRAPS): add a version under the same key; the next batch retargets
+        keyring.add_key_version(tenant)
+    job.save()
+    return Outcome.MORE
+
+
+def _prepare_next(
+    prepared: Ahead,
+    job: RewrapJob,
+    tenant: Tenant,
+    source: TenantKeyVersion,
+    target: TenantKeyVersion,
+    *,
+    after: int,
+) -> None:
+    """Read and count the source's next batch in this transaction and start sealing it (``ahead``). Anything
+    in the way (no rows left, the target full, a key not at hand) leaves it to the next batch's ordinary
+    path, which handles each case."""
+    try:
+        source_key, target_key = keyring.tkv_key(source), keyring.tkv_key(target)
+    except (keyring.KeyUnavailable, ProviderError):
+        return
+    rows = _fetch(tenant.pk, source.pk, after)
+    if rows and _count_wraps(target, len(rows)):
+        prepared.prepare(Plan(job.pk, source.pk, target.pk, after), source_key, target_key, tenant.pk, rows)
 
 
 def _end_or_retarget(job: RewrapJob, tenant: Tenant) -> Outcome:
@@ -218,8 +284,9 @@ def _retarget(job: RewrapJob, tenant: Tenant, target: TenantKeyVersion) -> None:
     job.target_tkv = target
 
 
-def _fetch(job: RewrapJob, tenant: Tenant) -> list[tuple[int, bytes, bytes, int]]:
-    if job.cursor_tkv_id is None:
+def _fetch(tenant_id: int, tkv_id: int | None, after: int) -> list[Row]:
+    """Up to a batch of the tenant's data keys under ``tkv_id`` after the id ``after``, in id order."""
+    if tkv_id is None:
         return []
     with connection.cursor() as cursor:
         cursor.execute(
@@ -228,9 +295,9 @@ def _fetch(job: RewrapJob, tenant: Tenant) -> list[tuple[int, bytes, bytes, int]
             "WHERE tenant_id = %s AND tkv_id = %s AND id > %s ORDER BY id LIMIT %s",
             # Never more than one version may wrap: a batch larger than the wrap limit would rotate forever.
             [
-                tenant.pk,
-                job.cursor_tkv_id,
-                job.cursor_id,
+                tenant_id,
+                tkv_id,
+                after,
                 min(settings.KODORI_REWRAP_BATCH_SIZE, settings.KODORI_TKV_MAX_WRAPS),
             ],
         )
@@ -261,50 +328,26 @@ def _next_source(tenant: Tenant, target_id: int, *, after: int) -> int | None:
     return row[0] if row else None
 
 
-@sensitive_variables("source_key", "target_key", "rewrapper")
-def _rewrap_rows(
-    tenant: Tenant,
-    source: TenantKeyVersion,
-    target: TenantKeyVersion,
-    rows: list[tuple[int, bytes, bytes, int]],
-) -> tuple[int, int]:
-    """Re-wrap ``rows`` from ``source`` to ``target`` and write them back; (moved, unreadable)."""
+def _seal(tenant: Tenant, source: TenantKeyVersion, target: TenantKeyVersion, rows: list[Row]) -> Sealed:
+    """Re-wrap ``rows`` from ``source`` to ``target`` in this thread (``ahead.seal_rows``)."""
     try:
         source_key = keyring.tkv_key(source)
     except (keyring.KeyUnavailable, ProviderError) as exc:
         if isinstance(exc, ProviderError) and exc.kind == FailureKind.TRANSIENT:
             raise
         raise _SourceBlocked(source, exc) from exc
-    target_key = keyring.tkv_key(target)
-    rewrapper = aead.Rewrapper(source_key, target_key)
-    ids: list[int] = []
-    wrapped: list[bytes] = []
-    unreadable = 0
-    # The associated data around each blob id, per format version (``keyring.dek_aad``, built once a batch).
-    parts: dict[int, tuple[bytes, bytes, bytes]] = {}
-    for pk, blob_id, old, format_version in rows:
-        if format_version not in parts:
-            prefix, old_suffix = keyring.dek_aad_parts(tenant.pk, source.pk, format_version)
-            _, new_suffix = keyring.dek_aad_parts(tenant.pk, target.pk, format_version)
-            parts[format_version] = (prefix, old_suffix, new_suffix)
-        prefix, old_suffix, new_suffix = parts[format_version]
-        try:
-            new = rewrapper.rewrap(bytes(old), prefix + blob_id + old_suffix, prefix + blob_id + new_suffix)
-        except NotAuthentic:
-            logger.error(
-                "rewrap: data key %s of tenant %s does not authenticate; left in place", pk, tenant.pk
-            )
-            unreadable += 1
-            continue
-        ids.append(pk)
-        wrapped.append(new)
-    if not ids:
-        return 0, unreadable
+    return seal_rows(tenant.pk, source.pk, target.pk, source_key, keyring.tkv_key(target), rows)
+
+
+def _write(tenant: Tenant, source: TenantKeyVersion, target: TenantKeyVersion, sealed: Sealed) -> int:
+    """Step 5: the compare-and-swap UPDATE of the sealed rows; how many moved."""
+    if not sealed.ids:
+        return 0
     # Django's connection and transaction, with a server-side binding cursor; errors come out as Django's
     # DatabaseError, as from ``connection.cursor()``.
     with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-        cursor.execute(_MOVE, [target.pk, ids, wrapped, source.pk, tenant.pk], prepare=False)
-        return cursor.rowcount, unreadable
+        cursor.execute(_MOVE, [target.pk, sealed.ids, sealed.wrapped, source.pk, tenant.pk], prepare=False)
+        return cursor.rowcount
 
 
 def _count_wraps(target: TenantKeyVersion, n: int) -> bool:
@@ -330,86 +373,3 @@ def _skip_source(job_pk: int, tkv: TenantKeyVersion, cause: str) -> None:
     entry["error"] = cause
     job.cursor_tkv_id, job.cursor_id = tkv.pk, _END
     job.save()
-
-
-def note_error(job_pk: int, error: str) -> None:
-    """Show a transient problem on the job (the page says Kodori retries); nothing else changes."""
-    RewrapJob.objects.filter(pk=job_pk, status=RewrapStatus.RUNNING).update(
-        last_error=error[:1000], updated_at=timezone.now()
-    )
-
-
-@transaction.atomic
-def fail_job(job_pk: int, error: str, *, seal: bool = False) -> RewrapJob | None:
-    """End a running job as failed (the moved data keys stay moved), audit it, and seal on a refusal."""
-    job = RewrapJob.objects.select_for_update().filter(pk=job_pk).first()
-    if job is None or job.status != RewrapStatus.RUNNING:
-        return job
-    tenant = Tenant.objects.get(pk=job.tenant_id)
-    _finish(job, tenant, error=error)
-    if seal and not tenant.is_sealed:
-        seal_tenant(
-            tenant,
-            error,
-            key=TenantKey.objects.filter(pk=job.target_tkv.kek_id).first(),
-            trigger=Trigger.REWRAP,
-        )
-    return job
-
-
-def _finish(job: RewrapJob, tenant: Tenant, *, error: str = "") -> None:
-    """Destroy what nothing references, then mark the job completed (or failed) and audit it."""
-    destroyed = destroy_unreferenced_versions(tenant)
-    unreferenced = unreferenced_keys(tenant, [kek for _, _, kek in destroyed])
-    problems = [error] if error else []
-    for entry in job.versions.values():
-        if entry.get("error"):
-            left = entry.get("total", 0) - entry.get("done", 0)
-            problems.append(f"{left:,} data keys under key version {entry['version']}: {entry['error']}")
-    if job.unreadable:
-        problems.append(
-            f"{job.unreadable:,} data keys did not authenticate under their own key version and were left "
-            "in place; the files they belong to cannot be decrypted."
-        )
-    job.status = RewrapStatus.FAILED if problems else RewrapStatus.COMPLETED
-    job.last_error = " ".join(problems)[:4000]
-    job.finished_at = timezone.now()
-    job.destroyed_versions = [version for _, version, _ in destroyed]
-    job.unreferenced_keys = unreferenced
-    job.save()
-    target = TenantKeyVersion.objects.select_related("kek").get(pk=job.target_tkv_id)
-    common = {
-        "to_key_row_id": target.kek_id,
-        "to_provider": target.kek.wrap_method,
-        "to_key_id": target.kek.key_id,
-        "rewrapped": job.done,
-        "job_id": job.pk,
-        "total": job.total,
-    }
-    if problems:
-        record(
-            tenant, EventType.REWRAP_FAILED, payload=payloads.rewrap_failed(error=job.last_error, **common)
-        )
-    else:
-        payload = payloads.rewrap_completed(
-            retired_key_row_ids=unreferenced,
-            unreadable=job.unreadable,
-            destroyed_versions=job.destroyed_versions,
-            **common,
-        )
-        record(tenant, EventType.REWRAP_COMPLETED, payload=payload)
-
-
-def moved_any(job_pk: int) -> bool:
-    """Whether a finished job rewrote data keys (its task then queues a VACUUM of the table)."""
-    return RewrapJob.objects.filter(pk=job_pk, done__gt=0).exclude(status__in=LIVE_REWRAP_STATUSES).exists()
-
-
-def stalled_jobs() -> list[int]:
-    """Running jobs whose checkpoint is older than ``KODORI_REWRAP_STALL_SECONDS``: their worker died."""
-    cutoff = timezone.now() - datetime.timedelta(seconds=settings.KODORI_REWRAP_STALL_SECONDS)
-    return list(
-        RewrapJob.objects.filter(status=RewrapStatus.RUNNING, updated_at__lt=cutoff).values_list(
-            "pk", flat=True
-        )
-    )

@@ -31,7 +31,7 @@ from encryption.models import (
     VersionStatus,
 )
 from encryption.providers import FailureKind, ProviderError
-from encryption.rewrap import walk
+from encryption.rewrap import ending, walk
 from tenants.models import Tenant
 from tests.encryption.rewrap.support import (
     BATCH,
@@ -277,7 +277,7 @@ def test_the_watchdog_requeues_only_stale_running_jobs(
     job(third, RewrapStatus.PAUSED, stale)
     job(fourth, RewrapStatus.COMPLETED, stale)
     job(fourth, RewrapStatus.FAILED, stale)
-    assert walk.stalled_jobs() == [dead.pk]
+    assert ending.stalled_jobs() == [dead.pk]
     assert tasks.resume_stalled_rewraps() == [dead.pk]
     assert queued == [dead.pk]
 

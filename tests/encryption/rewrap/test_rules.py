@@ -5,7 +5,7 @@ does to the table, rotations during a walk, and tenant isolation. ``test_failure
 No Celery worker runs here: ``run_rewrap.delay`` is replaced by a list the tests read, and the walk is driven
 batch by batch with ``walk.run_batch``. Providers are the real ones; a refusing kodori-managed KEK is
 simulated (``GlobalKeyProvider.unwrap`` raising what a cloud KMS would), and one test wraps the walk's
-``_rewrap_rows`` only to delete a row between a batch's read and its write.
+``_seal`` only to delete a row between a batch's read and its write.
 """
 
 from __future__ import annotations
@@ -288,13 +288,13 @@ def test_a_data_key_deleted_during_a_batch_is_not_counted(
     job = rewrap.start_rewrap(rotated.tenant, actor=owner)
     assert job is not None
     victim = DataKey.objects.filter(tenant=rotated.tenant).order_by("id").values_list("pk", flat=True)[3]
-    real = walk._rewrap_rows
+    real = walk._seal
 
-    def rewrap_rows(*args: Any) -> tuple[int, int]:
+    def seal(*args: Any) -> Any:
         DataKey.objects.filter(pk=victim).delete()  # after the SELECT, before the UPDATE
         return real(*args)
 
-    monkeypatch.setattr(walk, "_rewrap_rows", rewrap_rows)
+    monkeypatch.setattr(walk, "_seal", seal)
     assert walk.run_batch(job.pk) == walk.Outcome.MORE
     monkeypatch.undo()
     job.refresh_from_db()
