@@ -49,7 +49,7 @@ Final line::
     rewrap deks_per_s=<a> ratio_vs_raw_update=<b>
 
 ``a`` is the median walk rate in DEKs per second, ``b`` the median walk rate over the median raw UPDATE rate.
-Targets (issue 8): a ≥ 20,000 and b ≥ 0.5.
+Targets: a ≥ 20,000 (issue 8) and b ≥ 0.9 (issue 17; it was 0.5 in issue 8).
 
 Run from the repository root: ``python bench/rewrap.py [--rows N] [--quick] [--rounds N] [--batch-size N]
 [--fillfactor N] [--order-check] [--profile]``.
@@ -83,7 +83,7 @@ from bench.harness import django_environment, run_cleanups, start_django, start_
 SAMPLE = 1_000
 MIB = 1024 * 1024
 TARGET_RATE = 20_000
-TARGET_RATIO = 0.5
+TARGET_RATIO = 0.9
 
 
 class CheckFailed(Exception):

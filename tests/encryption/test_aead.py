@@ -158,3 +158,26 @@ def test_every_failure_looks_the_same() -> None:
 def test_each_seal_takes_a_fresh_nonce() -> None:
     nonces = {aead.seal(KEY, b"k", AAD)[:12] for _ in range(5000)}
     assert len(nonces) == 5000
+
+
+def test_rewrap_many_reseals_each_value_and_marks_the_ones_that_do_not_open() -> None:
+    old, new = os.urandom(32), os.urandom(32)
+    values = [os.urandom(32) for _ in range(4)]
+    sealed = [aead.seal(old, v, b"old-%d" % i) for i, v in enumerate(values)]
+    flipped = bytearray(sealed[1])
+    flipped[-1] ^= 1
+    items = [
+        (sealed[0], b"old-0", b"new-0"),
+        (bytes(flipped), b"old-1", b"new-1"),  # tampered
+        (sealed[2], b"old-9", b"new-2"),  # the wrong associated data
+        (sealed[3][: aead.OVERHEAD - 1], b"old-3", b"new-3"),  # truncated below nonce + tag
+        (sealed[3], b"old-3", b"new-3"),
+    ]
+    out = aead.Rewrapper(old, new).rewrap_many(items)
+    assert [o is None for o in out] == [False, True, True, True, False]
+    first, last = out[0], out[4]
+    assert first is not None and last is not None
+    assert aead.open(new, first, b"new-0") == values[0] and aead.open(new, last, b"new-3") == values[3]
+    with pytest.raises(NotAuthentic):
+        aead.open(old, first, b"old-0")  # sealed under the new key only
+    assert first[: aead.NONCE_SIZE] != last[: aead.NONCE_SIZE]  # one fresh nonce per value
