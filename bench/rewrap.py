@@ -21,7 +21,8 @@ it), ``add_key_version(A)`` for the version the rows are sealed under, COPY, a r
   empty key material), 1,000 sampled DEKs open through ``keyring.open_data_key`` (cache cleared first) and
   equal the originals, and B's rows are byte for byte what was loaded. Any failure exits non-zero.
 - **raw**: the same rows moved with no crypto, batched like the walk: ``SELECT id, wrapped_dek … WHERE
-  tenant_id AND tkv_id = old AND id > cursor ORDER BY id LIMIT batch``, then the walk's own statement
+  tenant_id AND tkv_id = old AND id > cursor ORDER BY id LIMIT batch`` with binary results (as the walk
+  reads), then the walk's own statement
   (``walk._MOVE``: ``UPDATE data_keys AS d SET tkv_id = new, wrapped_dek = v.w FROM unnest(ids, wrapped)
   … WHERE d.id = v.id AND d.tkv_id = old AND d.tenant_id = …``, binary arrays, as the walk binds it)
   writing the same bytes back, one committed transaction per batch, on the same Django connection.
@@ -462,7 +463,8 @@ def run_walk(ds: Dataset, source: Any, target: Any, profile: bool) -> Phase:
 def raw_update(tenant_pk: int, source_pk: int, target_pk: int, batch: int) -> int:
     """The walk's reads and writes with no crypto and no checkpoint: keyset batches, one transaction each.
 
-    The UPDATE is the walk's own statement (``walk._MOVE``), bound as the walk binds it.
+    The SELECT reads binary results, as the walk's does; the UPDATE is the walk's own statement
+    (``walk._MOVE``), bound as the walk binds it.
     """
     import psycopg
     from django.db import connection, transaction
@@ -471,21 +473,26 @@ def raw_update(tenant_pk: int, source_pk: int, target_pk: int, batch: int) -> in
 
     moved, cursor_id = 0, 0
     while True:
-        with transaction.atomic(), connection.cursor() as cursor:
+        with (
+            transaction.atomic(),
+            connection.wrap_database_errors,
+            psycopg.Cursor(connection.connection) as cursor,
+        ):
+            # Read as the walk reads (binary results), write with the walk's statement.
             cursor.execute(
                 "SELECT id, wrapped_dek FROM data_keys "
                 "WHERE tenant_id = %s AND tkv_id = %s AND id > %s ORDER BY id LIMIT %s",
                 [tenant_pk, source_pk, cursor_id, batch],
+                binary=True,
             )
             rows = cursor.fetchall()
             if not rows:
                 return moved
             ids = [row[0] for row in rows]
-            with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as update:
-                update.execute(
-                    _MOVE, [target_pk, ids, [row[1] for row in rows], source_pk, tenant_pk], prepare=False
-                )
-                moved += update.rowcount
+            cursor.execute(
+                _MOVE, [target_pk, ids, [row[1] for row in rows], source_pk, tenant_pk], prepare=False
+            )
+            moved += cursor.rowcount
             cursor_id = ids[-1]
 
 

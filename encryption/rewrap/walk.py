@@ -285,21 +285,19 @@ def _retarget(job: RewrapJob, tenant: Tenant, target: TenantKeyVersion) -> None:
 
 
 def _fetch(tenant_id: int, tkv_id: int | None, after: int) -> list[Row]:
-    """Up to a batch of the tenant's data keys under ``tkv_id`` after the id ``after``, in id order."""
+    """Up to a batch of the tenant's data keys under ``tkv_id`` after the id ``after``, in id order. Binary
+    results: the wrapped keys and blob ids come as their bytes, not as hex text to encode and parse again."""
     if tkv_id is None:
         return []
-    with connection.cursor() as cursor:
+    # Never more than one version may wrap: a batch larger than the wrap limit would rotate forever.
+    limit = min(settings.KODORI_REWRAP_BATCH_SIZE, settings.KODORI_TKV_MAX_WRAPS)
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
         cursor.execute(
             # uuid_send: the blob id's 16 bytes, as the associated data needs them (no UUID objects).
             "SELECT id, uuid_send(blob_id), wrapped_dek, format_version FROM data_keys "
             "WHERE tenant_id = %s AND tkv_id = %s AND id > %s ORDER BY id LIMIT %s",
-            # Never more than one version may wrap: a batch larger than the wrap limit would rotate forever.
-            [
-                tenant_id,
-                tkv_id,
-                after,
-                min(settings.KODORI_REWRAP_BATCH_SIZE, settings.KODORI_TKV_MAX_WRAPS),
-            ],
+            [tenant_id, tkv_id, after, limit],
+            binary=True,
         )
         return cursor.fetchall()
 
