@@ -27,10 +27,14 @@ from __future__ import annotations
 import logging
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from django.views.decorators.debug import sensitive_variables
 
 from encryption import aead, keyring
+
+if TYPE_CHECKING:
+    from encryption.models import TenantKeyVersion
 
 logger = logging.getLogger(__name__)
 
@@ -93,17 +97,23 @@ class Ahead:
 
     def __init__(self, pool: ThreadPoolExecutor) -> None:
         self._pool = pool
-        self._pending: tuple[Plan, Future[Sealed]] | None = None
-        self._ready: tuple[Plan, Future[Sealed]] | None = None
+        self._pending: tuple[Plan, Future[Sealed], TenantKeyVersion] | None = None
+        self._ready: tuple[Plan, Future[Sealed], TenantKeyVersion] | None = None
 
     def prepare(
-        self, plan: Plan, source_key: bytes, target_key: bytes, tenant_id: int, rows: list[Row]
+        self,
+        plan: Plan,
+        source: TenantKeyVersion,
+        source_key: bytes,
+        target_key: bytes,
+        tenant_id: int,
+        rows: list[Row],
     ) -> None:
         """Start sealing ``rows`` (read and counted in the current transaction) in the background."""
         future = self._pool.submit(
             seal_rows, tenant_id, plan.source_id, plan.target_id, source_key, target_key, rows
         )
-        self._pending = (plan, future)
+        self._pending = (plan, future, source)
 
     def committed(self) -> None:
         """The transaction that prepared the pending batch committed: it may be used."""
@@ -113,9 +123,10 @@ class Ahead:
         """The transaction rolled back (or prepared nothing): forget what it prepared."""
         self._pending = None
 
-    def take(self, plan: Plan) -> Sealed | None:
-        """The ready batch if it was prepared for exactly ``plan``; it is used once either way."""
+    def take(self, plan: Plan) -> tuple[Sealed, TenantKeyVersion] | None:
+        """The ready batch, and the source version it was read from, if it was prepared for exactly ``plan``;
+        it is used once either way."""
         ready, self._ready = self._ready, None
         if ready is None or ready[0] != plan:
             return None
-        return ready[1].result()
+        return ready[1].result(), ready[2]

@@ -39,6 +39,7 @@ from typing import Any
 import psycopg
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import OuterRef, Subquery
 
 from encryption import keyring
 from encryption.models import (
@@ -57,6 +58,8 @@ from tenants.models import Tenant
 
 logger = logging.getLogger(__name__)
 
+# The KEK status of the version a job's cursor is on, read in the same statement as the job.
+_SOURCE_KEK_STATUS = TenantKeyVersion.objects.filter(pk=OuterRef("cursor_tkv_id")).values("kek__status")[:1]
 # Past any real id: a source whose cursor sits here has nothing left to read.
 _END = 2**63 - 1
 # How much a new batch's throughput moves the smoothed rate.
@@ -137,7 +140,14 @@ def _batch(job_pk: int, prepared: Ahead | None) -> Outcome:
     shows up as the count failing (the target is no longer active) or, at the end, as another active
     version: then the walk retargets."""
     started = time.monotonic()
-    job = RewrapJob.objects.select_for_update(of=("self",)).select_related("tenant").filter(pk=job_pk).first()
+    job = (
+        RewrapJob.objects.select_for_update(of=("self",))
+        .select_related("tenant", "target_tkv__kek")
+        # Read with the lock: a prepared batch needs no second read to know its source key is still retired.
+        .annotate(source_kek_status=Subquery(_SOURCE_KEK_STATUS))
+        .filter(pk=job_pk)
+        .first()
+    )
     if job is None or job.status != RewrapStatus.RUNNING:
         return Outcome.STOPPED
     tenant = job.tenant
@@ -190,14 +200,17 @@ def _take_prepared(
     job: RewrapJob, prepared: Ahead | None
 ) -> tuple[TenantKeyVersion, TenantKeyVersion, Sealed] | None:
     """The batch the previous step prepared, if the job still stands where it was prepared for and both
-    versions are still what they were then (source under a retired KEK, target active)."""
+    versions are still what they were then (source under a retired KEK, target active), as read with the
+    job's lock. The source version's row is the one read when the batch was prepared (its id, number and KEK
+    do not change); the target's is the one read now."""
     if prepared is None or job.cursor_tkv_id is None:
         return None
-    sealed = prepared.take(Plan(job.pk, job.cursor_tkv_id, job.target_tkv_id, job.cursor_id))
-    if sealed is None:
+    taken = prepared.take(Plan(job.pk, job.cursor_tkv_id, job.target_tkv_id, job.cursor_id))
+    if taken is None:
         return None
-    source, target = _versions(job)
-    if source.kek.status != KeyStatus.RETIRED or target.status != VersionStatus.ACTIVE:
+    sealed, source = taken
+    target = job.target_tkv
+    if getattr(job, "source_kek_status", None) != KeyStatus.RETIRED or target.status != VersionStatus.ACTIVE:
         return None  # the ordinary path re-reads the rows and decides (drop the source, retarget)
     return source, target, sealed
 
@@ -234,7 +247,8 @@ def _prepare_next(
         return
     rows = _fetch(tenant.pk, source.pk, after)
     if rows and _count_wraps(target, len(rows)):
-        prepared.prepare(Plan(job.pk, source.pk, target.pk, after), source_key, target_key, tenant.pk, rows)
+        plan = Plan(job.pk, source.pk, target.pk, after)
+        prepared.prepare(plan, source, source_key, target_key, tenant.pk, rows)
 
 
 def _end_or_retarget(job: RewrapJob, tenant: Tenant) -> Outcome:
