@@ -1,4 +1,11 @@
-"""Exports of the audit log: the filtered view as CSV, and the evidence bundle an auditor verifies offline.
+"""Exports of the audit log: the filtered view as CSV or JSONL, and the evidence bundle an auditor verifies
+offline.
+
+The JSONL export is the CSV's events, one JSON object a line, with the CSV's columns (the payload as an
+object, ``actor_id`` null for the system) plus ``tenant``: with it each line holds every field its
+``hash`` covers, so ``verify_bundle.event_hash(line)`` recomputes it, and a line's ``prev_hash`` is the hash
+of the event before it in the chain. Unlike the bundle it carries no signature: the bundle is the evidence,
+this export is for tools.
 
 The bundle is a zip holding ``bundle.jsonl`` (a header line, the events, the checkpoints), ``README.txt``,
 ``public-key.txt`` and ``verify_audit_bundle.py`` (a copy of ``audit/verify_bundle.py``). A hash chain can
@@ -69,6 +76,27 @@ def csv_rows(events: QuerySet[AuditEvent]) -> Iterator[str]:
                 event.hash,
             ]
         )
+
+
+def jsonl_lines(events: QuerySet[AuditEvent]) -> Iterator[bytes]:
+    """One line per event, oldest first: the CSV's fields, unescaped (JSON needs no formula quoting)."""
+    for event in events.order_by("seq").iterator(chunk_size=2000):
+        line = {
+            "seq": event.seq,
+            "created_at": format_time(event.created_at),
+            "type": event.type,
+            "actor_name": event.actor_name,
+            "actor_email": event.actor_email,
+            "actor_id": event.actor_id,
+            "request_id": event.request_id,
+            "ip": event.ip,
+            "summary": summary(event),
+            "payload": event.payload,
+            "prev_hash": event.prev_hash,
+            "hash": event.hash,
+            "tenant": event.tenant_id,
+        }
+        yield orjson.dumps(line) + b"\n"
 
 
 def bundle_range(events: QuerySet[AuditEvent]) -> tuple[int, int] | None:

@@ -3,7 +3,11 @@
 ``types`` (repeatable, or comma-separated) takes exact names, globs (``tenant-kms.*``) or a preset's name
 (``custody``, see ``PRESETS``), expanded against the known event types; ``year``; ``from``/``to``
 (``YYYY-MM-DD``, inclusive, UTC); ``actor``: an e-mail address or ``system``. Every filter is served by an
-index (see ``AuditEvent.Meta.indexes``); none needs a count.
+index (see ``AuditEvent.Meta.indexes``).
+
+``/audit`` opens on the key-custody events (``DEFAULT_VIEW``): a tenant's uploads would otherwise bury its
+few key changes. ``all=1`` (or an emptied types box, ``types=``) shows every type; the exports, which people
+reach from the page's own links, keep what the link says and default to every type.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ PRESETS: dict[str, tuple[str, ...]] = {
     # unseal, re-wrap jobs, and support's cloud-KMS switch.
     "custody": ("tenant-kms.*", "tenant.sealed", "tenant.unsealed", "tenant.cloud-kms-*", "rewrap.*"),
 }
+# What ``/audit`` shows when the URL names no types: the one place that decides it.
+DEFAULT_VIEW = "custody"
 
 
 def _parse_date(value: str, name: str, errors: list[str]) -> date | None:
@@ -79,13 +85,19 @@ class AuditFilters:
     date_to: date | None = None
     actor: str = ""
     errors: list[str] = field(default_factory=list)
+    # Every type on purpose (``all=1``), so that links keep showing every type where a default would apply.
+    all_types: bool = False
+    # The types are the page's default (``DEFAULT_VIEW``), not the URL's.
+    defaulted: bool = False
 
     @classmethod
-    def from_query(cls, query: QueryDict) -> AuditFilters:
+    def from_query(cls, query: QueryDict, *, default: str | None = None) -> AuditFilters:
+        """The filters a URL names; with ``default`` (``/audit``), a URL naming no types gets that preset."""
         errors: list[str] = []
         types = [
             part.strip() for value in query.getlist("types") for part in value.split(",") if part.strip()
         ]
+        everything = not types and ("types" in query or query.get("all", "") not in ("", "0"))
         year = None
         if query.get("year", "").strip():
             raw = query.get("year", "").strip()
@@ -97,13 +109,27 @@ class AuditFilters:
         date_to = _parse_date(query.get("to", "").strip(), "to", errors)
         if date_from and date_to and date_from > date_to:
             errors.append("“from” must not be after “to”.")
+        defaulted = not types and not everything and default is not None
+        if defaulted:
+            types = [str(default)]
         filters = cls(types, year, date_from, date_to, query.get("actor", "").strip()[:254], errors)
+        filters.all_types, filters.defaulted = everything, defaulted
         errors.extend(expand_types(types)[1])
         return filters
 
     @property
     def active(self) -> bool:
         return bool(self.types or self.year or self.date_from or self.date_to or self.actor)
+
+    @property
+    def narrowed(self) -> bool:
+        """Narrowed by more than the types: a year, dates or an actor."""
+        return bool(self.year or self.date_from or self.date_to or self.actor)
+
+    @property
+    def custody_only(self) -> bool:
+        """Exactly the key-custody view (whether by default or asked for)."""
+        return self.types == [DEFAULT_VIEW]
 
     def time_bounds(self) -> tuple[datetime | None, datetime | None]:
         """[start, end) in UTC: the intersection of ``year`` and ``from``/``to``."""
@@ -138,7 +164,7 @@ class AuditFilters:
 
     def params(self) -> list[tuple[str, str]]:
         """The filters as URL parameters, in a stable order."""
-        pairs = [("types", t) for t in self.types]
+        pairs = [("types", t) for t in self.types] or ([("all", "1")] if self.all_types else [])
         if self.year:
             pairs.append(("year", str(self.year)))
         if self.date_from:
@@ -151,3 +177,9 @@ class AuditFilters:
 
     def querystring(self, **extra: str) -> str:
         return urlencode(self.params() + [(k, v) for k, v in extra.items() if v])
+
+    def switched(self, *, custody: bool) -> str:
+        """This view's query string with the types swapped for the key-custody view or for every event; the
+        year, dates and actor stay."""
+        rest = [pair for pair in self.params() if pair[0] not in ("types", "all")]
+        return urlencode([("types", DEFAULT_VIEW) if custody else ("all", "1"), *rest])

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from tenants.units import format_bytes
+
 from .models import AcknowledgedVia, AuditEvent, BreakKind, ChainBreak, EventType
 
 
@@ -55,14 +57,7 @@ def _by(p: dict[str, Any]) -> str:
 
 
 def _size(n: Any) -> str:
-    if not isinstance(n, int):
-        return "?"
-    size = float(n)
-    for unit in ("bytes", "KB", "MB", "GB", "TB"):
-        if size < 1000 or unit == "TB":
-            return f"{n} bytes" if unit == "bytes" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{n} bytes"
+    return format_bytes(n) if isinstance(n, int) else "?"
 
 
 _SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
@@ -82,8 +77,8 @@ _SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
     EventType.TENANT_UNSEALED: lambda p: (
         f"Tenant unsealed{_by(p)}" + (f": {p['reason']}" if p.get("reason") else "")
     ),
-    EventType.TENANT_CLOUD_KMS_ENABLED: lambda p: "Support switched cloud KMS on",
-    EventType.TENANT_CLOUD_KMS_DISABLED: lambda p: "Support switched cloud KMS off",
+    EventType.TENANT_CLOUD_KMS_ENABLED: lambda p: "Support switched Cloud KMS on",
+    EventType.TENANT_CLOUD_KMS_DISABLED: lambda p: "Support switched Cloud KMS off",
     EventType.TENANT_DELETION_SCHEDULED: lambda p: (
         f"Deletion scheduled for {p.get('dueAt', '?')} "
         f"({p.get('waitingDays', '?')}-day wait, by {p.get('via', '?')})"

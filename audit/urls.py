@@ -11,6 +11,7 @@ app_name = "audit"
 urlpatterns = [
     path("audit", views.index, name="index"),
     path("audit/export.csv", views.export_csv, name="export_csv"),
+    path("audit/export.jsonl", views.export_jsonl, name="export_jsonl"),
     path("audit/export.zip", views.export_bundle, name="export_bundle"),
     path("audit/verify", views.verify_now, name="verify"),
     path("audit/breaks/<int:pk>/acknowledge", views.acknowledge_break, name="acknowledge_break"),

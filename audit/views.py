@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
+from collections.abc import Iterator
+from functools import partial
+from typing import cast
 
 from django.conf import settings
 from django.contrib import messages
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -15,31 +18,36 @@ from django.views.decorators.http import require_GET, require_POST
 from tenants.access import MANAGERS, tenant_required
 from tenants.roles import Role
 
-from . import chain, export, payloads, services, signing
-from .filters import AuditFilters
+from . import chain, export, pages, payloads, services, signing
+from .filters import DEFAULT_VIEW, AuditFilters
 from .forms import AcknowledgeForm
 from .models import AcknowledgedVia, AuditEvent, ChainBreak, Checkpoint, EventType
 from .presenters import break_row, row
 
+# A filtered view says how many events match up to this many ("10,000+"), never counting a whole chain.
+COUNT_CAP = 10_000
+PAGE_KIND = pages.AUDIT_KIND
+_STALE = "That page link is out of date or damaged; here is the first page."
 
-def _positive_int(value: str | None) -> int | None:
-    return int(value) if value and value.isdigit() and 0 < int(value) < 2**63 else None
+
+def _events_page(
+    request: HttpRequest, filters: AuditFilters, events: QuerySet[AuditEvent]
+) -> tuple[pages.Page[AuditEvent], str]:
+    first = partial(pages.page, events, "seq", settings.AUDIT_PAGE_SIZE, kind=PAGE_KIND)
+    try:
+        page = first(**pages.requested(request.GET))
+    except ValueError:
+        return first(), _STALE
+    if not page.rows and pages.asked_for_a_page(request.GET):
+        return first(), ""  # everything beyond the link is filtered away
+    return page, ""
 
 
-def _page(
-    events: Any, before: int | None, after: int | None, size: int
-) -> tuple[list[AuditEvent], bool, bool]:
-    """Keyset pagination on ``seq``, newest first: (rows, has_newer, has_older). No COUNT(*)."""
-    if after is not None:
-        rows = list(events.filter(seq__gt=after).order_by("seq")[: size + 1])
-        has_newer = len(rows) > size
-        rows = rows[:size][::-1]
-        return rows, has_newer, bool(rows) and events.filter(seq__lt=rows[-1].seq).exists()
-    if before is not None:
-        events = events.filter(seq__lt=before)
-    rows = list(events.order_by("-seq")[: size + 1])
-    has_older = len(rows) > size
-    return rows[:size], before is not None and bool(rows[:size]), has_older
+def _shown(filters: AuditFilters, events: QuerySet[AuditEvent], total: int) -> int:
+    """How many events the view holds: the whole chain needs no count (``seq`` has no gaps)."""
+    if not filters.types and not filters.narrowed:
+        return total
+    return pages.count_up_to(events, COUNT_CAP + 1)
 
 
 @require_GET
@@ -56,23 +64,35 @@ def _index(
     code: int = 200,
 ) -> HttpResponse:
     tenant = request.tenant  # type: ignore[attr-defined]
-    filters = AuditFilters.from_query(request.GET)
-    rows: list[AuditEvent] = []
-    has_newer = has_older = False
+    filters = AuditFilters.from_query(request.GET, default=DEFAULT_VIEW)
+    status = chain.verify(tenant, limit=settings.AUDIT_PAGE_VERIFY_LIMIT)
+    page: pages.Page[AuditEvent] | None = None
+    cursor_error = ""
+    shown = 0
     if not filters.errors:
         events = filters.apply(AuditEvent.objects.for_tenant(tenant))
-        before, after = _positive_int(request.GET.get("before")), _positive_int(request.GET.get("after"))
-        rows, has_newer, has_older = _page(events, before, after, settings.AUDIT_PAGE_SIZE)
-    status = chain.verify(tenant, limit=settings.AUDIT_PAGE_VERIFY_LIMIT)
+        page, cursor_error = _events_page(request, filters, events)
+        shown = _shown(filters, events, status.head_seq)
     seen = status.full_verified_at
+    acknowledged = []
+    for b in status.acknowledged:
+        line = break_row(b, status.proofs.get(b.pk), seen)
+        line["ack_url"] = pages.event_url(line["ack_seq"]) if line["ack_seq"] else ""
+        acknowledged.append(line)
     ctx = {
         "filters": filters,
-        "rows": [row(e) for e in rows],
-        "newer_url": f"?{filters.querystring(after=str(rows[0].seq))}" if has_newer and rows else "",
-        "older_url": f"?{filters.querystring(before=str(rows[-1].seq))}" if has_older and rows else "",
+        "rows": [row(e) for e in page.rows] if page else [],
+        "pager": page.links(lambda **extra: f"?{filters.querystring(**extra)}") if page else {},
+        "cursor_error": cursor_error,
+        "shown": shown,
+        "count_cap": COUNT_CAP,
+        "total": status.head_seq,
+        "all_url": f"?{filters.switched(custody=False)}",
+        "custody_url": f"?{filters.switched(custody=True)}",
+        "type_names": ", ".join(filters.types),
         "status": status,
         "open_breaks": [break_row(b, None, seen) for b in status.breaks],
-        "acknowledged_breaks": [break_row(b, status.proofs.get(b.pk), seen) for b in status.acknowledged],
+        "acknowledged_breaks": acknowledged,
         "can_acknowledge": request.membership.role_enum == Role.OWNER,  # type: ignore[attr-defined]
         "ack_form": ack_form,
         "ack_pk": ack_pk,
@@ -96,9 +116,8 @@ def _stamp() -> str:
     return timezone.now().strftime("%Y%m%dT%H%M%SZ")
 
 
-@require_GET
-@tenant_required(*MANAGERS)
-def export_csv(request: HttpRequest) -> HttpResponse:
+def _export_rows(request: HttpRequest, export_format: str) -> QuerySet[AuditEvent] | HttpResponse:
+    """The events a CSV or JSONL export streams, pinned before the export's own event is recorded."""
     tenant = request.tenant  # type: ignore[attr-defined]
     filters = _export_filters(request)
     if isinstance(filters, HttpResponse):
@@ -108,12 +127,37 @@ def export_csv(request: HttpRequest) -> HttpResponse:
     # Pin the range before streaming, so the export's own event is not part of it.
     events = events.filter(seq__lte=span[1])
     payload = payloads.audit_exported(
-        export_format="csv", first_seq=span[0], last_seq=span[1], filters=filters.querystring()
+        export_format=export_format, first_seq=span[0], last_seq=span[1], filters=filters.querystring()
     )
     services.record(tenant, EventType.AUDIT_EXPORTED, actor=request.user, payload=payload, request=request)
-    response = StreamingHttpResponse(export.csv_rows(events), content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="kodori-audit-{tenant.slug}-{_stamp()}.csv"'
+    return events
+
+
+def _download(chunks: Iterator[str] | Iterator[bytes], content_type: str, name: str) -> HttpResponse:
+    response = StreamingHttpResponse(chunks, content_type=content_type)
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
     return cast(HttpResponse, response)  # streamed; the access decorators are typed for HttpResponse
+
+
+@require_GET
+@tenant_required(*MANAGERS)
+def export_csv(request: HttpRequest) -> HttpResponse:
+    events = _export_rows(request, "csv")
+    if isinstance(events, HttpResponse):
+        return events
+    name = f"kodori-audit-{request.tenant.slug}-{_stamp()}.csv"  # type: ignore[attr-defined]
+    return _download(export.csv_rows(events), "text/csv; charset=utf-8", name)
+
+
+@require_GET
+@tenant_required(*MANAGERS)
+def export_jsonl(request: HttpRequest) -> HttpResponse:
+    """The same events as the CSV, one JSON object a line, with the fields that recompute each hash."""
+    events = _export_rows(request, "jsonl")
+    if isinstance(events, HttpResponse):
+        return events
+    name = f"kodori-audit-{request.tenant.slug}-{_stamp()}.jsonl"  # type: ignore[attr-defined]
+    return _download(export.jsonl_lines(events), "application/jsonl; charset=utf-8", name)
 
 
 @require_GET

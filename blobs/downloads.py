@@ -198,7 +198,7 @@ def blob_response(request: HttpRequest, blob: Blob) -> HttpResponseBase:
     else:
         response = StreamingHttpResponse(_stream(request, opened), status=status)
     if request.method != "HEAD":
-        _record_download(request, blob, (header or "") if byte_range else "")
+        record_download(request, blob, (header or "") if byte_range else "")
     _base_headers(response, blob)
     response["Content-Length"] = str(stop - start)
     if byte_range:
@@ -331,7 +331,18 @@ def _stream(request: HttpRequest | None, opened: _Opened) -> Iterator[bytes]:
         damage.verified(blob, found_by="download")
 
 
-def _record_download(request: HttpRequest, blob: Blob, byte_range: str) -> None:
+def check_servable(request: HttpRequest | None, blob: Blob) -> None:
+    """Raise the ``BlobError`` a download of ``blob`` would meet before its first byte (key, stored object
+    and its exact length, header, final chunk), reading no more than those; damage found is recorded.
+
+    For a reply that promises several files at once (``blobs.selection``): checked for all of them first,
+    so a file known to be unreadable refuses the reply rather than cutting it short."""
+    _open(request, blob, 0, 0).close()
+
+
+def record_download(request: HttpRequest, blob: Blob, byte_range: str = "") -> None:
+    """``blob.downloaded`` for one file sent whole (``byte_range`` empty) or in part, when
+    ``AUDIT_BLOB_DOWNLOADS`` is on: a single download and each file of an archive of several."""
     if not settings.AUDIT_BLOB_DOWNLOADS:
         return
     with transaction.atomic():

@@ -38,6 +38,7 @@ from encryption.format import envelope
 from encryption.models import DataKey
 from encryption.providers import ProviderError
 from tenants.models import Tenant
+from tenants.units import format_bytes
 
 from .errors import (
     BadRequest,
@@ -60,15 +61,6 @@ READ_SIZE = 1024 * 1024
 _TCHAR = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"  # an RFC 9110 token
 _MEDIA_TYPE = re.compile(rf"^{_TCHAR}/{_TCHAR}$")
 MAX_NAME = 255
-
-
-def human_size(n: int) -> str:
-    value = float(n)
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{n} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} bytes"  # pragma: no cover
 
 
 def clean_name(raw: str) -> str:
@@ -110,12 +102,13 @@ class Limits:
     def refuse(self, size: int) -> BlobError:
         if size > self.max_size:
             return TooLarge(
-                f"This file is {human_size(size)}; files may be at most {human_size(self.max_size)}."
+                f"This file is {format_bytes(size)}; files may be at most {format_bytes(self.max_size)}."
             )
         quota = int(settings.BLOB_TENANT_QUOTA)
         return QuotaExceeded(
-            f"This file would take the tenant past its storage quota of {human_size(quota)} "
-            f"({human_size(max(0, self.remaining_quota))} left). Delete files or ask support for more space."
+            f"This file would take the tenant past its storage quota of {format_bytes(quota)} "
+            f"({format_bytes(max(0, self.remaining_quota))} left). "
+            "Delete files or ask support for more space."
         )
 
     def check(self, size: int) -> None:

@@ -1,4 +1,5 @@
-"""Pages of the blobs app: list, upload, detail, download, delete. API tokens are in ``token_views``.
+"""Pages of the blobs app: list, upload, detail, download, delete. API tokens are in ``token_views``; several
+files as one archive in ``offboarding.selection`` (the archive writer's app).
 
 Each view reads "load, check access, act, redirect". Blobs are loaded only through
 ``Blob.objects.visible_in(request.tenant)``, so another tenant's blob, or an unfinished upload, is a 404.
@@ -21,7 +22,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from tenants.access import UPLOADERS, TenantRequest, tenant_required
 
-from . import downloads, listing, scrub, services, uploads
+from . import downloads, listing, scrub, selection, services, uploads
 from .errors import BlobError, check_writable
 from .forms import SORT_LABELS, BlobListForm
 from .models import Blob, TenantBlobStats
@@ -39,10 +40,15 @@ def _blob(request: TenantRequest, pk: UUID) -> Blob:
     return get_object_or_404(Blob.objects.visible_in(request.tenant).select_related("tenant"), pk=pk)
 
 
+# The time column shows ``created_at``, the time the list sorts by (an upload's start; its end is on the
+# file's page), so its heading says "Added" rather than "Uploaded".
+COLUMN_LABELS = {**SORT_LABELS, "created": "Added"}
+
+
 def _sort_links(form: BlobListForm) -> list[dict[str, Any]]:
     current = form.sort_key()
     links = []
-    for key, label in SORT_LABELS.items():
+    for key, label in COLUMN_LABELS.items():
         state = "ascending" if current == key else "descending" if current == f"-{key}" else ""
         target = f"-{key}" if current == key else key
         params = {"sort": target, **({"q": form.query()} if form.query() else {})}
@@ -98,6 +104,7 @@ def blob_list(request: TenantRequest) -> HttpResponse:
         ),
         "match_cap": SEARCH_COUNT_CAP,
         "can_upload": writable and request.membership.role_enum.can_upload,
+        "archive_max": selection.MAX_FILES,
         "usage": stats.total_bytes,
         "quota": settings.BLOB_TENANT_QUOTA,
         "damaged_count": damaged_count,

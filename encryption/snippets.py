@@ -274,7 +274,7 @@ def register_context(cloud: str, tenant: Tenant, form: Any) -> dict[str, Any]:
     if cloud == "aws":
         facts = [
             Fact("Kodori's principal", settings.KODORI_AWS_PRINCIPAL_ARN),
-            Fact("Your ExternalId", aws_external_id(tenant), "shown once cloud KMS is switched on"),
+            Fact("Your ExternalId", aws_external_id(tenant), "shown once Cloud KMS is switched on"),
             Fact("Your Kodori tenant id", str(tenant.pk)),
         ]
         snippets = [aws_trust_policy(tenant), aws_permission_policy(tenant, key)]

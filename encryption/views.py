@@ -16,13 +16,15 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from tenants.access import MANAGERS, TenantRequest, tenant_required
 
 from . import rewrap, services, snippets
-from .coverage import key_coverage, version_coverage
+from .coverage import version_coverage
 from .credentials import StaticCredentialRefused, redact_static_credentials, refuse_static_credentials
 from .forms import FORMS, KeyForm
+from .history import history_page, refusing
 from .identifiers import InvalidKeyIdentifier
 from .keyring import cache_ttl
 from .models import KeyStatus, RewrapJob, RewrapStatus, TenantKey, WrapMethod
 from .sealing import Trigger
+from .walk_summary import summarize
 
 # What registering told the owner, by what it did (``services.register_key``).
 _REGISTERED = {
@@ -40,22 +42,25 @@ _REGISTERED = {
 @tenant_required(*MANAGERS)
 def index(request: TenantRequest) -> HttpResponse:
     tenant = request.tenant
-    coverage = key_coverage(tenant)
+    history = history_page(tenant, request.GET)
+    keys = TenantKey.objects.for_tenant(tenant)
     versions = version_coverage(tenant)
-    active = next((c.key for c in coverage if c.key.status == KeyStatus.ACTIVE), None)
+    active = keys.filter(status=KeyStatus.ACTIVE).first()
     # Before the first upload a tenant has no key at all and gets the Kodori-managed one on first use; a
     # tenant that had keys and has no active one is sealed, and the page says so rather than naming a method.
     method = WrapMethod(active.wrap_method) if active else WrapMethod.GLOBAL
     # A key version exists only once a key was active: without one (a first key still pending, say) the
     # tenant uploads under the Kodori-managed key it gets on first use, and is not sealed.
     keyless = active is None and bool(versions)
-    job = RewrapJob.objects.for_tenant(tenant).select_related("started_by").first()
+    job = RewrapJob.objects.for_tenant(tenant).select_related("started_by", "target_tkv__kek").first()
     movable = sum(v.movable for v in versions)
     unused = sum(1 for v in versions if v.unused)
     ctx = {
-        "coverage": coverage,
+        "history": history,
         "versions": versions,
         "job": job,
+        "summary": summarize(job) if job else None,
+        "on_index": True,
         "movable": movable,
         "unused_versions": unused,
         # Data keys under a key an owner disabled: Kodori never opens them again, so no walk moves them.
@@ -65,8 +70,8 @@ def index(request: TenantRequest) -> HttpResponse:
         "rewrap_after_rotation": settings.KODORI_REWRAP_AFTER_ROTATION,
         "active": active,
         "keyless": keyless,
-        "re_enable_candidates": [c.key for c in coverage if c.key.status == KeyStatus.DISABLED],
-        "refused": [c for c in coverage if c.key.refused_at is not None and c.key.usable],
+        "re_enable_candidates": list(keys.filter(status=KeyStatus.DISABLED).order_by("-pk")),
+        "refused": refusing(tenant),
         "method": method,
         "mode": "customer"
         if method.is_customer
@@ -199,10 +204,15 @@ def rewrap_start(request: TenantRequest) -> HttpResponse:
 @tenant_required(*MANAGERS)
 def rewrap_progress(request: TenantRequest, pk: int) -> HttpResponse:
     """The re-wrap card; htmx polls it while the job runs, and reloads the page once it has stopped (the
-    key history and the coverage changed with it)."""
-    job = get_object_or_404(RewrapJob.objects.for_tenant(request.tenant).select_related("started_by"), pk=pk)
-    response = render(request, "encryption/_rewrap.html", {"job": job})
-    if request.headers.get("HX-Request") and job.status != RewrapStatus.RUNNING:
+    key history and the coverage changed with it). Opened as a link (the key history's, say), the walk's own
+    page: the card with its summary, and the way back to the rotation."""
+    jobs = RewrapJob.objects.for_tenant(request.tenant).select_related("started_by", "target_tkv__kek")
+    job = get_object_or_404(jobs, pk=pk)
+    ctx = {"job": job, "summary": summarize(job)}
+    if not request.headers.get("HX-Request"):
+        return render(request, "encryption/rewrap.html", ctx)
+    response = render(request, "encryption/_rewrap.html", ctx)
+    if job.status != RewrapStatus.RUNNING:
         response["HX-Refresh"] = "true"
     return response
 

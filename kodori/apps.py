@@ -11,3 +11,6 @@ from django.apps import AppConfig
 class KodoriConfig(AppConfig):
     name = "kodori"
     verbose_name = "Kodori"
+
+    def ready(self) -> None:
+        from .guides import checks  # noqa: F401 - registers the guides' system check

@@ -17,6 +17,7 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),
+    path("guides/", include("kodori.guides.urls")),
     path("", include("tenants.urls")),
     path("", include("audit.urls")),
     path("", include("blobs.urls")),

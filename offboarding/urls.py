@@ -1,10 +1,11 @@
-"""URLs of offboarding (mounted at the root): owner pages under /tenant/deletion and /export, the API."""
+"""URLs of offboarding (mounted at the root): owner pages under /tenant/deletion and /export, the API, and
+/blobs/archive (several files of the list as one zip, for every role: ``offboarding.selection``)."""
 
 from __future__ import annotations
 
 from django.urls import path
 
-from . import api, views
+from . import api, selection, views
 
 app_name = "offboarding"
 
@@ -12,6 +13,7 @@ urlpatterns = [
     path("tenant/deletion", views.deletion, name="deletion"),
     path("tenant/deletion/schedule", views.schedule, name="schedule"),
     path("tenant/deletion/cancel", views.cancel, name="cancel"),
+    path("blobs/archive", selection.download_selected, name="download_selected"),
     path("export", views.export_index, name="export"),
     path("export/<uuid:pk>", views.export_detail, name="export_detail"),
     path("export/<uuid:pk>/parts/<int:number>", views.export_part, name="export_part"),

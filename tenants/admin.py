@@ -47,10 +47,10 @@ class TenantAdminForm(forms.ModelForm):
     """The tenant form, plus the reason support must give when switching cloud KMS (for the audit log)."""
 
     cloud_kms_reason = forms.CharField(
-        label="Reason for switching cloud KMS",
+        label="Reason for switching Cloud KMS",
         required=False,
         max_length=300,
-        help_text="Required when you change the cloud KMS switch; recorded in the tenant's audit log.",
+        help_text="Required when you change the Cloud KMS switch; recorded in the tenant's audit log.",
     )
 
     class Meta:
@@ -64,7 +64,7 @@ class TenantAdminForm(forms.ModelForm):
             and "cloud_kms_enabled" in self.changed_data
             and not cleaned.get("cloud_kms_reason")
         ):
-            self.add_error("cloud_kms_reason", "Say why cloud KMS is switched (for the tenant's audit log).")
+            self.add_error("cloud_kms_reason", "Say why Cloud KMS is switched (for the tenant's audit log).")
         return cleaned
 
 
@@ -125,8 +125,8 @@ class TenantAdmin(admin.ModelAdmin):
         state = "on" if enabled else "off"
         form, reason = reason_given(
             request,
-            "Reason for switching cloud KMS",
-            "Say why cloud KMS is switched (for the tenants' audit logs).",
+            "Reason for switching Cloud KMS",
+            "Say why Cloud KMS is switched (for the tenants' audit logs).",
         )
         tenants = list(queryset.order_by("name"))
         if reason:
@@ -142,9 +142,9 @@ class TenantAdmin(admin.ModelAdmin):
             request,
             form=form,
             action=action,
-            title=f"Switch cloud KMS {state}",
+            title=f"Switch Cloud KMS {state}",
             intro=(
-                f"Switch cloud KMS {state} for these tenants? Each switch is recorded in that tenant's "
+                f"Switch Cloud KMS {state} for these tenants? Each switch is recorded in that tenant's "
                 "audit log with the reason you give."
             ),
             lines=[
@@ -153,14 +153,14 @@ class TenantAdmin(admin.ModelAdmin):
                 for t in tenants
             ],
             pks=[t.pk for t in tenants],
-            submit=f"Switch cloud KMS {state}",
+            submit=f"Switch Cloud KMS {state}",
         )
 
-    @admin.action(description="Switch cloud KMS on for the selected tenants", permissions=["change"])
+    @admin.action(description="Switch Cloud KMS on for the selected tenants", permissions=["change"])
     def enable_cloud_kms(self, request: HttpRequest, queryset: QuerySet[Tenant]) -> TemplateResponse | None:
         return self._switch(request, queryset, True, "enable_cloud_kms")
 
-    @admin.action(description="Switch cloud KMS off for the selected tenants", permissions=["change"])
+    @admin.action(description="Switch Cloud KMS off for the selected tenants", permissions=["change"])
     def disable_cloud_kms(self, request: HttpRequest, queryset: QuerySet[Tenant]) -> TemplateResponse | None:
         return self._switch(request, queryset, False, "disable_cloud_kms")
 

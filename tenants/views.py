@@ -40,10 +40,20 @@ def _members_page(
     tenant = request.tenant
     actor_role: Role = request.membership.role_enum
     memberships = Membership.objects.for_tenant(tenant).select_related("user").order_by("user__email")
+    owners = sum(1 for m in memberships if m.role_enum == Role.OWNER)
     rows = []
     for m in memberships:
-        editable = actor_role == Role.OWNER or m.role_enum != Role.OWNER
-        rows.append({"membership": m, "editable": editable, "is_self": m.user_id == request.user.pk})
+        # The last owner can be neither demoted nor removed (services refuse it): offer no control that would.
+        last_owner = m.role_enum == Role.OWNER and owners <= 1
+        editable = (actor_role == Role.OWNER or m.role_enum != Role.OWNER) and not last_owner
+        rows.append(
+            {
+                "membership": m,
+                "editable": editable,
+                "last_owner": last_owner,
+                "is_self": m.user_id == request.user.pk,
+            }
+        )
     ctx = {
         "rows": rows,
         "add_form": add_form or AddMemberForm(actor_role=actor_role),

@@ -39,6 +39,7 @@ def _with_events(world: World) -> dict[str, Any]:
 ROUTES = [
     Route("audit:index", MANAGERS_ONLY),
     Route("audit:export_csv", MANAGERS_ONLY),
+    Route("audit:export_jsonl", MANAGERS_ONLY),
     Route("audit:export_bundle", MANAGERS_ONLY, data=_with_events),
     Route("audit:export_bundle", expect(403, anonymous=302, owner=302, admin=302, outsider=302)),
     Route("audit:verify", expect(403, anonymous=302, owner=302, admin=302, outsider=302), method="POST"),

@@ -82,6 +82,9 @@ def test_an_admin_filters_key_custody_and_sees_the_rotation_chip(
         page.get_by_role("navigation", name="Main").get_by_role("link", name="Audit", exact=True).click()
         page.wait_for_url("**/audit")
         assert page.locator(".audit-badge").inner_text().startswith("verified through #4 at ")
+        assert page.locator("tbody tr").count() == 3  # key custody by default: not the upload
+        page.get_by_role("link", name="Show all events").click()
+        page.wait_for_url("**/audit?all=1")
         assert page.locator("tbody tr").count() == 4
 
         page.get_by_label("Event types").fill("tenant-kms.*")

@@ -75,10 +75,12 @@ def test_the_key_custody_view_lists_custody_events_only(tenant: Tenant, owner: A
 
 
 def test_the_page_links_to_the_key_custody_view(tenant: Tenant, owner: Any, as_user: Any) -> None:
-    page = as_user(owner).get(reverse("audit:index")).content.decode()
-    assert 'href="?types=custody"' in page
-    assert '<option value="custody">' in page
-    assert 'href="?types=tenant-kms.*"' not in page
+    everything = as_user(owner).get(reverse("audit:index"), {"all": "1"}).content.decode()
+    assert 'href="?types=custody"' in everything
+    assert '<option value="custody">' in everything
+    assert 'href="?types=tenant-kms.*"' not in everything
+    # The page opens on that view, and links back to every event.
+    assert 'href="?all=1"' in as_user(owner).get(reverse("audit:index")).content.decode()
 
 
 def test_the_csv_export_of_the_custody_view_has_the_same_events(

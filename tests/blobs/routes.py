@@ -75,6 +75,14 @@ ROUTES = [
         method="POST",
         kwargs=_member_blob,
     ),
+    # Several files as one zip (``offboarding.selection``, where the archive writer lives): every role of the
+    # tenant; another tenant's file is a 404 for the outsider.
+    Route(
+        "offboarding:download_selected",
+        ACME_OBJECT,
+        method="POST",
+        data=lambda w: {"ids": [str(make_blob(w.users["member"], tenant=w.tenant).pk)]},
+    ),
     Route("blobs:tokens", IN_TENANT),
     Route("blobs:tokens", IN_TENANT, method="POST", data=lambda w: {"name": "backup"}),
     Route(

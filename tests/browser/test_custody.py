@@ -46,7 +46,11 @@ def shots(page: Any, name: str, tmp_path: Path) -> None:
 
 
 def row_of(page: Any, suffix: str) -> Any:
-    return page.locator("section[aria-labelledby=history] tbody tr", has_text=suffix)
+    """The key history's row of the key ending in ``suffix`` (by its Key cell: other rows may name it too,
+    e.g. the rotation that replaced it)."""
+    return page.locator("section[aria-labelledby=history] tbody tr").filter(
+        has=page.locator("td:first-child", has_text=suffix)
+    )
 
 
 def register_aws(page: Any, base: str, key_arn: str, role_arn: str) -> None:

@@ -15,6 +15,7 @@ from emulators.dev import DevEmulators
 from encryption import services
 from encryption.models import KeyStatus, TenantKey, WrapMethod
 from tenants.models import Tenant
+from tests.browser.test_custody import row_of
 from tests.browser.test_shell import sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -24,11 +25,6 @@ def shot(page: Any, name: str, tmp_path: Path) -> None:
     target = Path(os.environ.get("KODORI_SCREENSHOT_DIR") or tmp_path)
     target.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(target / f"{name}.png"), full_page=True)
-
-
-def row_of(page: Any, suffix: str) -> Any:
-    """The key history's row of the key ending in ``suffix`` (the coverage table names keys too)."""
-    return page.locator("section[aria-labelledby=history] tbody tr", has_text=suffix)
 
 
 def test_an_owner_registers_rotates_and_disables_keys(

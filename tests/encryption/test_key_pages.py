@@ -148,7 +148,7 @@ def test_a_tenant_whose_active_key_was_disabled_is_told_it_has_no_active_key_and
     assert key.label in card
     assert re.search(rf'<form [^>]*action="{enable}".*?<button [^>]*>Re-enable[^<]*</button>', card, re.S)
     assert "Retry now" not in card  # nothing to retry: no key is active
-    assert "Your own cloud KMS key" not in card  # no method is claimed for a tenant without a key
+    assert "Your own Cloud KMS key" not in card  # no method is claimed for a tenant without a key
 
     response = client.post(enable, follow=True)
     assert "re-enabled and verified: it is the active key again" in response.content.decode()

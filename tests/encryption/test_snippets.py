@@ -87,7 +87,7 @@ def test_aws_snippets_show_placeholders_for_every_unknown_value(
     assert wrap["Condition"] == {"StringEquals": {"kms:EncryptionContext:kodori:tenant": str(tenant.pk)}}
     # The placeholder is text on the page, not a tag the browser swallows.
     assert '"Resource": "&lt;YOUR_KEY_ARN&gt;"' in page
-    assert "shown once cloud KMS is switched on" in page
+    assert "shown once Cloud KMS is switched on" in page
     assert (
         "Still to fill in: <code>&lt;KODORI_PRINCIPAL_ARN&gt;</code>, <code>&lt;YOUR_EXTERNAL_ID&gt;</code>"
         in page

@@ -42,7 +42,7 @@ def test_it_shows_the_active_customer_key_and_what_each_key_protects(
     services.verify_key(key.pk)
     keyring.new_data_key(tenant, uuid.uuid4(), envelope.FORMAT_VERSION)
     html = as_user(owner).get(reverse("encryption:index")).content.decode()
-    assert "Your own cloud KMS key" in html and f"…{url[-12:]}" in html
+    assert "Your own Cloud KMS key" in html and f"…{url[-12:]}" in html
     assert url not in html  # only the last 12 characters are shown
     assert re.search(r"\b1 file\s*<br>", html)  # the Azure key
     assert "3 files still depend on it" in html  # the retired Kodori-managed key still protects older files

@@ -62,7 +62,7 @@ def test_staff_switch_cloud_kms_on_through_the_service(
         "keys-INITIAL_FORMS": "0",
     }
     r = as_user(staff).post(url, data)
-    assert r.status_code == 200 and b"Say why cloud KMS is switched" in r.content  # a reason is required
+    assert r.status_code == 200 and b"Say why Cloud KMS is switched" in r.content  # a reason is required
     tenant.refresh_from_db()
     assert tenant.cloud_kms_enabled is False and switches == []
     r = as_user(staff).post(url, {**data, "cloud_kms_reason": "signed the BYOK addendum"})

@@ -31,7 +31,7 @@ def test_the_bulk_switch_first_asks_for_a_reason(
     r = _act(as_user(staff), "enable_cloud_kms", [tenant, other_tenant])
     assert r.status_code == 200
     page = r.content.decode()
-    assert "Switch cloud KMS on" in page and "Acme Corp" in page and "Globex" in page
+    assert "Switch Cloud KMS on" in page and "Acme Corp" in page and "Globex" in page
     assert 'name="reason"' in page and 'name="post" value="yes"' in page
     assert 'name="action" value="enable_cloud_kms"' in page
     assert not Tenant.objects.filter(cloud_kms_enabled=True).exists()
@@ -44,7 +44,7 @@ def test_the_bulk_switch_without_a_reason_changes_nothing(
 ) -> None:
     r = _act(as_user(staff), "enable_cloud_kms", [tenant, other_tenant], post="yes", reason=reason)
     assert r.status_code == 200
-    assert "Say why cloud KMS is switched" in r.content.decode()
+    assert "Say why Cloud KMS is switched" in r.content.decode()
     assert not Tenant.objects.filter(cloud_kms_enabled=True).exists()
     assert _switch_events(tenant) == _switch_events(other_tenant) == []
 

@@ -169,3 +169,20 @@ def test_members_and_viewers_cannot_manage_members(
     r = client.post(reverse("tenants:member_role", args=[membership(user, tenant).pk]), {"role": "owner"})
     assert r.status_code == 403
     assert role_of(user, tenant) == who
+
+
+def test_the_page_offers_the_last_owner_no_control_that_would_be_refused(
+    as_user: Any, owner: Any, member: Any, tenant: Tenant
+) -> None:
+    client = as_user(owner)
+    mine = membership(owner, tenant).pk
+    page = client.get(reverse("tenants:members")).content.decode()
+    assert reverse("tenants:member_role", args=[mine]) not in page
+    assert reverse("tenants:member_remove", args=[mine]) not in page
+    assert "the only owner" in page
+    # The member's row keeps its controls.
+    assert reverse("tenants:member_role", args=[membership(member, tenant).pk]) in page
+    # With a second owner, both owners can be changed again.
+    client.post(reverse("tenants:member_role", args=[membership(member, tenant).pk]), {"role": "owner"})
+    page = client.get(reverse("tenants:members")).content.decode()
+    assert reverse("tenants:member_remove", args=[mine]) in page and "the only owner" not in page
