@@ -39,7 +39,7 @@ AXE = Path(__file__).parent / "vendor" / "axe.min.js"  # axe-core 4.14.1, MPL-2.
 FAVICON = Path(__file__).parents[2] / "static" / "kodori" / "favicon.svg"
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
-SIGNED_IN = ("owner", "admin", "member")
+SIGNED_IN = ("owner", "admin", "member", "viewer")
 
 # GET routes that are not pages, and why: the crawl skips them, and fails for any other GET route that does
 # not answer a full HTML page (add it here, with the reason, if it is not meant to be one).
@@ -186,8 +186,8 @@ def crawl_role(browser: Any, base: str, role: str, world: World, kwargs_of: Kwar
                 crawl.problems.append(f"{role} {route.name}: shows the other tenant's name")
         # Kodori's own error pages, as this role meets them.
         visit(page, f"{base}/no-such-page", f"{role} 404", 404, tenant_name, crawl)
-        if role == "member":
-            visit(page, base + reverse("encryption:index"), "member 403", 403, tenant_name, crawl)
+        if role in ("member", "viewer"):
+            visit(page, base + reverse("encryption:index"), f"{role} 403", 403, tenant_name, crawl)
     finally:
         context.close()
 
@@ -242,9 +242,16 @@ def test_every_page_fits_a_phone_passes_axe_and_names_itself(
     # The crawl reached what each role should: the owner's pages include the owner-only ones, the member's
     # stop at what members may do, and the signed-out visitor saw the public pages.
     visited = set(crawl.titles)
-    reached = {"owner offboarding:deletion", "admin encryption:key", "member blobs:detail", "anonymous login"}
+    reached = {
+        "owner offboarding:deletion",
+        "admin encryption:key",
+        "member blobs:detail",
+        "viewer blobs:list",
+        "anonymous login",
+    }
     assert reached <= visited, sorted(visited)
-    assert not {label for label in visited if label.startswith("member encryption:")}
+    assert not {label for label in visited if label.startswith(("member encryption:", "viewer encryption:"))}
+    assert "viewer blobs:upload" not in visited
     assert crawl.titles["owner blobs:list"].endswith(" · Acme Corp")
     assert crawl.titles["anonymous login"] == "Sign in · Kodori"
 
