@@ -14,9 +14,6 @@ queryset.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -24,6 +21,8 @@ from urllib.parse import urlencode
 
 from django.db.models import Model, QuerySet
 from django.urls import reverse
+
+from tenants import cursors
 
 M = TypeVar("M", bound=Model)
 
@@ -33,17 +32,15 @@ _MAX = 2**63 - 1
 
 
 def encode(kind: str, value: int) -> str:
-    raw = json.dumps([kind, value], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return cursors.pack(kind, value)
 
 
 def decode(kind: str, cursor: str) -> int:
     """The value a cursor of ``kind`` names; ``ValueError`` for anything not given out by ``encode``."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        name, value = json.loads(raw)
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
-        raise ValueError("not a cursor") from None
+    items = cursors.unpack(cursor)
+    if len(items) != 2:
+        raise ValueError("not a cursor")
+    name, value = items
     if name != kind:
         raise ValueError("a cursor of another list")
     if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= _MAX:

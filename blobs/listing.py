@@ -12,9 +12,6 @@ is refused as ``ValueError`` and the caller says so.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -22,6 +19,8 @@ from uuid import UUID
 
 from django.db.models import BooleanField, QuerySet
 from django.db.models.expressions import RawSQL
+
+from tenants import cursors
 
 from .models import Blob
 
@@ -69,17 +68,15 @@ _LABELS = {
 
 def encode(sort: Sort, blob: Blob) -> str:
     value = getattr(blob, sort.column)
-    raw = json.dumps([sort.key, value.isoformat() if isinstance(value, datetime) else value, str(blob.pk)])
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+    return cursors.pack(sort.key, value.isoformat() if isinstance(value, datetime) else value, str(blob.pk))
 
 
 def decode(sort: Sort, cursor: str) -> tuple[Any, UUID]:
     """The (value, id) a cursor of ``sort`` names; ``ValueError`` for anything not given out here."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        key, value, pk = json.loads(raw)
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
-        raise ValueError("not a cursor") from None
+    items = cursors.unpack(cursor)
+    if len(items) != 3:
+        raise ValueError("not a cursor")
+    key, value, pk = items
     if key != sort.key:
         raise ValueError("a cursor of another sort")
     if sort.column == "created_at":

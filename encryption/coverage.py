@@ -102,7 +102,8 @@ def with_data_keys(versions: QuerySet[TenantKeyVersion]) -> list[tuple[TenantKey
     return [(tkv, int(getattr(tkv, "data_keys_now"))) for tkv in annotated]  # noqa: B009 (an annotation)
 
 
-def _with_counts(keys: list[TenantKey], tenant_id: int) -> list[KeyCoverage]:
+def with_counts(keys: list[TenantKey], tenant_id: int) -> list[KeyCoverage]:
+    """``keys`` (of one tenant) with their live versions and data keys, counted in two statements."""
     versions: dict[int, int] = {}
     data_keys: dict[int, int] = {}
     for tkv, n in with_data_keys(TenantKeyVersion.objects.filter(tenant_id=tenant_id, kek__in=keys)):
@@ -117,15 +118,9 @@ def _with_counts(keys: list[TenantKey], tenant_id: int) -> list[KeyCoverage]:
     return rows
 
 
-def key_coverage(tenant: Tenant) -> list[KeyCoverage]:
-    """Every registered key of ``tenant``, newest first, with its live versions and data keys."""
-    keys = TenantKey.objects.for_tenant(tenant).select_related("registered_by").order_by("-created_at", "-pk")
-    return _with_counts(list(keys), tenant.pk)
-
-
 def coverage_of(key: TenantKey) -> KeyCoverage:
     """One key's coverage (its page)."""
-    return _with_counts([key], key.tenant_id)[0]
+    return with_counts([key], key.tenant_id)[0]
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,7 @@ from audit import pages
 from audit.models import AuditEvent, EventType
 from tenants.models import Tenant
 
-# ``_with_counts`` counts a given list of keys in two statements; ``key_coverage`` would count every key.
-from .coverage import KeyCoverage, _with_counts
+from .coverage import KeyCoverage, with_counts
 from .models import KeyStatus, RewrapJob, TenantKey
 
 PAGE_SIZE = 20
@@ -95,7 +94,7 @@ def refusing(tenant: Tenant) -> list[KeyCoverage]:
     keys = TenantKey.objects.for_tenant(tenant).filter(
         refused_at__isnull=False, status__in=[KeyStatus.ACTIVE, KeyStatus.RETIRED]
     )
-    return _with_counts(list(keys.order_by("-pk")), tenant.pk)
+    return with_counts(list(keys.order_by("-pk")), tenant.pk)
 
 
 def history_page(tenant: Tenant, query: Any) -> HistoryPage:
@@ -113,7 +112,7 @@ def history_page(tenant: Tenant, query: Any) -> HistoryPage:
     rotations, walks = rotations_to(tenant, ids), walks_to(tenant, ids)
     rows = [
         HistoryRow(row, rotations.get(row.key.pk, []), walks.get(row.key.pk, []))
-        for row in _with_counts(page.rows, tenant.pk)
+        for row in with_counts(page.rows, tenant.pk)
     ]
     base = reverse("encryption:index")
 
